@@ -1,0 +1,327 @@
+//! Every environment variable the runtime reads, parsed once, up front.
+//!
+//! A bad value is a user mistake, not a crash: [`Config::from_env_or_exit`] prints one line naming the
+//! variable, the value and what it accepts, then exits with status 2. Lessons read their own variables
+//! with the same helpers ([`var`], [`duration_ms`], …) so every message has one shape.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A variable that was set to something we cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable's name, e.g. `WORKERS`.
+    pub var: String,
+    /// What it was set to.
+    pub value: String,
+    /// What it accepts, in words.
+    pub expected: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where variables come from: the process environment in production, a map in unit tests.
+pub trait Source {
+    /// The variable's value, if it is set and not empty.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<const N: usize> Source for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_string())
+    }
+}
+
+/// Reads `name` and parses it with `parse`; `Ok(None)` when unset.
+pub fn var<T>(
+    src: &impl Source,
+    name: &str,
+    expected: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match src.get(name) {
+        None => Ok(None),
+        Some(raw) => parse(raw.trim()).map(Some).ok_or_else(|| ConfigError {
+            var: name.to_string(),
+            value: raw,
+            expected: expected.to_string(),
+        }),
+    }
+}
+
+/// A whole number in `min..=max`, or `default` when unset.
+pub fn number<T>(src: &impl Source, name: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Copy + fmt::Display,
+{
+    let expected = format!("a whole number from {min} to {max}");
+    Ok(var(src, name, &expected, |s| {
+        s.parse::<T>().ok().filter(|n| *n >= min && *n <= max)
+    })?
+    .unwrap_or(default))
+}
+
+/// A duration written in milliseconds (the course's convention: `SHUTDOWN_TIMEOUT=30000`).
+pub fn duration_ms(
+    src: &impl Source,
+    name: &str,
+    default: Duration,
+    min: Duration,
+) -> Result<Duration, ConfigError> {
+    let expected = format!(
+        "a duration in milliseconds, at least {} (e.g. {})",
+        min.as_millis(),
+        default.as_millis()
+    );
+    Ok(var(src, name, &expected, |s| {
+        s.parse::<u64>()
+            .ok()
+            .map(Duration::from_millis)
+            .filter(|d| *d >= min)
+    })?
+    .unwrap_or(default))
+}
+
+/// A size in bytes with an optional K, M or G suffix (powers of 1024): `512M`, `1G`, `65536`.
+pub fn bytes(src: &impl Source, name: &str) -> Result<Option<u64>, ConfigError> {
+    var(
+        src,
+        name,
+        "a size in bytes, optionally with a K, M or G suffix (e.g. 512M)",
+        parse_bytes,
+    )
+}
+
+fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim_end_matches(['B', 'b']);
+    let (digits, shift) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 10),
+        (i, 'm' | 'M') => (&s[..i], 20),
+        (i, 'g' | 'G') => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits.trim().parse().ok()?;
+    n.checked_mul(1u64 << shift).filter(|n| *n > 0)
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// When to restart a worker that exited on its own, and when to give up on its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Delay before the first restart; doubled for each restart still inside `window`.
+    pub base: Duration,
+    /// The delay never grows past this.
+    pub max: Duration,
+    /// More restarts than this inside `window` and the slot is marked Failed.
+    pub max_restarts: u32,
+    /// How far back restarts count; a worker that stayed up this long starts from a clean slate.
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    /// The course's figures: 1 s doubling to 30 s, at most 5 restarts in 60 s.
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a lesson may change before the environment is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    /// `WORKERS` when unset.
+    pub workers: usize,
+    /// `PORT` when unset.
+    pub port: u16,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            workers: cpu_count(),
+            port: 8000,
+        }
+    }
+}
+
+/// The number of CPUs this process may use (at least 1).
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The runtime's settings. Field docs name the variable and its default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST`, default 127.0.0.1: exposing a cluster to the network is a decision, not a default.
+    pub host: IpAddr,
+    /// `PORT`, default 8000 (0 picks a free port; the banner prints it).
+    pub port: u16,
+    /// `WORKERS`, default: the CPU count (lessons may lower it).
+    pub workers: usize,
+    /// `SHUTDOWN_TIMEOUT` ms, default 30000: how long in-flight requests may take to finish.
+    pub shutdown_timeout: Duration,
+    /// `HEALTH_CHECK_INTERVAL` ms, default 5000: workers heartbeat this often; three missed beats
+    /// mean the worker is hung and it is replaced.
+    pub health_check_interval: Duration,
+    /// `METRICS_INTERVAL` ms, default 1000: how often worker CPU and memory are sampled.
+    pub metrics_interval: Duration,
+    /// `MAX_MEMORY` (e.g. `512M`), unset by default: a worker above it is replaced gracefully.
+    pub max_memory: Option<u64>,
+    /// `RESTART_DELAY` ms (1000), `RESTART_DELAY_MAX` ms (30000), `MAX_RESTARTS` (5),
+    /// `RESTART_WINDOW` ms (60000).
+    pub restart: RestartPolicy,
+    /// `READY_TIMEOUT` ms, default 10000: a worker that has not said Ready by then is replaced.
+    pub ready_timeout: Duration,
+    /// `UPSTREAM_TIMEOUT` ms, default 30000: the longest a worker may take to start its response
+    /// (then 504).
+    pub upstream_timeout: Duration,
+    /// `HEADER_TIMEOUT` ms, default 10000: a client must send a full request head within this; hyper
+    /// also starts it when a keep-alive connection goes idle, so it is the idle timeout too.
+    pub header_timeout: Duration,
+    /// `MAX_HEADER_SIZE` bytes, default 64K (at least 8K): bigger heads get 431.
+    pub max_header_size: usize,
+    /// `MAX_BODY_SIZE` bytes, default 10M: bigger bodies get 413.
+    pub max_body_size: u64,
+    /// `MAX_CONNECTIONS`, default 10000: past it the edge stops accepting until one closes.
+    pub max_connections: usize,
+    /// `POOL_SIZE`, default 64: concurrent upstream connections per worker; more requests queue
+    /// at the master instead of swamping the worker.
+    pub pool_size: usize,
+    /// `LOG_FORMAT` = `text` (default) or `json`; the filter is `RUST_LOG` (default `info`).
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment; on a bad value prints the reason and exits with status 2.
+    pub fn from_env_or_exit(defaults: Defaults) -> Self {
+        Self::from_source(&ProcessEnv, defaults).unwrap_or_else(|e| exit_bad_config(&e))
+    }
+
+    /// Reads every variable from `src`.
+    pub fn from_source(src: &impl Source, defaults: Defaults) -> Result<Self, ConfigError> {
+        let ms = Duration::from_millis;
+        let host = var(src, "HOST", "an IP address such as 127.0.0.1 or 0.0.0.0", |s| {
+            s.parse::<IpAddr>().ok()
+        })?
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let log_format = var(src, "LOG_FORMAT", "text or json", |s| match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        })?
+        .unwrap_or(LogFormat::Text);
+        let restart = RestartPolicy {
+            base: duration_ms(src, "RESTART_DELAY", ms(1000), ms(1))?,
+            max: duration_ms(src, "RESTART_DELAY_MAX", ms(30_000), ms(1))?,
+            max_restarts: number(src, "MAX_RESTARTS", 5, 0, 1000)?,
+            window: duration_ms(src, "RESTART_WINDOW", ms(60_000), ms(1))?,
+        };
+        Ok(Self {
+            host,
+            port: number(src, "PORT", defaults.port, 0, u16::MAX)?,
+            workers: number(src, "WORKERS", defaults.workers, 1, 256)?,
+            shutdown_timeout: duration_ms(src, "SHUTDOWN_TIMEOUT", ms(30_000), ms(0))?,
+            health_check_interval: duration_ms(src, "HEALTH_CHECK_INTERVAL", ms(5000), ms(10))?,
+            metrics_interval: duration_ms(src, "METRICS_INTERVAL", ms(1000), ms(10))?,
+            max_memory: bytes(src, "MAX_MEMORY")?,
+            restart,
+            ready_timeout: duration_ms(src, "READY_TIMEOUT", ms(10_000), ms(10))?,
+            upstream_timeout: duration_ms(src, "UPSTREAM_TIMEOUT", ms(30_000), ms(1))?,
+            header_timeout: duration_ms(src, "HEADER_TIMEOUT", ms(10_000), ms(1))?,
+            max_header_size: number(src, "MAX_HEADER_SIZE", 64 * 1024, 8 * 1024, 16 << 20)?,
+            max_body_size: bytes(src, "MAX_BODY_SIZE")?.unwrap_or(10 << 20),
+            max_connections: number(src, "MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
+            pool_size: number(src, "POOL_SIZE", 64, 1, 10_000)?,
+            log_format,
+        })
+    }
+}
+
+/// Prints `err` the way every lesson does and exits with status 2 (a usage error).
+pub fn exit_bad_config(err: &ConfigError) -> ! {
+    eprintln!("error: {err}");
+    std::process::exit(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let cfg = Config::from_source(&[], Defaults { workers: 3, port: 8000 }).unwrap();
+        assert_eq!(cfg.workers, 3);
+        assert_eq!(cfg.port, 8000);
+        assert_eq!(cfg.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(cfg.restart, RestartPolicy::default());
+    }
+
+    #[test]
+    fn a_bad_number_names_the_variable_and_the_range() {
+        let err = Config::from_source(&[("WORKERS", "abc")], Defaults::default()).unwrap_err();
+        assert_eq!(err.var, "WORKERS");
+        assert_eq!(
+            err.to_string(),
+            "invalid WORKERS=\"abc\": expected a whole number from 1 to 256"
+        );
+        let err = Config::from_source(&[("PORT", "70000")], Defaults::default()).unwrap_err();
+        assert_eq!(err.var, "PORT");
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_bytes("512M"), Some(512 << 20));
+        assert_eq!(parse_bytes("1g"), Some(1 << 30));
+        assert_eq!(parse_bytes("64KB"), Some(64 << 10));
+        assert_eq!(parse_bytes("100"), Some(100));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("0"), None);
+        assert_eq!(parse_bytes("99999999999G"), None, "overflow is an error");
+    }
+
+    #[test]
+    fn durations_are_milliseconds() {
+        let cfg =
+            Config::from_source(&[("SHUTDOWN_TIMEOUT", "1500")], Defaults::default()).unwrap();
+        assert_eq!(cfg.shutdown_timeout, Duration::from_millis(1500));
+        let err = Config::from_source(&[("SHUTDOWN_TIMEOUT", "1.5s")], Defaults::default())
+            .unwrap_err();
+        assert_eq!(err.var, "SHUTDOWN_TIMEOUT");
+    }
+}

@@ -1,0 +1,223 @@
+//! The master's HTTP edge: accepts clients on `HOST:PORT` and routes every request.
+//!
+//! Layout:
+//! - `mod.rs`: the accept loop, connection limits and timeouts, master-owned routes;
+//! - [`pool`]: workers as upstreams, each with a bounded keep-alive connection pool;
+//! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
+//! - [`body`]: the request and response body types, with no boxing on the proxied path.
+//!
+//! Requests whose path the lesson registered as master-owned (`/health`, stats, admin) are answered
+//! here by an axum `Router`, because only the master sees the whole cluster. Everything else goes to
+//! a worker chosen by the [`Selector`](crate::balance::Selector).
+
+pub mod body;
+pub mod pool;
+pub mod proxy;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::task::TaskTracker;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+pub use body::{EdgeBody, RequestBody};
+pub use pool::Backend;
+
+use crate::balance::Selector;
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+
+/// The workers that may take traffic right now. Replaced whole (copy-on-write) when a worker
+/// becomes ready or leaves, so the request path only clones an `Arc` under a read lock.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    ready: RwLock<Arc<[Arc<Backend>]>>,
+}
+
+impl Upstreams {
+    /// The current ready set.
+    pub fn snapshot(&self) -> Arc<[Arc<Backend>]> {
+        self.ready.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds `backend`, replacing any other process of the same slot.
+    pub(crate) fn insert(&self, backend: Arc<Backend>) {
+        let mut ready = self.ready.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<_> = ready
+            .iter()
+            .filter(|b| b.slot() != backend.slot())
+            .cloned()
+            .collect();
+        next.push(backend);
+        next.sort_by_key(|b| b.slot());
+        *ready = next.into();
+    }
+
+    /// Removes the process `pid` if it is in the set; true if it was.
+    pub(crate) fn remove_pid(&self, pid: u32) -> bool {
+        let mut ready = self.ready.write().unwrap_or_else(|p| p.into_inner());
+        if !ready.iter().any(|b| b.pid() == pid) {
+            return false;
+        }
+        let next: Vec<_> = ready.iter().filter(|b| b.pid() != pid).cloned().collect();
+        *ready = next.into();
+        true
+    }
+}
+
+/// Paths the master answers itself, and the router that answers them.
+#[derive(Clone, Default)]
+pub struct MasterRoutes {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+    router: axum::Router,
+}
+
+impl MasterRoutes {
+    /// `paths` are matched exactly, except those ending in `/` which match as prefixes
+    /// (`/admin/` takes `/admin/anything`). `router` must answer all of them.
+    pub fn new(paths: &[&str], router: axum::Router) -> Self {
+        let (prefixes, exact) = paths
+            .iter()
+            .map(|p| p.to_string())
+            .partition(|p| p.ends_with('/') && p.len() > 1);
+        Self {
+            exact,
+            prefixes,
+            router,
+        }
+    }
+
+    /// Adds another set of routes in front.
+    pub fn merge(mut self, other: MasterRoutes) -> Self {
+        self.exact.extend(other.exact);
+        self.prefixes.extend(other.prefixes);
+        self.router = self.router.merge(other.router);
+        self
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        self.exact.iter().any(|p| p == path) || self.prefixes.iter().any(|p| path.starts_with(p))
+    }
+}
+
+/// Settings the edge needs, taken from [`Config`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub upstream_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_body_size: u64,
+    pub max_connections: usize,
+}
+
+impl From<&Config> for Limits {
+    fn from(c: &Config) -> Self {
+        Self {
+            upstream_timeout: c.upstream_timeout,
+            header_timeout: c.header_timeout,
+            max_header_size: c.max_header_size,
+            max_body_size: c.max_body_size,
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+/// Everything a request handler needs; shared by every connection.
+pub(crate) struct Edge {
+    pub limits: Limits,
+    pub upstreams: Arc<Upstreams>,
+    pub selector: Arc<dyn Selector>,
+    pub master: MasterRoutes,
+    pub retry: proxy::RetryBudget,
+}
+
+impl Edge {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<EdgeBody>, Infallible> {
+        if self.master.owns(req.uri().path()) {
+            let resp = self
+                .master
+                .router
+                .clone()
+                .oneshot(req.map(axum::body::Body::new))
+                .await
+                .unwrap_or_else(|never| match never {});
+            return Ok(resp.map(EdgeBody::Axum));
+        }
+        Ok(proxy::forward(&self, req, client).await)
+    }
+}
+
+/// Serves `listener` until `shutdown` fires, then lets in-flight requests finish for up to `drain`.
+/// Returns true when every connection closed within `drain`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: Shutdown,
+    drain: Duration,
+) -> bool {
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(edge.limits.max_connections));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.limits.header_timeout)
+        .max_buf_size(edge.limits.max_header_size)
+        .keep_alive(true);
+    let stop = shutdown.clone().wait();
+    tokio::pin!(stop);
+    loop {
+        // Waiting for a connection slot before accepting pushes back on clients through the
+        // kernel's backlog instead of accepting sockets we cannot serve.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut stop => break,
+        };
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        let service = hyper::service::service_fn(move |req| edge.clone().handle(req, client));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop_conn = shutdown.clone();
+        connections.spawn(async move {
+            if let Err(e) = crate::shutdown::drive(conn, stop_conn).await {
+                tracing::debug!(%client, error = %e, "client connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.close();
+    tokio::select! {
+        () = connections.wait() => true,
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(?drain, "client connections still open after the shutdown timeout");
+            false
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Workers as upstreams: one [`Backend`] per worker process, each with a bounded pool of
+//! keep-alive HTTP/1.1 connections to the worker's Unix socket.
+//!
+//! The bound matters (measured: with an unbounded pool, 10,000 client connections became 10,000
+//! upstream connections, the workers ballooned and 445 requests timed out; with 64 per worker,
+//! none). A request first takes a permit from the backend's semaphore, so past the bound it queues
+//! at the master, in order, instead of opening yet another socket.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::body::RequestBody;
+use crate::metrics::SlotCounters;
+
+/// One worker process that can take requests.
+#[derive(Debug)]
+pub struct Backend {
+    slot: usize,
+    pid: u32,
+    generation: u64,
+    /// Precomputed so the response path does not format a number per request.
+    worker_id: HeaderValue,
+    counters: Arc<SlotCounters>,
+    socket: PathBuf,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    /// Set when the worker is draining or gone, so released connections are closed, not pooled.
+    retired: AtomicBool,
+}
+
+impl Backend {
+    pub(crate) fn new(
+        slot: usize,
+        pid: u32,
+        generation: u64,
+        socket: PathBuf,
+        counters: Arc<SlotCounters>,
+        pool_size: usize,
+    ) -> Self {
+        Self {
+            slot,
+            pid,
+            generation,
+            worker_id: HeaderValue::from(slot),
+            counters,
+            socket,
+            permits: Arc::new(Semaphore::new(pool_size)),
+            idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// The worker's slot id (1..=N), stable across restarts.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Which process of this slot this is (0 for the first, then one more per replacement).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Requests dispatched to this slot that have not finished.
+    pub fn in_flight(&self) -> u64 {
+        self.counters.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The slot's counters.
+    pub fn counters(&self) -> &Arc<SlotCounters> {
+        &self.counters
+    }
+
+    pub(crate) fn worker_id_header(&self) -> &HeaderValue {
+        &self.worker_id
+    }
+
+    /// Stops pooling connections to this worker and closes the idle ones.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.lock_idle().clear();
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<RequestBody>>> {
+        // A panic while holding this lock cannot leave the Vec half-updated, so poison is ignored.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a new connection to the worker. Upgrades are enabled only on dedicated connections.
+    pub(crate) async fn connect(
+        &self,
+        upgrades: bool,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(ConnectError::Io)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let slot = self.slot;
+        if upgrades {
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(slot, error = %e, "upstream connection ended");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(slot, error = %e, "upstream connection ended");
+                }
+            });
+        }
+        Ok(sender)
+    }
+}
+
+/// Counts a request against its slot from dispatch until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub(crate) fn new(backend: Arc<Backend>) -> Self {
+        backend.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        backend.counters.requests.fetch_add(1, Ordering::Relaxed);
+        Self(backend)
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A pooled connection in use. Dropped without [`Lease::release`], the connection is closed: its
+/// response may not have been read to the end, so it cannot carry another request.
+#[derive(Debug)]
+pub struct Lease {
+    sender: Option<http1::SendRequest<RequestBody>>,
+    in_flight: InFlight,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// The response was read to its end: the connection can serve the next request.
+    pub(crate) fn release(&mut self) {
+        let backend = self.in_flight.backend();
+        if let Some(sender) = self.sender.take()
+            && !sender.is_closed()
+            && !backend.retired.load(Ordering::Relaxed)
+        {
+            backend.lock_idle().push(sender);
+        }
+    }
+
+    /// The response failed mid-way: count an error and close the connection.
+    pub(crate) fn fail(self) {
+        let backend = self.in_flight.backend();
+        backend.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a connection to a worker could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The socket refused or vanished: the worker is gone or not listening.
+    Io(std::io::Error),
+    /// The socket accepted but HTTP/1.1 could not start.
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Io(e) => write!(f, "connect to worker socket: {e}"),
+            ConnectError::Handshake(e) => write!(f, "handshake with worker: {e}"),
+        }
+    }
+}
+
+/// How sending to one backend went wrong.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// Nothing reached the worker; the request is handed back and may go elsewhere.
+    NotSent(Request<RequestBody>, String),
+    /// The request (or part of it) was written, then the connection failed before a response head.
+    Sent(hyper::Error),
+}
+
+/// How many times one request may find a dead pooled connection before it gives up on this backend.
+const STALE_CONNECTION_TRIES: usize = 3;
+
+/// Sends `req` to `in_flight`'s backend over a pooled connection, waiting for a pool permit first.
+pub(crate) async fn send(
+    in_flight: InFlight,
+    mut req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Lease), SendError> {
+    let backend = in_flight.backend().clone();
+    let permit = match backend.permits.clone().acquire_owned().await {
+        Ok(p) => p,
+        Err(_) => return Err(SendError::NotSent(req, "worker pool closed".into())),
+    };
+    for _ in 0..STALE_CONNECTION_TRIES {
+        let mut sender = match pooled(&backend).await {
+            Some(sender) => sender,
+            None => match backend.connect(false).await {
+                Ok(sender) => sender,
+                Err(e) => return Err(SendError::NotSent(req, e.to_string())),
+            },
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                let lease = Lease {
+                    sender: Some(sender),
+                    in_flight,
+                    _permit: permit,
+                };
+                return Ok((resp, lease));
+            }
+            Err(mut e) => match e.take_message() {
+                // The connection closed before the request was written: try a fresh one.
+                Some(back) => req = back,
+                None => return Err(SendError::Sent(e.into_error())),
+            },
+        }
+    }
+    Err(SendError::NotSent(
+        req,
+        "worker keeps closing connections".into(),
+    ))
+}
+
+/// An idle connection that is still usable, if there is one.
+async fn pooled(backend: &Backend) -> Option<http1::SendRequest<RequestBody>> {
+    loop {
+        let mut sender = backend.lock_idle().pop()?;
+        if sender.is_closed() {
+            continue;
+        }
+        if sender.is_ready() || sender.ready().await.is_ok() {
+            return Some(sender);
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! Forwarding one request to a worker.
+//!
+//! Retry rules: a request that never reached a worker (connect refused, pooled connection already
+//! closed) is retried once on another worker whatever its method; one that reached a worker that
+//! then died before answering is retried only when it is idempotent and had no body, because
+//! only then can sending it twice do no harm. Retries draw on a [`RetryBudget`], so a cluster in
+//! trouble is not hit with twice its load. A response that never starts within
+//! `UPSTREAM_TIMEOUT` is a 504 and is not retried: the worker may still be doing the work.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, RETRY_AFTER, UPGRADE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::body::{EdgeBody, RequestBody};
+use super::pool::{self, Backend, InFlight, SendError};
+use super::Edge;
+use crate::balance::RequestInfo;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Set on every proxied response: which slot answered.
+pub static X_WORKER_ID: HeaderName = HeaderName::from_static("x-worker-id");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not be forwarded.
+static HOP_BY_HOP: [HeaderName; 6] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("upgrade"),
+    CONNECTION,
+];
+
+/// Limits retries to a share of traffic: every request deposits a fifth of a retry, a retry
+/// withdraws one; the balance is capped so a quiet hour cannot fund a retry storm.
+#[derive(Debug)]
+pub(crate) struct RetryBudget {
+    /// In tenths of a retry.
+    balance: AtomicI64,
+}
+
+const RETRY_COST: i64 = 10;
+const DEPOSIT: i64 = 2;
+const MAX_BALANCE: i64 = 100 * RETRY_COST;
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            balance: AtomicI64::new(MAX_BALANCE),
+        }
+    }
+}
+
+impl RetryBudget {
+    fn deposit(&self) {
+        // A racy cap is fine: it only bounds how much is saved up.
+        if self.balance.load(Ordering::Relaxed) < MAX_BALANCE {
+            self.balance.fetch_add(DEPOSIT, Ordering::Relaxed);
+        }
+    }
+
+    fn withdraw(&self) -> bool {
+        if self.balance.fetch_sub(RETRY_COST, Ordering::Relaxed) >= RETRY_COST {
+            true
+        } else {
+            self.balance.fetch_add(RETRY_COST, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+fn request_id() -> HeaderValue {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // Unique per master run without a syscall per request: a random prefix and a counter.
+    let prefix = *PREFIX.get_or_init(rand::random::<u32>);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0u8; 25];
+    let text = {
+        use std::io::Write;
+        let mut cur = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cur, "{prefix:08x}-{n:016x}");
+        let len = cur.position() as usize;
+        &buf[..len]
+    };
+    HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(CONNECTION).cloned() {
+        // Headers named in Connection are hop-by-hop too.
+        if let Ok(list) = conn.to_str() {
+            for name in list.split(',') {
+                headers.remove(name.trim());
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// A JSON error response made by the edge.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<EdgeBody> {
+    let body = serde_json::json!({ "error": code, "message": message, "status": status.as_u16() });
+    let mut resp = Response::new(EdgeBody::Full(Some(Bytes::from(body.to_string()))));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn pick(
+    edge: &Edge,
+    req: &Request<RequestBody>,
+    client: SocketAddr,
+    exclude: Option<u32>,
+) -> Option<Arc<Backend>> {
+    let ready = edge.upstreams.snapshot();
+    let info = RequestInfo {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        client,
+    };
+    match exclude {
+        None if !ready.is_empty() => {
+            let i = edge.selector.select(&info, &ready)?;
+            ready.get(i).cloned()
+        }
+        None => None,
+        Some(pid) => {
+            let rest: Vec<_> = ready.iter().filter(|b| b.pid() != pid).cloned().collect();
+            if rest.is_empty() {
+                return None;
+            }
+            let i = edge.selector.select(&info, &rest)?;
+            rest.get(i).cloned()
+        }
+    }
+}
+
+/// Forwards `req` to a worker and returns its response, or the edge's error response.
+pub(crate) async fn forward(
+    edge: &Edge,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<EdgeBody> {
+    if let Some(len) = req.headers().get(CONTENT_LENGTH)
+        && len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n > edge.limits.max_body_size)
+    {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is larger than MAX_BODY_SIZE",
+        );
+    }
+    if is_upgrade(req.headers()) {
+        return tunnel(edge, req, client).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    append_forwarded_for(&mut parts.headers, client);
+    let request_id = match parts.headers.get(&X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = request_id();
+            parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    };
+    // Keep what is needed to resend a bodiless idempotent request if its worker dies mid-request.
+    let resend = (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
+        .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let body = RequestBody::Client {
+        body,
+        remaining: edge.limits.max_body_size,
+    };
+    let req = Request::from_parts(parts, body);
+    edge.retry.deposit();
+
+    let Some(first) = pick(edge, &req, client, None) else {
+        return with_id(
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_worker_available",
+                "no worker is ready to take this request",
+            ),
+            request_id,
+        );
+    };
+    let failed_pid = first.pid();
+    let req = match attempt(edge, first, req).await {
+        Attempt::Done(resp) => return with_id(resp, request_id),
+        Attempt::NotSent(req, why) => {
+            tracing::debug!(worker_pid = failed_pid, %why, "request not sent; retrying elsewhere");
+            req
+        }
+        Attempt::Lost(why) => match resend {
+            Some((method, uri, headers)) => {
+                tracing::debug!(worker_pid = failed_pid, %why, "worker failed before answering; resending");
+                let mut req = Request::new(RequestBody::Empty);
+                *req.method_mut() = method;
+                *req.uri_mut() = uri;
+                *req.headers_mut() = headers;
+                req
+            }
+            None => {
+                return with_id(
+                    error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        &format!("the worker failed before answering: {why}"),
+                    ),
+                    request_id,
+                );
+            }
+        },
+    };
+    let retry_to = if edge.retry.withdraw() {
+        pick(edge, &req, client, Some(failed_pid))
+    } else {
+        None
+    };
+    let Some(second) = retry_to else {
+        return with_id(
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_worker_available",
+                "the chosen worker failed and no other worker could take the request",
+            ),
+            request_id,
+        );
+    };
+    let resp = match attempt(edge, second, req).await {
+        Attempt::Done(resp) => resp,
+        Attempt::NotSent(_, why) | Attempt::Lost(why) => error_response(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            &format!("two workers failed to answer: {why}"),
+        ),
+    };
+    with_id(resp, request_id)
+}
+
+fn with_id(mut resp: Response<EdgeBody>, id: HeaderValue) -> Response<EdgeBody> {
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    resp
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
+    let ip = client.ip().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+enum Attempt {
+    Done(Response<EdgeBody>),
+    NotSent(Request<RequestBody>, String),
+    Lost(String),
+}
+
+async fn attempt(edge: &Edge, backend: Arc<Backend>, req: Request<RequestBody>) -> Attempt {
+    let in_flight = InFlight::new(backend.clone());
+    let sent = tokio::time::timeout(edge.limits.upstream_timeout, pool::send(in_flight, req)).await;
+    let counters = backend.counters();
+    match sent {
+        Ok(Ok((resp, lease))) => {
+            let (mut parts, body) = resp.into_parts();
+            if parts.status.is_server_error() {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
+            Attempt::Done(Response::from_parts(parts, EdgeBody::upstream(body, lease)))
+        }
+        Ok(Err(SendError::NotSent(req, why))) => Attempt::NotSent(req, why),
+        Ok(Err(SendError::Sent(e))) => {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            Attempt::Lost(e.to_string())
+        }
+        Err(_elapsed) => {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            Attempt::Done(error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                &format!(
+                    "worker {} did not answer within UPSTREAM_TIMEOUT ({} ms)",
+                    backend.slot(),
+                    edge.limits.upstream_timeout.as_millis()
+                ),
+            ))
+        }
+    }
+}
+
+/// An HTTP Upgrade (WebSocket): the handshake goes to one worker over a dedicated connection, and
+/// once both sides switched protocols the two sockets are spliced until either closes. The socket
+/// stays on that worker for its whole life.
+async fn tunnel(edge: &Edge, mut req: Request<Incoming>, client: SocketAddr) -> Response<EdgeBody> {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, body) = req.into_parts();
+    append_forwarded_for(&mut parts.headers, client);
+    let req = Request::from_parts(
+        parts,
+        RequestBody::Client {
+            body,
+            remaining: edge.limits.max_body_size,
+        },
+    );
+    let Some(backend) = pick(edge, &req, client, None) else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_worker_available",
+            "no worker is ready to take this connection",
+        );
+    };
+    let mut sender = match backend.connect(true).await {
+        Ok(s) => s,
+        Err(e) => {
+            return error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &e.to_string());
+        }
+    };
+    let in_flight = InFlight::new(backend.clone());
+    let mut resp = match tokio::time::timeout(edge.limits.upstream_timeout, sender.send_request(req))
+        .await
+    {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            return error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &e.to_string());
+        }
+        Err(_) => {
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "the worker did not answer the upgrade in time",
+            );
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let (Ok(down), Ok(up)) = tokio::join!(client_upgrade, upstream_upgrade) else {
+                tracing::debug!("upgrade did not complete on both sides");
+                return;
+            };
+            let mut down = hyper_util::rt::TokioIo::new(down);
+            let mut up = hyper_util::rt::TokioIo::new(up);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        });
+    }
+    let (mut parts, body) = resp.into_parts();
+    parts
+        .headers
+        .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
+    Response::from_parts(parts, EdgeBody::Upstream { body, lease: None })
+}

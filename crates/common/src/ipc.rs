@@ -1,0 +1,179 @@
+//! The typed control channel between the master and each worker.
+//!
+//! One end of a Unix `socketpair` per worker, inherited by the worker as a file descriptor (as Node's
+//! `NODE_CHANNEL_FD`). Frames are a 4-byte big-endian length and a JSON document, capped at
+//! [`MAX_FRAME`] bytes. A frame that is too large or not a message we know is a protocol error: the
+//! master treats the worker as broken and replaces it; it never trusts or panics on what it read.
+
+use std::fmt;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+/// The largest frame either side accepts: control messages are small, so anything bigger is a bug or
+/// an attack.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// What a worker tells the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// The worker's socket is accepting: route traffic to it.
+    Ready {
+        /// The worker's process id, as it sees itself.
+        pid: u32,
+    },
+    /// I am alive; sent every `HEALTH_CHECK_INTERVAL`.
+    Heartbeat {
+        /// The worker's own view of itself.
+        stats: WorkerStats,
+    },
+    /// The answer to a [`MasterMessage::Request`] with the same id.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// Whatever the request asked for.
+        body: serde_json::Value,
+    },
+}
+
+/// Figures only the worker can measure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Requests served since the worker started.
+    pub requests: u64,
+    /// Requests being served right now.
+    pub in_flight: u64,
+    /// How late the last heartbeat timer fired, in microseconds: a busy or blocked runtime shows here.
+    pub runtime_lag_us: u64,
+}
+
+/// What the master tells a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MasterMessage {
+    /// Stop accepting, finish in-flight requests within `deadline_ms`, close idle connections, exit 0.
+    Shutdown {
+        /// The drain budget in milliseconds.
+        deadline_ms: u64,
+    },
+    /// Re-read configuration (SIGHUP on the master is broadcast as this).
+    Reload,
+    /// Ask the worker something; it answers with [`WorkerMessage::Reply`] and the same id.
+    Request {
+        /// Chosen by the master, echoed in the reply.
+        id: u64,
+        /// The question.
+        body: serde_json::Value,
+    },
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum IpcError {
+    /// The socket failed, or a frame was over [`MAX_FRAME`].
+    Io(std::io::Error),
+    /// The frame was not a message of the expected type.
+    Malformed(serde_json::Error),
+}
+
+impl fmt::Display for IpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpcError::Io(e) => write!(f, "control channel i/o: {e}"),
+            IpcError::Malformed(e) => write!(f, "control channel sent a malformed message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IpcError {}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// The reading half of a channel, yielding messages of type `M`.
+pub struct Receiver<R, M> {
+    frames: FramedRead<R, LengthDelimitedCodec>,
+    _msg: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<R: AsyncRead + Unpin, M: DeserializeOwned> Receiver<R, M> {
+    /// Wraps the read half of the socket.
+    pub fn new(io: R) -> Self {
+        Self {
+            frames: FramedRead::new(io, codec()),
+            _msg: std::marker::PhantomData,
+        }
+    }
+
+    /// The next message; `None` when the peer closed its end.
+    pub async fn recv(&mut self) -> Option<Result<M, IpcError>> {
+        let frame = match self.frames.next().await? {
+            Ok(frame) => frame,
+            Err(e) => return Some(Err(IpcError::Io(e))),
+        };
+        Some(serde_json::from_slice(&frame).map_err(IpcError::Malformed))
+    }
+}
+
+/// The writing half of a channel, sending messages of type `M`.
+pub struct Sender<W, M> {
+    frames: FramedWrite<W, LengthDelimitedCodec>,
+    _msg: std::marker::PhantomData<fn(M)>,
+}
+
+impl<W: AsyncWrite + Unpin, M: Serialize> Sender<W, M> {
+    /// Wraps the write half of the socket.
+    pub fn new(io: W) -> Self {
+        Self {
+            frames: FramedWrite::new(io, codec()),
+            _msg: std::marker::PhantomData,
+        }
+    }
+
+    /// Encodes and writes one message.
+    pub async fn send(&mut self, msg: &M) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+        self.frames.send(Bytes::from(bytes)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn messages_round_trip_over_a_socketpair() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let mut tx = Sender::<_, WorkerMessage>::new(a);
+        let mut rx = Receiver::<_, WorkerMessage>::new(b);
+        let msg = WorkerMessage::Heartbeat {
+            stats: WorkerStats {
+                requests: 7,
+                in_flight: 1,
+                runtime_lag_us: 250,
+            },
+        };
+        tx.send(&msg).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap(), msg);
+        drop(tx);
+        assert!(rx.recv().await.is_none(), "a closed peer ends the stream");
+    }
+
+    #[tokio::test]
+    async fn garbage_and_oversized_frames_are_errors_not_panics() {
+        let (mut a, b) = tokio::net::UnixStream::pair().unwrap();
+        let mut rx = Receiver::<_, WorkerMessage>::new(b);
+        a.write_all(&[0, 0, 0, 3, b'{', b'x', b'}']).await.unwrap();
+        assert!(matches!(rx.recv().await, Some(Err(IpcError::Malformed(_)))));
+        a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes()).await.unwrap();
+        assert!(matches!(rx.recv().await, Some(Err(IpcError::Io(_)))));
+    }
+}

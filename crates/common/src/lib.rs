@@ -1,0 +1,37 @@
+//! The cluster runtime every lesson uses: a master that supervises worker processes and routes
+//! HTTP to them.
+//!
+//! Start with [`Cluster`]: give it the axum `Router` each worker serves, optionally routes the
+//! master answers itself and a balancing strategy, then call [`Cluster::run`] from `main`. The same
+//! binary runs as the master and, re-executed with `CLUSTER_WORKER=true`, as each worker.
+//!
+//! Layout, one module a concept:
+//! - [`cluster`]: the builder, [`ClusterHandle`] (events, worker info, scaling, signals, rolling
+//!   restarts) and the master's main loop with its signal handling;
+//! - [`supervisor`]: slot states, spawning, restart backoff, hang and memory checks;
+//! - [`worker`]: the worker side: serve on a Unix socket, heartbeat, drain on request;
+//! - [`ipc`]: typed length-delimited JSON messages over the inherited socketpair;
+//! - [`edge`]: the master's HTTP server and reverse proxy with bounded per-worker pools;
+//! - [`balance`]: the [`Selector`](balance::Selector) trait and round-robin;
+//! - [`metrics`]: per-slot counters that survive restarts;
+//! - [`config`]: environment parsing with errors that name the variable;
+//! - [`shutdown`]: a fire-once notice many tasks can wait on.
+
+pub mod balance;
+pub mod cluster;
+pub mod config;
+pub mod edge;
+pub mod ipc;
+pub mod metrics;
+pub mod shutdown;
+pub mod supervisor;
+pub mod worker;
+
+pub use cluster::{Cluster, ClusterEvent, ClusterHandle};
+pub use config::Config;
+pub use edge::MasterRoutes;
+pub use supervisor::{SlotState, WorkerInfo};
+pub use worker::WorkerContext;
+
+/// The error type for everything that only needs to be reported, not matched on.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

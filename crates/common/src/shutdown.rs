@@ -1,0 +1,71 @@
+//! A shutdown notice that many tasks can wait on.
+//!
+//! Built on `tokio::sync::watch`: triggering it once wakes every waiter, and a waiter that starts
+//! listening after the trigger returns at once (a broadcast would lose that notice).
+
+use tokio::sync::watch;
+
+/// Fires the notice. Cloneable; triggering twice is harmless.
+#[derive(Debug, Clone)]
+pub struct Trigger(watch::Sender<bool>);
+
+/// Waits for the notice. Cloneable and cheap.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// A connected pair.
+pub fn channel() -> (Trigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (Trigger(tx), Shutdown(rx))
+}
+
+impl Trigger {
+    /// Tells every [`Shutdown`] to stop.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// A new waiter for this trigger.
+    pub fn subscribe(&self) -> Shutdown {
+        Shutdown(self.0.subscribe())
+    }
+}
+
+impl Shutdown {
+    /// True once the notice was sent.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when the notice is sent (at once if it already was). If every trigger was dropped
+    /// without firing, it never resolves: nobody can ask for a shutdown any more.
+    pub async fn wait(mut self) {
+        if self.0.wait_for(|fired| *fired).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Serves one HTTP/1 connection until it ends; when `stop` fires, asks it to finish the request in
+/// progress and close (idle keep-alive connections close at once). hyper-util's
+/// `GracefulShutdown` cannot watch connections that allow upgrades, hence this.
+pub(crate) async fn drive<I, S, B>(
+    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
+    stop: Shutdown,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<crate::BoxError>,
+    B: http_body::Body + 'static,
+    B::Error: Into<crate::BoxError>,
+{
+    tokio::pin!(conn);
+    let stop = stop.wait();
+    tokio::pin!(stop);
+    tokio::select! {
+        res = conn.as_mut() => return res,
+        () = &mut stop => conn.as_mut().graceful_shutdown(),
+    }
+    conn.await
+}

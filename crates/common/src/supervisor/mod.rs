@@ -1,0 +1,780 @@
+//! The supervisor: owns every worker process and every slot's state.
+//!
+//! One task runs the state machine below; everything else talks to it by message, so no lock is
+//! held across a state change. Per worker process three small tasks run: a waiter (owns the
+//! `Child`, reaps it, and delivers signals to it while it is unreaped, so a recycled pid is never
+//! signalled), a reader (IPC frames in) and a writer (IPC frames out).
+//!
+//! ```text
+//!            spawn            Ready over IPC          Shutdown sent           exit
+//!   (slot) ────────▶ Starting ──────────────▶ Ready ───────────────▶ Draining ──────▶ Stopped
+//!                       │  exit / no Ready in time      │ exit, hang, garbage on IPC
+//!                       └──────────────┬────────────────┘
+//!                                      ▼
+//!                      restart policy: respawn after backoff ─▶ Starting
+//!                                      or, past the limit ─────▶ Failed
+//! ```
+//!
+//! Rolling replacement (USR2, `MAX_MEMORY`): a second process is started in the same slot; only when
+//! it says Ready does traffic switch to it and the old one drain. If it fails to become Ready the old
+//! one keeps serving and the roll stops.
+
+pub mod backoff;
+pub(crate) mod spawn;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cluster::{ClusterEvent, Shared};
+use crate::config::Config;
+use crate::edge::Backend;
+use crate::ipc::{self, MasterMessage, WorkerMessage};
+use crate::metrics::SlotCounters;
+use backoff::Decision;
+
+/// Where a slot is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    /// A process was started (or is about to be, after a backoff) and has not said Ready.
+    Starting,
+    /// Taking traffic.
+    Ready,
+    /// Finishing in-flight requests before it exits; takes no new ones.
+    Draining,
+    /// No process and none coming (scaled down, or shut down).
+    Stopped,
+    /// Restarted too often inside the window; left down until an operator acts.
+    Failed,
+}
+
+/// A worker slot as the outside world sees it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerInfo {
+    /// The slot id, 1..=N.
+    pub id: usize,
+    /// The serving (or starting) process, if any.
+    pub pid: Option<u32>,
+    /// The slot's state.
+    pub state: SlotState,
+    /// Replacements after crashes, kills and hangs (not rolling restarts) since the master started.
+    pub restarts: u64,
+    /// How long the current process has run, in milliseconds.
+    pub uptime_ms: u64,
+    /// How many processes this slot has had before the current one.
+    pub generation: u64,
+    /// Requests the edge sent to this slot, across restarts.
+    pub requests: u64,
+    /// Requests to this slot that ended in a 5xx or a transport error.
+    pub errors: u64,
+    /// Requests dispatched to this slot and not finished yet.
+    pub in_flight: u64,
+    /// The live counters, so readers see current figures rather than the last snapshot's.
+    #[serde(skip)]
+    pub(crate) counters: Arc<SlotCounters>,
+}
+
+impl WorkerInfo {
+    /// Re-reads the request counters from the slot.
+    pub(crate) fn refresh(&mut self) {
+        self.requests = self.counters.requests.load(Ordering::Relaxed);
+        self.errors = self.counters.errors.load(Ordering::Relaxed);
+        self.in_flight = self.counters.in_flight.load(Ordering::Relaxed);
+    }
+}
+
+/// What the cluster handle asks of the supervisor.
+pub(crate) enum Command {
+    ScaleTo(usize),
+    Replace(usize, oneshot::Sender<Result<(), String>>),
+    Signal(Option<usize>, Signal),
+    Reload,
+    Request(usize, serde_json::Value, oneshot::Sender<Result<serde_json::Value, String>>),
+    Shutdown(Duration, oneshot::Sender<bool>),
+}
+
+/// What the per-process tasks report.
+enum Event {
+    Message(Key, WorkerMessage),
+    Broken(Key, String),
+    Exited(Key, ExitStatus),
+}
+
+/// A process: its slot and generation.
+type Key = (usize, u64);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Role {
+    Current,
+    Replacement,
+    Draining,
+}
+
+struct Instance {
+    pid: u32,
+    started: Instant,
+    last_seen: Instant,
+    ready: bool,
+    role: Role,
+    backend: Arc<Backend>,
+    to_worker: mpsc::UnboundedSender<MasterMessage>,
+    signals: mpsc::UnboundedSender<Signal>,
+    /// Set when the supervisor killed it (hang, garbage, no Ready), for the log.
+    killed_for: Option<&'static str>,
+}
+
+struct Slot {
+    counters: Arc<SlotCounters>,
+    history: VecDeque<Instant>,
+    next_generation: u64,
+    current: Option<u64>,
+    replacement: Option<(u64, Option<oneshot::Sender<Result<(), String>>>)>,
+    respawn_at: Option<Instant>,
+    failed: bool,
+    removed: bool,
+}
+
+pub(crate) struct Supervisor {
+    config: Config,
+    exe: PathBuf,
+    run_dir: PathBuf,
+    shared: Arc<Shared>,
+    slots: BTreeMap<usize, Slot>,
+    procs: HashMap<Key, Instance>,
+    events_tx: mpsc::Sender<Event>,
+    events_rx: mpsc::Receiver<Event>,
+    pending: HashMap<u64, oneshot::Sender<Result<serde_json::Value, String>>>,
+    next_request: u64,
+    shutdown: Option<(Instant, oneshot::Sender<bool>)>,
+    killed_at_shutdown: bool,
+    sys: sysinfo::System,
+}
+
+impl Supervisor {
+    pub(crate) fn new(config: Config, exe: PathBuf, run_dir: PathBuf, shared: Arc<Shared>) -> Self {
+        // Bounded: a worker flooding its channel slows only its own reader task.
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        Self {
+            config,
+            exe,
+            run_dir,
+            shared,
+            slots: BTreeMap::new(),
+            procs: HashMap::new(),
+            events_tx,
+            events_rx,
+            pending: HashMap::new(),
+            next_request: 0,
+            shutdown: None,
+            killed_at_shutdown: false,
+            sys: sysinfo::System::new(),
+        }
+    }
+
+    /// Runs until a shutdown completes.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        self.scale_to(self.config.workers);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sample = tokio::time::interval(self.config.metrics_interval);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(ev) = self.events_rx.recv() => self.on_event(ev),
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    // Every handle is gone: nobody can ask for a clean shutdown, so do one now.
+                    None if self.shutdown.is_none() => {
+                        let (tx, _rx) = oneshot::channel();
+                        self.begin_shutdown(self.config.shutdown_timeout, tx);
+                    }
+                    None => {}
+                },
+                _ = tick.tick() => self.on_tick(),
+                _ = sample.tick() => self.sample(),
+            }
+            self.publish();
+            if self.shutdown.is_some() && self.procs.is_empty() {
+                if let Some((_, reply)) = self.shutdown.take() {
+                    let _ = reply.send(!self.killed_at_shutdown);
+                }
+                return;
+            }
+        }
+    }
+
+    fn emit(&self, ev: ClusterEvent) {
+        // No subscribers is fine.
+        let _ = self.shared.events.send(ev);
+    }
+
+    fn scale_to(&mut self, n: usize) {
+        let active: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.removed)
+            .map(|(id, _)| *id)
+            .collect();
+        if n > active.len() {
+            let mut add = n - active.len();
+            let mut id = 1;
+            while add > 0 {
+                let free = self.slots.get(&id).is_none_or(|s| s.removed && s.current.is_none());
+                if free && !active.contains(&id) {
+                    let counters = self
+                        .slots
+                        .remove(&id)
+                        .map(|s| s.counters)
+                        .unwrap_or_default();
+                    self.slots.insert(
+                        id,
+                        Slot {
+                            counters,
+                            history: VecDeque::new(),
+                            next_generation: 0,
+                            current: None,
+                            replacement: None,
+                            respawn_at: None,
+                            failed: false,
+                            removed: false,
+                        },
+                    );
+                    self.start(id, Role::Current);
+                    add -= 1;
+                }
+                id += 1;
+            }
+        } else {
+            for id in active.into_iter().rev().take(active_len_minus(n, &self.slots)) {
+                self.remove_slot(id);
+            }
+        }
+        self.emit(ClusterEvent::Scaled { workers: n });
+    }
+
+    fn remove_slot(&mut self, id: usize) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        slot.removed = true;
+        slot.respawn_at = None;
+        let gens: Vec<u64> = slot.current.take().into_iter().collect();
+        if let Some((gen_, reply)) = slot.replacement.take() {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(format!("slot {id} was scaled away")));
+            }
+            self.drain((id, gen_));
+        }
+        for g in gens {
+            self.drain((id, g));
+        }
+    }
+
+    /// Starts a process in slot `id`.
+    fn start(&mut self, id: usize, role: Role) -> Option<u64> {
+        let slot = self.slots.get_mut(&id)?;
+        let generation = slot.next_generation;
+        slot.next_generation += 1;
+        let socket = self.run_dir.join(format!("w{id}-{generation}.sock"));
+        let spawned = match spawn::spawn(
+            &self.exe,
+            id,
+            generation,
+            &socket,
+            self.config.health_check_interval,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(slot = id, error = %e, "could not start a worker");
+                // Treat it like a crash at start: the restart policy decides.
+                let slot = self.slots.get_mut(&id)?;
+                if role == Role::Current {
+                    slot.current = None;
+                    self.after_unexpected_exit(id, Duration::ZERO);
+                }
+                return None;
+            }
+        };
+        let pid = spawned.pid;
+        let counters = slot.counters.clone();
+        let key = (id, generation);
+        match role {
+            Role::Current => slot.current = Some(generation),
+            Role::Replacement => {}
+            Role::Draining => {}
+        }
+        let backend = Arc::new(Backend::new(
+            id,
+            pid,
+            generation,
+            socket,
+            counters,
+            self.config.pool_size,
+        ));
+        let (to_worker, signals) = self.watch(key, spawned);
+        let now = Instant::now();
+        self.procs.insert(
+            key,
+            Instance {
+                pid,
+                started: now,
+                last_seen: now,
+                ready: false,
+                role,
+                backend,
+                to_worker,
+                signals,
+                killed_for: None,
+            },
+        );
+        tracing::debug!(slot = id, pid, generation, "worker started");
+        Some(generation)
+    }
+
+    /// Starts the three tasks that watch one process.
+    fn watch(
+        &self,
+        key: Key,
+        spawned: spawn::Spawned,
+    ) -> (mpsc::UnboundedSender<MasterMessage>, mpsc::UnboundedSender<Signal>) {
+        let spawn::Spawned {
+            mut child,
+            pid,
+            channel,
+        } = spawned;
+        let (read, write) = channel.into_split();
+        let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    Some(sig) = sig_rx.recv() => {
+                        // Not reaped yet (we are the only one who waits), so the pid is still ours.
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+                    }
+                }
+            };
+            match status {
+                Ok(status) => {
+                    let _ = events.send(Event::Exited(key, status)).await;
+                }
+                Err(e) => tracing::error!(pid, error = %e, "waiting for a worker failed"),
+            }
+        });
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let mut inbox = ipc::Receiver::<_, WorkerMessage>::new(read);
+            while let Some(msg) = inbox.recv().await {
+                let ev = match msg {
+                    Ok(msg) => Event::Message(key, msg),
+                    Err(e) => Event::Broken(key, e.to_string()),
+                };
+                let broken = matches!(ev, Event::Broken(..));
+                if events.send(ev).await.is_err() || broken {
+                    return;
+                }
+            }
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel::<MasterMessage>();
+        tokio::spawn(async move {
+            let mut outbox = ipc::Sender::<_, MasterMessage>::new(write);
+            while let Some(msg) = rx.recv().await {
+                if outbox.send(&msg).await.is_err() {
+                    return;
+                }
+            }
+        });
+        (tx, sig_tx)
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Message(key, msg) => self.on_message(key, msg),
+            Event::Broken(key, why) => {
+                if let Some(p) = self.procs.get_mut(&key) {
+                    tracing::error!(slot = key.0, pid = p.pid, %why, "worker broke the control protocol; replacing it");
+                    p.killed_for = Some("a protocol error");
+                    let _ = p.signals.send(Signal::SIGKILL);
+                }
+            }
+            Event::Exited(key, status) => self.on_exit(key, status),
+        }
+    }
+
+    fn on_message(&mut self, key: Key, msg: WorkerMessage) {
+        let Some(p) = self.procs.get_mut(&key) else {
+            return;
+        };
+        p.last_seen = Instant::now();
+        match msg {
+            WorkerMessage::Heartbeat { stats } => {
+                p.backend
+                    .counters()
+                    .runtime_lag_us
+                    .store(stats.runtime_lag_us, Ordering::Relaxed);
+            }
+            WorkerMessage::Reply { id, body } => {
+                if let Some(reply) = self.pending.remove(&id) {
+                    let _ = reply.send(Ok(body));
+                }
+            }
+            WorkerMessage::Ready { .. } if p.ready => {}
+            WorkerMessage::Ready { .. } => {
+                p.ready = true;
+                let pid = p.pid;
+                match p.role {
+                    Role::Current => {
+                        if self.shutdown.is_none() {
+                            self.shared.upstreams.insert(p.backend.clone());
+                        }
+                    }
+                    Role::Replacement => self.promote(key),
+                    Role::Draining => {}
+                }
+                tracing::info!(slot = key.0, pid, "worker ready");
+                self.emit(ClusterEvent::Ready { slot: key.0, pid });
+            }
+        }
+    }
+
+    /// A replacement is Ready: switch the slot's traffic to it and drain the old process.
+    fn promote(&mut self, key: Key) {
+        let (id, generation) = key;
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let reply = match slot.replacement.take() {
+            Some((g, reply)) if g == generation => reply,
+            other => {
+                slot.replacement = other;
+                None
+            }
+        };
+        let old = slot.current.replace(generation);
+        if let Some(p) = self.procs.get_mut(&key) {
+            p.role = Role::Current;
+            self.shared.upstreams.insert(p.backend.clone());
+        }
+        if let Some(old) = old {
+            self.drain((id, old));
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// Takes a process out of rotation and asks it to finish and exit.
+    fn drain(&mut self, key: Key) {
+        let Some(p) = self.procs.get_mut(&key) else {
+            return;
+        };
+        p.role = Role::Draining;
+        self.shared.upstreams.remove_pid(p.pid);
+        p.backend.retire();
+        let deadline_ms = self.config.shutdown_timeout.as_millis() as u64;
+        let _ = p.to_worker.send(MasterMessage::Shutdown { deadline_ms });
+        // If it ignores the request, the tick kills it after the shutdown timeout.
+        p.started = Instant::now();
+    }
+
+    fn on_exit(&mut self, key: Key, status: ExitStatus) {
+        use std::os::unix::process::ExitStatusExt;
+        let Some(p) = self.procs.remove(&key) else {
+            return;
+        };
+        let (id, generation) = key;
+        self.shared.upstreams.remove_pid(p.pid);
+        p.backend.retire();
+        let uptime = p.started.elapsed();
+        let (code, signal) = (status.code(), status.signal());
+        match (&p.role, p.killed_for) {
+            (Role::Draining, _) => tracing::info!(slot = id, pid = p.pid, ?code, "worker drained and exited"),
+            (_, Some(why)) => tracing::warn!(slot = id, pid = p.pid, "worker killed for {why}"),
+            _ => tracing::warn!(slot = id, pid = p.pid, ?code, ?signal, "worker exited unexpectedly"),
+        }
+        self.emit(ClusterEvent::Exited {
+            slot: id,
+            pid: p.pid,
+            code,
+            signal,
+        });
+        if self.shutdown.is_some() {
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        match p.role {
+            Role::Draining => {}
+            Role::Replacement => {
+                if let Some((g, reply)) = slot.replacement.take() {
+                    if g != generation {
+                        slot.replacement = Some((g, reply));
+                    } else if let Some(reply) = reply {
+                        let _ = reply.send(Err(format!(
+                            "the new worker for slot {id} exited before it was ready ({status})"
+                        )));
+                    }
+                }
+            }
+            Role::Current => {
+                if slot.current == Some(generation) {
+                    slot.current = None;
+                }
+                if !slot.removed {
+                    self.after_unexpected_exit(id, uptime);
+                }
+            }
+        }
+    }
+
+    fn after_unexpected_exit(&mut self, id: usize, uptime: Duration) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        match self
+            .config
+            .restart
+            .decide(&mut slot.history, now, uptime, rand::random::<f64>())
+        {
+            Decision::RestartAfter(delay) => {
+                tracing::info!(slot = id, ?delay, "restarting worker");
+                slot.respawn_at = Some(now + delay);
+            }
+            Decision::GiveUp => {
+                slot.failed = true;
+                tracing::error!(
+                    slot = id,
+                    max = self.config.restart.max_restarts,
+                    window = ?self.config.restart.window,
+                    "worker keeps crashing; slot marked failed"
+                );
+                self.emit(ClusterEvent::Failed { slot: id });
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::ScaleTo(n) if self.shutdown.is_none() => self.scale_to(n),
+            Command::ScaleTo(_) => {}
+            Command::Replace(id, reply) => {
+                let ok = self.shutdown.is_none()
+                    && self.slots.get(&id).is_some_and(|s| {
+                        !s.removed && s.replacement.is_none() && s.current.is_some()
+                    });
+                if !ok {
+                    let _ = reply.send(Err(format!("slot {id} has no running worker to replace")));
+                    return;
+                }
+                if let Some(generation) = self.start(id, Role::Replacement)
+                    && let Some(slot) = self.slots.get_mut(&id)
+                {
+                    slot.replacement = Some((generation, Some(reply)));
+                } else {
+                    let _ = reply.send(Err(format!("could not start a new worker for slot {id}")));
+                }
+            }
+            Command::Signal(slot, sig) => {
+                for ((id, _), p) in &self.procs {
+                    if slot.is_none_or(|s| s == *id) {
+                        let _ = p.signals.send(sig);
+                    }
+                }
+            }
+            Command::Reload => {
+                for p in self.procs.values() {
+                    let _ = p.to_worker.send(MasterMessage::Reload);
+                }
+            }
+            Command::Request(slot, body, reply) => {
+                let target = self
+                    .slots
+                    .get(&slot)
+                    .and_then(|s| s.current)
+                    .and_then(|g| self.procs.get(&(slot, g)));
+                match target {
+                    Some(p) => {
+                        self.next_request += 1;
+                        let id = self.next_request;
+                        if p.to_worker.send(MasterMessage::Request { id, body }).is_ok() {
+                            self.pending.insert(id, reply);
+                        } else {
+                            let _ = reply.send(Err(format!("worker {slot} is gone")));
+                        }
+                    }
+                    None => {
+                        let _ = reply.send(Err(format!("slot {slot} has no running worker")));
+                    }
+                }
+            }
+            Command::Shutdown(deadline, reply) => self.begin_shutdown(deadline, reply),
+        }
+    }
+
+    fn begin_shutdown(&mut self, deadline: Duration, reply: oneshot::Sender<bool>) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        for slot in self.slots.values_mut() {
+            slot.respawn_at = None;
+            if let Some((_, Some(r))) = slot.replacement.take() {
+                let _ = r.send(Err("the cluster is shutting down".into()));
+            }
+        }
+        let deadline_ms = deadline.as_millis() as u64;
+        for p in self.procs.values_mut() {
+            self.shared.upstreams.remove_pid(p.pid);
+            p.role = Role::Draining;
+            let _ = p.to_worker.send(MasterMessage::Shutdown { deadline_ms });
+        }
+        self.shutdown = Some((Instant::now() + deadline, reply));
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        if let Some((deadline, _)) = &self.shutdown {
+            if now >= *deadline && !self.procs.is_empty() {
+                tracing::warn!(remaining = self.procs.len(), "shutdown timeout: killing workers that are still draining");
+                self.killed_at_shutdown = true;
+                for p in self.procs.values() {
+                    let _ = p.signals.send(Signal::SIGKILL);
+                }
+                // Do not send again on the next tick.
+                self.shutdown = self.shutdown.take().map(|(_, r)| (now + Duration::from_secs(3600), r));
+            }
+            return;
+        }
+        let due: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.respawn_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.respawn_at = None;
+                let restarts = slot.counters.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.start(id, Role::Current).is_some()
+                    && let Some(pid) = self.slots.get(&id).and_then(|s| s.current).and_then(|g| self.procs.get(&(id, g))).map(|p| p.pid)
+                {
+                    self.emit(ClusterEvent::Restarted { slot: id, pid, restarts });
+                }
+            }
+        }
+        let hang_after = self.config.health_check_interval * 3;
+        let ready_timeout = self.config.ready_timeout;
+        let drain_timeout = self.config.shutdown_timeout + Duration::from_secs(1);
+        for ((id, _), p) in &mut self.procs {
+            if p.killed_for.is_some() {
+                continue;
+            }
+            let why = if !p.ready && p.role != Role::Draining && now.duration_since(p.started) > ready_timeout {
+                Some("not becoming ready within READY_TIMEOUT")
+            } else if p.ready && p.role != Role::Draining && now.duration_since(p.last_seen) > hang_after {
+                Some("missing three heartbeats (hung)")
+            } else if p.role == Role::Draining && now.duration_since(p.started) > drain_timeout {
+                Some("still draining after SHUTDOWN_TIMEOUT")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                tracing::warn!(slot = id, pid = p.pid, "killing worker: {why}");
+                p.killed_for = Some(why);
+                self.shared.upstreams.remove_pid(p.pid);
+                let _ = p.signals.send(Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Samples each worker's CPU and memory by pid, and replaces workers over `MAX_MEMORY`.
+    fn sample(&mut self) {
+        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate};
+        if self.procs.is_empty() {
+            return;
+        }
+        let pids: Vec<Pid> = self.procs.values().map(|p| Pid::from_u32(p.pid)).collect();
+        self.sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&pids),
+            true,
+            ProcessRefreshKind::nothing().with_cpu().with_memory(),
+        );
+        let mut over = Vec::new();
+        for ((id, _), p) in &self.procs {
+            let Some(proc_) = self.sys.process(Pid::from_u32(p.pid)) else {
+                continue;
+            };
+            let counters = p.backend.counters();
+            counters.rss_bytes.store(proc_.memory(), Ordering::Relaxed);
+            counters
+                .cpu_centi_percent
+                .store((proc_.cpu_usage() * 100.0) as u64, Ordering::Relaxed);
+            if let Some(limit) = self.config.max_memory
+                && p.role == Role::Current
+                && p.ready
+                && proc_.memory() > limit
+            {
+                over.push((*id, proc_.memory(), limit));
+            }
+        }
+        for (id, rss, limit) in over {
+            if self.slots.get(&id).is_some_and(|s| s.replacement.is_none()) {
+                tracing::warn!(slot = id, rss, limit, "worker over MAX_MEMORY; replacing it");
+                if let Some(generation) = self.start(id, Role::Replacement)
+                    && let Some(slot) = self.slots.get_mut(&id)
+                {
+                    slot.replacement = Some((generation, None));
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let now = Instant::now();
+        let infos = self
+            .slots
+            .iter()
+            .filter(|(id, s)| !s.removed || self.procs.keys().any(|(i, _)| i == *id))
+            .map(|(id, s)| {
+                let current = s.current.and_then(|g| self.procs.get(&(*id, g)).map(|p| (g, p)));
+                let draining = self.procs.iter().any(|((i, _), p)| i == id && p.role == Role::Draining);
+                let state = match (s.failed, current) {
+                    (true, _) => SlotState::Failed,
+                    (false, Some((_, p))) if p.ready && p.role == Role::Current => SlotState::Ready,
+                    (false, Some(_)) => SlotState::Starting,
+                    (false, None) if s.respawn_at.is_some() => SlotState::Starting,
+                    (false, None) if draining => SlotState::Draining,
+                    (false, None) => SlotState::Stopped,
+                };
+                WorkerInfo {
+                    id: *id,
+                    pid: current.map(|(_, p)| p.pid),
+                    state,
+                    restarts: s.counters.restarts.load(Ordering::Relaxed),
+                    uptime_ms: current.map_or(0, |(_, p)| now.duration_since(p.started).as_millis() as u64),
+                    generation: current.map_or(s.next_generation, |(g, _)| g),
+                    requests: s.counters.requests.load(Ordering::Relaxed),
+                    errors: s.counters.errors.load(Ordering::Relaxed),
+                    in_flight: s.counters.in_flight.load(Ordering::Relaxed),
+                    counters: s.counters.clone(),
+                }
+            })
+            .collect();
+        self.shared.workers.send_replace(infos);
+    }
+}
+
+fn active_len_minus(n: usize, slots: &BTreeMap<usize, Slot>) -> usize {
+    slots.values().filter(|s| !s.removed).count().saturating_sub(n)
+}

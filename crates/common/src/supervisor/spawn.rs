@@ -1,0 +1,94 @@
+//! Starting a worker process: re-execute our own binary with a control channel.
+//!
+//! We never `fork()` into a copy of the running master: a process that has started a tokio runtime
+//! holds threads and locks that a forked child would inherit half-held. Instead the master runs
+//! `current_exe()` again (as Node's `cluster.fork()` does) with `CLUSTER_WORKER=true` in its
+//! environment. The child end of a Unix socketpair is its control channel: created close-on-exec,
+//! it is made inheritable only inside this one child's pre-exec hook, so workers started at the same
+//! moment never receive each other's channels.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// The environment a worker reads (see [`crate::worker`]).
+pub mod env {
+    /// `true` in workers; absent in the master.
+    pub const WORKER: &str = "CLUSTER_WORKER";
+    /// The worker's slot, 1..=WORKERS.
+    pub const WORKER_ID: &str = "CLUSTER_WORKER_ID";
+    /// How many processes this slot had before.
+    pub const GENERATION: &str = "CLUSTER_GENERATION";
+    /// The inherited control channel's descriptor number.
+    pub const IPC_FD: &str = "CLUSTER_IPC_FD";
+    /// The Unix socket path to serve HTTP on.
+    pub const SOCKET: &str = "CLUSTER_SOCKET";
+    /// The master's pid, to detect being orphaned at start.
+    pub const MASTER_PID: &str = "CLUSTER_MASTER_PID";
+    /// How often to heartbeat, in milliseconds.
+    pub const HEARTBEAT_MS: &str = "CLUSTER_HEARTBEAT_MS";
+}
+
+/// A started worker process and the master's end of its control channel.
+pub(crate) struct Spawned {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub channel: tokio::net::UnixStream,
+}
+
+/// Starts `exe` as worker `slot`.
+pub(crate) fn spawn(
+    exe: &Path,
+    slot: usize,
+    generation: u64,
+    socket: &Path,
+    heartbeat: Duration,
+) -> io::Result<Spawned> {
+    let (ours, theirs) = StdUnixStream::pair()?;
+    let child_fd = theirs.as_raw_fd();
+    let master_pid = std::process::id();
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.env(env::WORKER, "true")
+        .env(env::WORKER_ID, slot.to_string())
+        .env(env::GENERATION, generation.to_string())
+        .env(env::IPC_FD, child_fd.to_string())
+        .env(env::SOCKET, socket)
+        .env(env::MASTER_PID, master_pid.to_string())
+        .env(env::HEARTBEAT_MS, heartbeat.as_millis().to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe calls
+    // are allowed; fcntl, prctl and getppid are, and it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc;
+            if libc::fcntl(child_fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // Die with the master, even if it is SIGKILLed and cannot clean up.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The master may have died before prctl took effect; then nobody would kill us.
+            if libc::getppid() as u32 != master_pid {
+                return Err(io::Error::other("master exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs);
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("worker exited before its pid was read"))?;
+    ours.set_nonblocking(true)?;
+    let channel = tokio::net::UnixStream::from_std(ours)?;
+    Ok(Spawned {
+        child,
+        pid,
+        channel,
+    })
+}

@@ -1,0 +1,283 @@
+//! The worker side: what a process started with `CLUSTER_WORKER=true` does.
+//!
+//! Boot: check the master is still our parent, open the inherited control channel, bind the
+//! per-worker Unix socket, start serving, and only then say Ready (so the master never routes to a
+//! socket that is not accepting). Loop: serve HTTP, heartbeat over IPC, obey control messages.
+//! Shutdown: on `Shutdown{deadline}` stop accepting, let in-flight requests finish, close idle
+//! keep-alive connections, exit 0. If the control channel closes, the master is gone and we exit
+//! at once: a worker never outlives its master.
+//!
+//! Workers run a current-thread tokio runtime, like a Node worker's single event loop: one process
+//! per core is the unit of parallelism, and a handler that blocks the thread stops the heartbeats
+//! too, which is exactly what lets the master detect a hung worker.
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::task::TaskTracker;
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tower::Service;
+
+use crate::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
+use crate::supervisor::spawn::env as keys;
+use crate::{BoxError, shutdown};
+
+/// Who this worker is; handed to the lesson's router builder.
+#[derive(Debug, Clone)]
+pub struct WorkerContext {
+    /// The slot id, 1..=WORKERS, kept by replacements.
+    pub id: usize,
+    /// This process's id.
+    pub pid: u32,
+    /// How many processes this slot had before this one.
+    pub generation: u64,
+}
+
+/// Answers a [`MasterMessage::Request`]; the default answers with the worker's stats.
+pub type RequestHandler = Arc<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>;
+
+/// Everything the worker needs from its environment.
+struct Boot {
+    ctx: WorkerContext,
+    ipc_fd: RawFd,
+    socket: PathBuf,
+    master_pid: u32,
+    heartbeat: Duration,
+}
+
+fn parse_env() -> Result<Boot, BoxError> {
+    fn get<T: std::str::FromStr>(key: &str) -> Result<T, BoxError> {
+        let raw = std::env::var(key).map_err(|_| format!("{key} is not set"))?;
+        raw.parse()
+            .map_err(|_| format!("{key}={raw:?} is not valid").into())
+    }
+    Ok(Boot {
+        ctx: WorkerContext {
+            id: get(keys::WORKER_ID)?,
+            pid: std::process::id(),
+            generation: get(keys::GENERATION)?,
+        },
+        ipc_fd: get(keys::IPC_FD)?,
+        socket: PathBuf::from(get::<String>(keys::SOCKET)?),
+        master_pid: get(keys::MASTER_PID)?,
+        heartbeat: Duration::from_millis(get(keys::HEARTBEAT_MS)?),
+    })
+}
+
+/// Runs the worker to completion. Called by [`crate::Cluster::run`] when `CLUSTER_WORKER=true`.
+pub(crate) fn run(build: &dyn Fn(&WorkerContext) -> Router, on_request: Option<RequestHandler>) -> ExitCode {
+    let boot = match parse_env() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: this process was started as a cluster worker but {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The master set PR_SET_PDEATHSIG before exec; if it died before that, we were re-parented
+    // and nobody would ever stop us.
+    if nix::unistd::getppid().as_raw() as u32 != boot.master_pid {
+        eprintln!("error: the master (pid {}) is gone; exiting", boot.master_pid);
+        return ExitCode::from(1);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the worker runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let span = tracing::info_span!("worker", id = boot.ctx.id);
+    let _entered = span.enter();
+    let router = build(&boot.ctx);
+    match rt.block_on(serve(boot, router, on_request)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+    lag_us: AtomicU64,
+}
+
+async fn serve(boot: Boot, router: Router, on_request: Option<RequestHandler>) -> Result<(), BoxError> {
+    // SAFETY: the master passed this descriptor to us alone (it cleared FD_CLOEXEC only in our
+    // pre-exec hook) and nothing else in this process owns it.
+    let std_stream = unsafe { StdUnixStream::from_raw_fd(boot.ipc_fd) };
+    std_stream
+        .set_nonblocking(true)
+        .map_err(|e| format!("control channel fd {}: {e}", boot.ipc_fd))?;
+    let (read, write) = tokio::net::UnixStream::from_std(std_stream)
+        .map_err(|e| format!("control channel: {e}"))?
+        .into_split();
+    let mut inbox = ipc::Receiver::<_, MasterMessage>::new(read);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<WorkerMessage>();
+    let writer = tokio::spawn(async move {
+        let mut outbox = ipc::Sender::<_, WorkerMessage>::new(write);
+        while let Some(msg) = out_rx.recv().await {
+            if outbox.send(&msg).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let _ = std::fs::remove_file(&boot.socket);
+    let listener = UnixListener::bind(&boot.socket)
+        .map_err(|e| format!("bind {}: {e}", boot.socket.display()))?;
+    let counters = Arc::new(Counters::default());
+    let router = router.route("/ping", get(|| async { "pong\n" }));
+    let (stop_accepting, accepting) = shutdown::channel();
+    let connections = TaskTracker::new();
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        router,
+        counters.clone(),
+        accepting,
+        connections.clone(),
+    ));
+    let _ = out_tx.send(WorkerMessage::Ready { pid: boot.ctx.pid });
+    tracing::debug!(socket = %boot.socket.display(), "worker ready");
+    tokio::spawn(heartbeat(out_tx.clone(), counters.clone(), boot.heartbeat));
+
+    let deadline = loop {
+        match inbox.recv().await {
+            None => {
+                // The master's end closed: it died. Leave now rather than serve orphaned.
+                tracing::warn!("control channel closed by the master; exiting");
+                std::process::exit(1);
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "bad message from the master; exiting");
+                std::process::exit(1);
+            }
+            Some(Ok(MasterMessage::Shutdown { deadline_ms })) => {
+                break Duration::from_millis(deadline_ms);
+            }
+            Some(Ok(MasterMessage::Reload)) => tracing::info!("reload requested"),
+            Some(Ok(MasterMessage::Request { id, body })) => {
+                let reply = match &on_request {
+                    Some(handler) => handler(body),
+                    None => serde_json::json!({
+                        "requests": counters.requests.load(Ordering::Relaxed),
+                        "inFlight": counters.in_flight.load(Ordering::Relaxed),
+                    }),
+                };
+                let _ = out_tx.send(WorkerMessage::Reply { id, body: reply });
+            }
+        }
+    };
+    tracing::debug!(?deadline, "draining");
+    stop_accepting.trigger();
+    let _ = accept.await;
+    let _ = std::fs::remove_file(&boot.socket);
+    connections.close();
+    let drained = tokio::time::timeout(deadline, connections.wait()).await.is_ok();
+    drop(out_tx);
+    let _ = writer.await;
+    if drained {
+        Ok(())
+    } else {
+        Err(format!("requests still running after {} ms", deadline.as_millis()).into())
+    }
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    router: Router,
+    counters: Arc<Counters>,
+    stop: shutdown::Shutdown,
+    connections: TaskTracker,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).keep_alive(true);
+    let stop_accepting = stop.clone().wait();
+    tokio::pin!(stop_accepting);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut stop_accepting => return,
+        };
+        let router = router.clone();
+        let counters = counters.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let mut router = router.clone();
+            let counters = counters.clone();
+            async move {
+                let _in_flight = InFlight::new(counters);
+                router.call(req.map(axum::body::Body::new)).await
+            }
+        });
+        let conn = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            if let Err(e) = shutdown::drive(conn, stop).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Counts a request from arrival until its handler finishes or is dropped (client gone).
+struct InFlight(Arc<Counters>);
+
+impl InFlight {
+    fn new(counters: Arc<Counters>) -> Self {
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Beats every `every`; the lateness of each tick is the runtime's lag.
+async fn heartbeat(out: mpsc::UnboundedSender<WorkerMessage>, counters: Arc<Counters>, every: Duration) {
+    let mut next = Instant::now() + every;
+    loop {
+        tokio::time::sleep_until(next.into()).await;
+        let lag = Instant::now().saturating_duration_since(next);
+        counters.lag_us.store(lag.as_micros() as u64, Ordering::Relaxed);
+        let stats = WorkerStats {
+            requests: counters.requests.load(Ordering::Relaxed),
+            in_flight: counters.in_flight.load(Ordering::Relaxed),
+            runtime_lag_us: lag.as_micros() as u64,
+        };
+        if out.send(WorkerMessage::Heartbeat { stats }).is_err() {
+            return;
+        }
+        next += every;
+        if next < Instant::now() {
+            next = Instant::now() + every;
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! A cluster for the runtime's own tests, with routes that misbehave on request.
+//!
+//! Run with `cargo run -p test-support --bin fixture`. Environment knobs (besides the runtime's):
+//! - `FIXTURE_CRASH_SLOT=N`: the worker in slot N exits with status 3 as it starts, every time;
+//! - `FIXTURE_FAIL_START_FILE=PATH`: while PATH exists, every new worker exits with status 3 at start.
+//!
+//! Every cluster event is printed to stdout as `event: {json}`, so tests can follow the stream.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, Request};
+use axum::response::IntoResponse;
+use axum::routing::{any, get, post};
+use common::config::{Config, Defaults};
+use common::{Cluster, WorkerContext};
+use serde_json::json;
+
+fn main() -> ExitCode {
+    let config = Config::from_env_or_exit(Defaults {
+        workers: 2,
+        port: 8000,
+    });
+    Cluster::new("fixture", config)
+        .worker(worker)
+        .on_start(|handle| {
+            let mut events = handle.events();
+            tokio::spawn(async move {
+                while let Ok(ev) = events.recv().await {
+                    if let Ok(line) = serde_json::to_string(&ev) {
+                        println!("event: {line}");
+                    }
+                }
+            });
+        })
+        .run()
+}
+
+fn worker(ctx: &WorkerContext) -> Router {
+    let crash_slot = std::env::var("FIXTURE_CRASH_SLOT").ok();
+    let fail_file = std::env::var_os("FIXTURE_FAIL_START_FILE");
+    if crash_slot.as_deref() == Some(ctx.id.to_string().as_str())
+        || fail_file.is_some_and(|f| std::path::Path::new(&f).exists())
+    {
+        eprintln!("fixture: worker {} failing at start on purpose", ctx.id);
+        std::process::exit(3);
+    }
+    let (id, pid) = (ctx.id, ctx.pid);
+    Router::new()
+        .route("/whoami", get(move || async move { axum::Json(json!({ "worker": id, "pid": pid })) }))
+        .route(
+            "/slow",
+            get(move |Query(q): Query<Ms>| async move {
+                tokio::time::sleep(Duration::from_millis(q.ms)).await;
+                axum::Json(json!({ "worker": id, "slept": q.ms }))
+            }),
+        )
+        .route("/echo", post(|req: Request| async move { req.into_body() }))
+        .route(
+            "/headers",
+            get(|headers: axum::http::HeaderMap| async move {
+                let map: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("<binary>"))))
+                    .collect();
+                axum::Json(map)
+            }),
+        )
+        .route(
+            "/status",
+            get(|Query(q): Query<Code>| async move {
+                axum::http::StatusCode::from_u16(q.code).unwrap_or(axum::http::StatusCode::BAD_REQUEST)
+            }),
+        )
+        .route("/garbage", get(garbage))
+        .route(
+            "/hang",
+            get(move |Query(q): Query<Slot>| async move {
+                if q.slot == id {
+                    // Block the worker's only runtime thread: no more heartbeats.
+                    std::thread::sleep(Duration::from_secs(120));
+                }
+                "not me\n"
+            }),
+        )
+        .route(
+            "/ws",
+            any(move |ws: WebSocketUpgrade| async move { ws.on_upgrade(move |s| echo(s, id)) }),
+        )
+}
+
+#[derive(serde::Deserialize)]
+struct Ms {
+    ms: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Code {
+    code: u16,
+}
+
+#[derive(serde::Deserialize)]
+struct Slot {
+    slot: usize,
+}
+
+/// Writes a frame that is not a message onto the control channel, as a buggy worker would.
+async fn garbage() -> impl IntoResponse {
+    let fd: i32 = std::env::var("CLUSTER_IPC_FD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1);
+    let frame = [0u8, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'];
+    // SAFETY: a plain write(2) of a stack buffer to our own control fd.
+    let written = unsafe { nix::libc::write(fd, frame.as_ptr().cast(), frame.len()) };
+    format!("wrote {written} bytes of garbage\n")
+}
+
+async fn echo(mut socket: WebSocket, id: usize) {
+    while let Some(Ok(msg)) = socket.recv().await {
+        if let Message::Text(text) = msg {
+            let reply = format!("worker {id}: {text}");
+            if socket.send(Message::Text(reply.into())).await.is_err() {
+                return;
+            }
+        }
+    }
+}

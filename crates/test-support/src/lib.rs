@@ -1,0 +1,410 @@
+//! Helpers for integration tests that run real cluster binaries.
+//!
+//! [`ClusterProcess::start`] runs a lesson's binary on `127.0.0.1:0`, waits for its banner, and
+//! learns the port from it. Dropping it SIGKILLs the master and every worker it started, so a
+//! failing test leaves no process behind. If the test is panicking, the drop prints what the
+//! cluster wrote to stderr, which is usually the explanation.
+//!
+//! [`Http`] is a small keep-alive client over hyper for the tests' requests.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long a cluster may take to print its banner.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many stderr lines are kept for the failure report.
+const STDERR_KEEP: usize = 200;
+
+/// A running cluster binary, killed on drop.
+pub struct ClusterProcess {
+    child: Child,
+    /// The edge's address.
+    pub addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    status: Option<ExitStatus>,
+}
+
+impl ClusterProcess {
+    /// Starts `bin` with `env` (plus `PORT=0`, `HOST=127.0.0.1` unless given) and waits for its
+    /// banner line `… listening on http://ADDR`.
+    pub fn start(bin: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // If the test process dies without running our Drop, the kernel kills the master (and the
+        // master's death kills its workers). Note it fires when the spawning *thread* exits, which is
+        // why a shared cluster is started from a thread that lives as long as the test binary.
+        // SAFETY: prctl is async-signal-safe and the hook allocates nothing.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let sink = stderr.clone();
+        let err_pipe = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut buf = sink.lock().unwrap_or_else(|p| p.into_inner());
+                if buf.len() == STDERR_KEEP {
+                    buf.pop_front();
+                }
+                buf.push_back(line);
+            }
+        });
+        let mut me = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines,
+            stderr,
+            status: None,
+        };
+        let banner = me
+            .wait_line(|l| l.contains("listening on http://"), START_TIMEOUT)
+            .unwrap_or_else(|| panic!("{bin} printed no banner within {START_TIMEOUT:?}"));
+        let url = banner
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("banner has an address");
+        me.addr = url.parse().expect("banner address parses");
+        me
+    }
+
+    /// `http://ADDR` plus `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://ADDR`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` to the master.
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).expect("signal the master");
+    }
+
+    /// The next stdout line matching `pred` within `timeout`; lines before it are consumed.
+    pub fn wait_line(&mut self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the cluster wrote to stderr so far (the last lines).
+    pub fn stderr(&self) -> String {
+        let buf = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        buf.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The pids of the master's live child processes (its workers).
+    pub fn children(&self) -> Vec<u32> {
+        children_of(self.child.id())
+    }
+}
+
+/// A cluster shared by every test in one file: started once, from a thread that lives as long as
+/// the test binary, and killed with it (see [`ClusterProcess::start`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SharedCluster {
+    /// The edge's address.
+    pub addr: SocketAddr,
+    /// The master's pid.
+    pub pid: u32,
+}
+
+impl SharedCluster {
+    /// Starts the cluster on first use; later calls return the same one.
+    pub fn get(
+        cell: &'static std::sync::OnceLock<SharedCluster>,
+        bin: &'static str,
+        env: &'static [(&'static str, &'static str)],
+    ) -> SharedCluster {
+        *cell.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let cluster = ClusterProcess::start(bin, env);
+                let _ = tx.send(SharedCluster {
+                    addr: cluster.addr,
+                    pid: cluster.pid(),
+                });
+                // Keep the cluster (and this thread, which its death signal is tied to) alive.
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().expect("shared cluster started")
+        })
+    }
+
+    /// `http://ADDR` plus `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// The outcome of [`load`].
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Requests answered 2xx.
+    pub ok: u64,
+    /// The first few failures (status or transport error), and how many there were.
+    pub failures: Vec<String>,
+    /// All failures.
+    pub failed: u64,
+}
+
+/// Runs `connections` concurrent GET loops against `url` for `duration`; a failure is anything but 2xx.
+pub async fn load(http: &Http, url: &str, connections: usize, duration: Duration) -> LoadReport {
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let http = http.clone();
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut report = LoadReport::default();
+            while tokio::time::Instant::now() < deadline {
+                match http.send("GET", &url, &[], "").await {
+                    Ok(r) if (200..300).contains(&r.status) => report.ok += 1,
+                    Ok(r) => {
+                        report.failed += 1;
+                        report.failures.push(format!("{}: {}", r.status, r.body));
+                    }
+                    Err(e) => {
+                        report.failed += 1;
+                        report.failures.push(e);
+                    }
+                }
+            }
+            report
+        }));
+    }
+    let mut total = LoadReport::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            total.ok += r.ok;
+            total.failed += r.failed;
+            total.failures.extend(r.failures.into_iter().take(5));
+        }
+    }
+    total
+}
+
+/// The live (not zombie) children of `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path().join("children");
+        if let Ok(list) = std::fs::read_to_string(path) {
+            out.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out.retain(|p| is_alive(*p));
+    out.sort_unstable();
+    out
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for ClusterProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let workers = self.children();
+            let _ = self.child.kill();
+            for pid in workers {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- cluster stderr (last lines) ----\n{}", self.stderr());
+        }
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: http::HeaderMap,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// A keep-alive HTTP/1.1 client.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    /// A client with its own connection pool.
+    pub fn new() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Sends a request; `Err` carries the transport error as text.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Reply, String> {
+        let mut req = http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// `GET /health` on `base` (e.g. `http://127.0.0.1:1234`), parsed.
+    pub async fn health(&self, base: &str) -> serde_json::Value {
+        self.get(&format!("{base}/health")).await.json()
+    }
+
+    /// The pids of the Ready workers, by slot, from `/health`.
+    pub async fn ready_pids(&self, base: &str) -> Vec<(u64, u64)> {
+        let h = self.health(base).await;
+        h["workers"]["slots"]
+            .as_array()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .filter(|s| s["state"] == "ready")
+                    .filter_map(|s| Some((s["id"].as_u64()?, s["pid"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `GET url`, panicking on a transport error.
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send("GET", url, &[], "")
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+}

@@ -1,0 +1,170 @@
+//! The edge's request path against one shared two-worker cluster: routing, headers, bodies, limits,
+//! bad input and WebSockets.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use test_support::{Http, SharedCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
+
+fn cluster() -> SharedCluster {
+    SharedCluster::get(
+        &CLUSTER,
+        env!("CARGO_BIN_EXE_fixture"),
+        &[
+            ("WORKERS", "2"),
+            ("MAX_BODY_SIZE", "1M"),
+            ("MAX_HEADER_SIZE", "16384"),
+            ("HEADER_TIMEOUT", "500"),
+            ("UPSTREAM_TIMEOUT", "1000"),
+        ],
+    )
+}
+
+/// Sends raw bytes and reads until the server closes or 5 s pass.
+async fn raw(request: &[u8]) -> String {
+    let mut s = TcpStream::connect(cluster().addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn health_reports_every_worker_ready() {
+    let h = Http::new().health(&cluster().url("")).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["workers"]["total"], 2, "{h}");
+    assert_eq!(h["workers"]["ready"], 2, "{h}");
+    assert_eq!(h["workers"]["failed"], 0, "{h}");
+}
+
+#[tokio::test]
+async fn requests_reach_every_worker_and_round_robin_alternates() {
+    let http = Http::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let r = http.get(&cluster().url("/whoami")).await;
+        assert_eq!(r.status, 200);
+        let id = r.header("x-worker-id").to_string();
+        assert_eq!(r.json()["worker"].to_string(), id, "X-Worker-Id names the worker that answered");
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    // Other tests share this cluster, so the split need not be exactly 10/10, but both must serve.
+    assert_eq!(seen.len(), 2, "both workers answered: {seen:?}");
+    assert!(seen.values().all(|n| *n >= 4), "round-robin spreads requests: {seen:?}");
+}
+
+#[tokio::test]
+async fn forwarded_requests_carry_client_and_request_ids() {
+    let http = Http::new();
+    let r = http.get(&cluster().url("/headers")).await;
+    let seen = r.json();
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert!(seen["x-request-id"].as_str().is_some_and(|id| !id.is_empty()), "{seen}");
+    assert_eq!(r.header("x-request-id"), seen["x-request-id"].as_str().unwrap_or(""));
+
+    let r = http
+        .send("GET", &cluster().url("/headers"), &[("x-request-id", "trace-42"), ("x-forwarded-for", "10.0.0.9")], "")
+        .await
+        .unwrap();
+    let seen = r.json();
+    assert_eq!(seen["x-request-id"], "trace-42", "an incoming request id is kept");
+    assert_eq!(r.header("x-request-id"), "trace-42");
+    assert_eq!(seen["x-forwarded-for"], "10.0.0.9, 127.0.0.1", "the peer is appended");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let r = Http::new()
+        .send("GET", &cluster().url("/headers"), &[("connection", "x-secret"), ("x-secret", "1"), ("keep-alive", "timeout=5")], "")
+        .await
+        .unwrap();
+    let seen = r.json();
+    assert!(seen.get("x-secret").is_none(), "a header named in Connection is hop-by-hop: {seen}");
+    assert!(seen.get("keep-alive").is_none(), "{seen}");
+}
+
+#[tokio::test]
+async fn a_large_body_streams_through_unchanged() {
+    let body: String = (0..900_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let r = Http::new().send("POST", &cluster().url("/echo"), &[], &body).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "the echoed body differs");
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_size_gets_413() {
+    let body = "x".repeat(1024 * 1024 + 1);
+    let r = Http::new().send("POST", &cluster().url("/echo"), &[], &body).await.unwrap();
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["error"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn an_unknown_path_is_the_workers_404_not_the_masters() {
+    let r = Http::new().get(&cluster().url("/no/such/page")).await;
+    assert_eq!(r.status, 404);
+    assert!(!r.header("x-worker-id").is_empty(), "a worker answered");
+}
+
+#[tokio::test]
+async fn malformed_http_gets_400_and_the_master_keeps_serving() {
+    let reply = raw(b"THIS IS NOT HTTP\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "got {reply:?}");
+    let reply = raw(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "got {reply:?}");
+    assert_eq!(Http::new().get(&cluster().url("/health")).await.status, 200);
+}
+
+#[tokio::test]
+async fn headers_over_the_cap_get_431() {
+    let big = "a".repeat(32 * 1024);
+    let req = format!("GET /whoami HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let reply = raw(req.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "got {:?}", &reply[..reply.len().min(80)]);
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_head_is_disconnected() {
+    let started = Instant::now();
+    let reply = raw(b"GET /whoami HTTP/1.1\r\nHost: x\r\n").await;
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "HEADER_TIMEOUT=500 ms should close the connection, waited {waited:?}"
+    );
+    assert!(!reply.contains("200 OK"), "no response to an unfinished request: {reply:?}");
+}
+
+#[tokio::test]
+async fn a_worker_slower_than_upstream_timeout_gets_504() {
+    let r = Http::new().get(&cluster().url("/slow?ms=3000")).await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.json()["error"], "gateway_timeout");
+}
+
+#[tokio::test]
+async fn a_websocket_stays_on_one_worker_for_its_life() {
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", cluster().addr))
+        .await
+        .expect("websocket handshake through the edge");
+    let worker = resp
+        .headers()
+        .get("x-worker-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("handshake names the worker")
+        .to_string();
+    for i in 0..5 {
+        ws.send(Message::text(format!("msg {i}"))).await.unwrap();
+        let reply = ws.next().await.expect("a reply").expect("a message");
+        assert_eq!(reply.into_text().unwrap().as_str(), format!("worker {worker}: msg {i}"));
+    }
+    ws.close(None).await.unwrap();
+}
