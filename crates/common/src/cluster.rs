@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -141,7 +141,10 @@ impl ClusterHandle {
     pub fn health(&self) -> Health {
         let slots = self.workers();
         let ready = slots.iter().filter(|w| w.state == SlotState::Ready).count();
-        let failed = slots.iter().filter(|w| w.state == SlotState::Failed).count();
+        let failed = slots
+            .iter()
+            .filter(|w| w.state == SlotState::Failed)
+            .count();
         let status = if self.shared.shutting_down.load(Ordering::Relaxed) {
             "shutting_down"
         } else if ready == 0 {
@@ -292,13 +295,19 @@ impl Cluster {
     }
 
     /// The router each worker serves (`GET /ping` is added to it).
-    pub fn worker(mut self, build: impl Fn(&WorkerContext) -> Router + Send + Sync + 'static) -> Self {
+    pub fn worker(
+        mut self,
+        build: impl Fn(&WorkerContext) -> Router + Send + Sync + 'static,
+    ) -> Self {
         self.build_worker = Box::new(build);
         self
     }
 
     /// Routes the master answers itself (`/health` is always there).
-    pub fn master(mut self, build: impl FnOnce(ClusterHandle) -> MasterRoutes + Send + 'static) -> Self {
+    pub fn master(
+        mut self,
+        build: impl FnOnce(ClusterHandle) -> MasterRoutes + Send + 'static,
+    ) -> Self {
         self.build_master = Some(Box::new(build));
         self
     }
@@ -377,7 +386,8 @@ impl Cluster {
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT or HOST)"))?;
         let local = listener.local_addr()?;
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
         let run_dir = RunDir::create()?;
 
         let (events, _) = broadcast::channel(1024);
@@ -453,13 +463,19 @@ fn health_routes(handle: ClusterHandle) -> MasterRoutes {
         };
         (code, axum::Json(health))
     }
-    MasterRoutes::new(&["/health"], Router::new().route("/health", get(health)).with_state(handle))
+    MasterRoutes::new(
+        &["/health"],
+        Router::new()
+            .route("/health", get(health))
+            .with_state(handle),
+    )
 }
 
 /// Waits until no slot is still starting (each is Ready or Failed), or `timeout`.
 async fn wait_ready(handle: &ClusterHandle, timeout: Duration) {
     let mut workers = handle.shared.workers.subscribe();
-    let settled = workers.wait_for(|w| !w.is_empty() && w.iter().all(|w| w.state != SlotState::Starting));
+    let settled =
+        workers.wait_for(|w| !w.is_empty() && w.iter().all(|w| w.state != SlotState::Starting));
     let _ = tokio::time::timeout(timeout, settled).await;
 }
 
@@ -475,13 +491,21 @@ fn print_banner(name: &str, addr: SocketAddr, handle: &ClusterHandle, hints: &[S
         })
         .collect();
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{name}: master pid {} listening on {url}", std::process::id());
+    let _ = writeln!(
+        out,
+        "{name}: master pid {} listening on {url}",
+        std::process::id()
+    );
     let _ = writeln!(out, "  workers: {}", workers.join(", "));
     let _ = writeln!(out, "  try:     curl {url}/health");
     for hint in hints {
         let _ = writeln!(out, "           {}", hint.replace("{url}", &url));
     }
-    let _ = writeln!(out, "  stop:    Ctrl-C (graceful), kill -USR2 {} (rolling restart)", std::process::id());
+    let _ = writeln!(
+        out,
+        "  stop:    Ctrl-C (graceful), kill -USR2 {} (rolling restart)",
+        std::process::id()
+    );
     let _ = out.flush();
 }
 
@@ -531,7 +555,11 @@ async fn handle_signals(handle: ClusterHandle) {
                     .iter()
                     .filter(|w| w.state != SlotState::Stopped && w.state != SlotState::Draining)
                     .count();
-                let n = if name == "TTIN" { n + 1 } else { n.saturating_sub(1).max(1) };
+                let n = if name == "TTIN" {
+                    n + 1
+                } else {
+                    n.saturating_sub(1).max(1)
+                };
                 if let Err(e) = h.scale_to(n).await {
                     tracing::error!(error = %e, "scaling failed");
                 }
@@ -550,7 +578,11 @@ impl RunDir {
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        let path = base.join(format!("rcp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        let path = base.join(format!(
+            "rcp-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         // 0700: only our user may connect to the workers' sockets.
         std::fs::DirBuilder::new()
             .mode(0o700)

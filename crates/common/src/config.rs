@@ -74,7 +74,13 @@ pub fn var<T>(
 }
 
 /// A whole number in `min..=max`, or `default` when unset.
-pub fn number<T>(src: &impl Source, name: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+pub fn number<T>(
+    src: &impl Source,
+    name: &str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
 where
     T: FromStr + PartialOrd + Copy + fmt::Display,
 {
@@ -236,9 +242,12 @@ impl Config {
     /// Reads every variable from `src`.
     pub fn from_source(src: &impl Source, defaults: Defaults) -> Result<Self, ConfigError> {
         let ms = Duration::from_millis;
-        let host = var(src, "HOST", "an IP address such as 127.0.0.1 or 0.0.0.0", |s| {
-            s.parse::<IpAddr>().ok()
-        })?
+        let host = var(
+            src,
+            "HOST",
+            "an IP address such as 127.0.0.1 or 0.0.0.0",
+            |s| s.parse::<IpAddr>().ok(),
+        )?
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let log_format = var(src, "LOG_FORMAT", "text or json", |s| match s {
             "text" => Some(LogFormat::Text),
@@ -285,7 +294,14 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let cfg = Config::from_source(&[], Defaults { workers: 3, port: 8000 }).unwrap();
+        let cfg = Config::from_source(
+            &[],
+            Defaults {
+                workers: 3,
+                port: 8000,
+            },
+        )
+        .unwrap();
         assert_eq!(cfg.workers, 3);
         assert_eq!(cfg.port, 8000);
         assert_eq!(cfg.host, IpAddr::from([127, 0, 0, 1]));
@@ -320,8 +336,8 @@ mod tests {
         let cfg =
             Config::from_source(&[("SHUTDOWN_TIMEOUT", "1500")], Defaults::default()).unwrap();
         assert_eq!(cfg.shutdown_timeout, Duration::from_millis(1500));
-        let err = Config::from_source(&[("SHUTDOWN_TIMEOUT", "1.5s")], Defaults::default())
-            .unwrap_err();
+        let err =
+            Config::from_source(&[("SHUTDOWN_TIMEOUT", "1.5s")], Defaults::default()).unwrap_err();
         assert_eq!(err.var, "SHUTDOWN_TIMEOUT");
     }
 }

@@ -173,7 +173,9 @@ mod tests {
         let mut rx = Receiver::<_, WorkerMessage>::new(b);
         a.write_all(&[0, 0, 0, 3, b'{', b'x', b'}']).await.unwrap();
         assert!(matches!(rx.recv().await, Some(Err(IpcError::Malformed(_)))));
-        a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes()).await.unwrap();
+        a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+            .await
+            .unwrap();
         assert!(matches!(rx.recv().await, Some(Err(IpcError::Io(_)))));
     }
 }

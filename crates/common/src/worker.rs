@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio_util::task::TaskTracker;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
@@ -74,7 +74,10 @@ fn parse_env() -> Result<Boot, BoxError> {
 }
 
 /// Runs the worker to completion. Called by [`crate::Cluster::run`] when `CLUSTER_WORKER=true`.
-pub(crate) fn run(build: &dyn Fn(&WorkerContext) -> Router, on_request: Option<RequestHandler>) -> ExitCode {
+pub(crate) fn run(
+    build: &dyn Fn(&WorkerContext) -> Router,
+    on_request: Option<RequestHandler>,
+) -> ExitCode {
     let boot = match parse_env() {
         Ok(b) => b,
         Err(e) => {
@@ -85,7 +88,10 @@ pub(crate) fn run(build: &dyn Fn(&WorkerContext) -> Router, on_request: Option<R
     // The master set PR_SET_PDEATHSIG before exec; if it died before that, we were re-parented
     // and nobody would ever stop us.
     if nix::unistd::getppid().as_raw() as u32 != boot.master_pid {
-        eprintln!("error: the master (pid {}) is gone; exiting", boot.master_pid);
+        eprintln!(
+            "error: the master (pid {}) is gone; exiting",
+            boot.master_pid
+        );
         return ExitCode::from(1);
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -117,7 +123,11 @@ struct Counters {
     lag_us: AtomicU64,
 }
 
-async fn serve(boot: Boot, router: Router, on_request: Option<RequestHandler>) -> Result<(), BoxError> {
+async fn serve(
+    boot: Boot,
+    router: Router,
+    on_request: Option<RequestHandler>,
+) -> Result<(), BoxError> {
     // SAFETY: the master passed this descriptor to us alone (it cleared FD_CLOEXEC only in our
     // pre-exec hook) and nothing else in this process owns it.
     let std_stream = unsafe { StdUnixStream::from_raw_fd(boot.ipc_fd) };
@@ -154,7 +164,7 @@ async fn serve(boot: Boot, router: Router, on_request: Option<RequestHandler>) -
     ));
     let _ = out_tx.send(WorkerMessage::Ready { pid: boot.ctx.pid });
     tracing::debug!(socket = %boot.socket.display(), "worker ready");
-    tokio::spawn(heartbeat(out_tx.clone(), counters.clone(), boot.heartbeat));
+    let beats = tokio::spawn(heartbeat(out_tx.clone(), counters.clone(), boot.heartbeat));
 
     let deadline = loop {
         match inbox.recv().await {
@@ -188,7 +198,12 @@ async fn serve(boot: Boot, router: Router, on_request: Option<RequestHandler>) -
     let _ = accept.await;
     let _ = std::fs::remove_file(&boot.socket);
     connections.close();
-    let drained = tokio::time::timeout(deadline, connections.wait()).await.is_ok();
+    let drained = tokio::time::timeout(deadline, connections.wait())
+        .await
+        .is_ok();
+    // The writer ends once every sender is gone; the heartbeat task holds one.
+    beats.abort();
+    let _ = beats.await;
     drop(out_tx);
     let _ = writer.await;
     if drained {
@@ -223,14 +238,15 @@ async fn accept_loop(
         };
         let router = router.clone();
         let counters = counters.clone();
-        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let mut router = router.clone();
-            let counters = counters.clone();
-            async move {
-                let _in_flight = InFlight::new(counters);
-                router.call(req.map(axum::body::Body::new)).await
-            }
-        });
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let mut router = router.clone();
+                let counters = counters.clone();
+                async move {
+                    let _in_flight = InFlight::new(counters);
+                    router.call(req.map(axum::body::Body::new)).await
+                }
+            });
         let conn = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -261,12 +277,18 @@ impl Drop for InFlight {
 }
 
 /// Beats every `every`; the lateness of each tick is the runtime's lag.
-async fn heartbeat(out: mpsc::UnboundedSender<WorkerMessage>, counters: Arc<Counters>, every: Duration) {
+async fn heartbeat(
+    out: mpsc::UnboundedSender<WorkerMessage>,
+    counters: Arc<Counters>,
+    every: Duration,
+) {
     let mut next = Instant::now() + every;
     loop {
         tokio::time::sleep_until(next.into()).await;
         let lag = Instant::now().saturating_duration_since(next);
-        counters.lag_us.store(lag.as_micros() as u64, Ordering::Relaxed);
+        counters
+            .lag_us
+            .store(lag.as_micros() as u64, Ordering::Relaxed);
         let stats = WorkerStats {
             requests: counters.requests.load(Ordering::Relaxed),
             in_flight: counters.in_flight.load(Ordering::Relaxed),

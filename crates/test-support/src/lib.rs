@@ -33,6 +33,8 @@ pub struct ClusterProcess {
     /// The edge's address.
     pub addr: SocketAddr,
     lines: mpsc::Receiver<String>,
+    /// Lines read while waiting for the banner, kept for later [`ClusterProcess::wait_line`] calls.
+    backlog: VecDeque<String>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     status: Option<ExitStatus>,
 }
@@ -56,13 +58,16 @@ impl ClusterProcess {
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) == -1 {
+                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) == -1
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout is piped");
         std::thread::spawn(move || {
@@ -88,12 +93,22 @@ impl ClusterProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             lines,
+            backlog: VecDeque::new(),
             stderr,
             status: None,
         };
-        let banner = me
-            .wait_line(|l| l.contains("listening on http://"), START_TIMEOUT)
-            .unwrap_or_else(|| panic!("{bin} printed no banner within {START_TIMEOUT:?}"));
+        let deadline = Instant::now() + START_TIMEOUT;
+        let banner = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match me.lines.recv_timeout(left) {
+                Ok(line) if line.contains("listening on http://") => break line,
+                Ok(line) => me.backlog.push_back(line),
+                Err(_) => panic!(
+                    "{bin} printed no banner within {START_TIMEOUT:?}; stderr:\n{}",
+                    me.stderr()
+                ),
+            }
+        };
         let url = banner
             .split("listening on http://")
             .nth(1)
@@ -125,6 +140,11 @@ impl ClusterProcess {
 
     /// The next stdout line matching `pred` within `timeout`; lines before it are consumed.
     pub fn wait_line(&mut self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        while let Some(line) = self.backlog.pop_front() {
+            if pred(&line) {
+                return Some(line);
+            }
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -259,7 +279,10 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     for task in tasks.flatten() {
         let path = task.path().join("children");
         if let Ok(list) = std::fs::read_to_string(path) {
-            out.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out.retain(|p| is_alive(*p));
@@ -290,6 +313,24 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The async twin of [`eventually`]: awaits `cond()` every 20 ms until it is true or `timeout` passes.
+pub async fn eventually_async<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -371,7 +412,11 @@ impl Http {
         let req = req
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| format!("{e:?}"))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok(Reply {

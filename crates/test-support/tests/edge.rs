@@ -52,12 +52,19 @@ async fn requests_reach_every_worker_and_round_robin_alternates() {
         let r = http.get(&cluster().url("/whoami")).await;
         assert_eq!(r.status, 200);
         let id = r.header("x-worker-id").to_string();
-        assert_eq!(r.json()["worker"].to_string(), id, "X-Worker-Id names the worker that answered");
+        assert_eq!(
+            r.json()["worker"].to_string(),
+            id,
+            "X-Worker-Id names the worker that answered"
+        );
         *seen.entry(id).or_insert(0) += 1;
     }
     // Other tests share this cluster, so the split need not be exactly 10/10, but both must serve.
     assert_eq!(seen.len(), 2, "both workers answered: {seen:?}");
-    assert!(seen.values().all(|n| *n >= 4), "round-robin spreads requests: {seen:?}");
+    assert!(
+        seen.values().all(|n| *n >= 4),
+        "round-robin spreads requests: {seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -66,34 +73,73 @@ async fn forwarded_requests_carry_client_and_request_ids() {
     let r = http.get(&cluster().url("/headers")).await;
     let seen = r.json();
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
-    assert!(seen["x-request-id"].as_str().is_some_and(|id| !id.is_empty()), "{seen}");
-    assert_eq!(r.header("x-request-id"), seen["x-request-id"].as_str().unwrap_or(""));
+    assert!(
+        seen["x-request-id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{seen}"
+    );
+    assert_eq!(
+        r.header("x-request-id"),
+        seen["x-request-id"].as_str().unwrap_or("")
+    );
 
     let r = http
-        .send("GET", &cluster().url("/headers"), &[("x-request-id", "trace-42"), ("x-forwarded-for", "10.0.0.9")], "")
+        .send(
+            "GET",
+            &cluster().url("/headers"),
+            &[
+                ("x-request-id", "trace-42"),
+                ("x-forwarded-for", "10.0.0.9"),
+            ],
+            "",
+        )
         .await
         .unwrap();
     let seen = r.json();
-    assert_eq!(seen["x-request-id"], "trace-42", "an incoming request id is kept");
+    assert_eq!(
+        seen["x-request-id"], "trace-42",
+        "an incoming request id is kept"
+    );
     assert_eq!(r.header("x-request-id"), "trace-42");
-    assert_eq!(seen["x-forwarded-for"], "10.0.0.9, 127.0.0.1", "the peer is appended");
+    assert_eq!(
+        seen["x-forwarded-for"], "10.0.0.9, 127.0.0.1",
+        "the peer is appended"
+    );
 }
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
     let r = Http::new()
-        .send("GET", &cluster().url("/headers"), &[("connection", "x-secret"), ("x-secret", "1"), ("keep-alive", "timeout=5")], "")
+        .send(
+            "GET",
+            &cluster().url("/headers"),
+            &[
+                ("connection", "x-secret"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+            ],
+            "",
+        )
         .await
         .unwrap();
     let seen = r.json();
-    assert!(seen.get("x-secret").is_none(), "a header named in Connection is hop-by-hop: {seen}");
+    assert!(
+        seen.get("x-secret").is_none(),
+        "a header named in Connection is hop-by-hop: {seen}"
+    );
     assert!(seen.get("keep-alive").is_none(), "{seen}");
 }
 
 #[tokio::test]
 async fn a_large_body_streams_through_unchanged() {
-    let body: String = (0..900_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    let r = Http::new().send("POST", &cluster().url("/echo"), &[], &body).await.unwrap();
+    let body: String = (0..900_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let r = Http::new()
+        .send("POST", &cluster().url("/echo"), &[], &body)
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), body.len());
     assert!(r.body == body, "the echoed body differs");
@@ -102,7 +148,10 @@ async fn a_large_body_streams_through_unchanged() {
 #[tokio::test]
 async fn a_body_over_max_body_size_gets_413() {
     let body = "x".repeat(1024 * 1024 + 1);
-    let r = Http::new().send("POST", &cluster().url("/echo"), &[], &body).await.unwrap();
+    let r = Http::new()
+        .send("POST", &cluster().url("/echo"), &[], &body)
+        .await
+        .unwrap();
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(r.json()["error"], "payload_too_large");
 }
@@ -128,7 +177,11 @@ async fn headers_over_the_cap_get_431() {
     let big = "a".repeat(32 * 1024);
     let req = format!("GET /whoami HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
     let reply = raw(req.as_bytes()).await;
-    assert!(reply.starts_with("HTTP/1.1 431"), "got {:?}", &reply[..reply.len().min(80)]);
+    assert!(
+        reply.starts_with("HTTP/1.1 431"),
+        "got {:?}",
+        &reply[..reply.len().min(80)]
+    );
 }
 
 #[tokio::test]
@@ -140,7 +193,10 @@ async fn a_client_that_stalls_mid_head_is_disconnected() {
         waited < Duration::from_secs(4),
         "HEADER_TIMEOUT=500 ms should close the connection, waited {waited:?}"
     );
-    assert!(!reply.contains("200 OK"), "no response to an unfinished request: {reply:?}");
+    assert!(
+        !reply.contains("200 OK"),
+        "no response to an unfinished request: {reply:?}"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +220,10 @@ async fn a_websocket_stays_on_one_worker_for_its_life() {
     for i in 0..5 {
         ws.send(Message::text(format!("msg {i}"))).await.unwrap();
         let reply = ws.next().await.expect("a reply").expect("a message");
-        assert_eq!(reply.into_text().unwrap().as_str(), format!("worker {worker}: msg {i}"));
+        assert_eq!(
+            reply.into_text().unwrap().as_str(),
+            format!("worker {worker}: msg {i}")
+        );
     }
     ws.close(None).await.unwrap();
 }

@@ -51,23 +51,21 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Client { body, remaining } => {
-                match Pin::new(body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Some(data) = frame.data_ref() {
-                            let len = data.len() as u64;
-                            if len > *remaining {
-                                return Poll::Ready(Some(Err(BodyTooLarge.into())));
-                            }
-                            *remaining -= len;
+            RequestBody::Client { body, remaining } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        let len = data.len() as u64;
+                        if len > *remaining {
+                            return Poll::Ready(Some(Err(BodyTooLarge.into())));
                         }
-                        Poll::Ready(Some(Ok(frame)))
+                        *remaining -= len;
                     }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                    Poll::Ready(None) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(frame)))
                 }
-            }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 

@@ -23,9 +23,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio_util::task::TaskTracker;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 pub use body::{EdgeBody, RequestBody};

@@ -200,7 +200,7 @@ impl std::fmt::Display for ConnectError {
 #[derive(Debug)]
 pub(crate) enum SendError {
     /// Nothing reached the worker; the request is handed back and may go elsewhere.
-    NotSent(Request<RequestBody>, String),
+    NotSent(Box<Request<RequestBody>>, String),
     /// The request (or part of it) was written, then the connection failed before a response head.
     Sent(hyper::Error),
 }
@@ -216,14 +216,14 @@ pub(crate) async fn send(
     let backend = in_flight.backend().clone();
     let permit = match backend.permits.clone().acquire_owned().await {
         Ok(p) => p,
-        Err(_) => return Err(SendError::NotSent(req, "worker pool closed".into())),
+        Err(_) => return Err(SendError::NotSent(Box::new(req), "worker pool closed".into())),
     };
     for _ in 0..STALE_CONNECTION_TRIES {
         let mut sender = match pooled(&backend).await {
             Some(sender) => sender,
             None => match backend.connect(false).await {
                 Ok(sender) => sender,
-                Err(e) => return Err(SendError::NotSent(req, e.to_string())),
+                Err(e) => return Err(SendError::NotSent(Box::new(req), e.to_string())),
             },
         };
         match sender.try_send_request(req).await {
@@ -243,7 +243,7 @@ pub(crate) async fn send(
         }
     }
     Err(SendError::NotSent(
-        req,
+        Box::new(req),
         "worker keeps closing connections".into(),
     ))
 }

@@ -16,9 +16,9 @@ use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, RETRY_A
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::Edge;
 use super::body::{EdgeBody, RequestBody};
 use super::pool::{self, Backend, InFlight, SendError};
-use super::Edge;
 use crate::balance::RequestInfo;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -200,8 +200,14 @@ pub(crate) async fn forward(
         }
     };
     // Keep what is needed to resend a bodiless idempotent request if its worker dies mid-request.
-    let resend = (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body))
-        .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let resend =
+        (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body)).then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
     let body = RequestBody::Client {
         body,
         remaining: edge.limits.max_body_size,
@@ -311,7 +317,7 @@ async fn attempt(edge: &Edge, backend: Arc<Backend>, req: Request<RequestBody>) 
                 .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
             Attempt::Done(Response::from_parts(parts, EdgeBody::upstream(body, lease)))
         }
-        Ok(Err(SendError::NotSent(req, why))) => Attempt::NotSent(req, why),
+        Ok(Err(SendError::NotSent(req, why))) => Attempt::NotSent(*req, why),
         Ok(Err(SendError::Sent(e))) => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             Attempt::Lost(e.to_string())
@@ -359,21 +365,20 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, client: SocketAddr) -> 
         }
     };
     let in_flight = InFlight::new(backend.clone());
-    let mut resp = match tokio::time::timeout(edge.limits.upstream_timeout, sender.send_request(req))
-        .await
-    {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            return error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &e.to_string());
-        }
-        Err(_) => {
-            return error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway_timeout",
-                "the worker did not answer the upgrade in time",
-            );
-        }
-    };
+    let mut resp =
+        match tokio::time::timeout(edge.limits.upstream_timeout, sender.send_request(req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                return error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &e.to_string());
+            }
+            Err(_) => {
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway_timeout",
+                    "the worker did not answer the upgrade in time",
+                );
+            }
+        };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {

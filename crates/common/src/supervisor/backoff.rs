@@ -106,7 +106,12 @@ mod tests {
         for _ in 0..5 {
             policy().decide(&mut h, t0, Duration::ZERO, 0.0);
         }
-        let d = policy().decide(&mut h, t0 + Duration::from_secs(1), Duration::from_secs(60), 0.0);
+        let d = policy().decide(
+            &mut h,
+            t0 + Duration::from_secs(1),
+            Duration::from_secs(60),
+            0.0,
+        );
         assert_eq!(d, Decision::RestartAfter(Duration::from_secs(1)));
     }
 
@@ -117,6 +122,9 @@ mod tests {
         let Decision::RestartAfter(d) = d else {
             panic!("{d:?}")
         };
-        assert!(d <= Duration::from_secs(1) && d >= Duration::from_millis(800), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(1) && d >= Duration::from_millis(800),
+            "{d:?}"
+        );
     }
 }

@@ -95,10 +95,14 @@ impl WorkerInfo {
 /// What the cluster handle asks of the supervisor.
 pub(crate) enum Command {
     ScaleTo(usize),
-    Replace(usize, oneshot::Sender<Result<(), String>>),
+    Replace(usize, ReplaceReply),
     Signal(Option<usize>, Signal),
     Reload,
-    Request(usize, serde_json::Value, oneshot::Sender<Result<serde_json::Value, String>>),
+    Request(
+        usize,
+        serde_json::Value,
+        oneshot::Sender<Result<serde_json::Value, String>>,
+    ),
     Shutdown(Duration, oneshot::Sender<bool>),
 }
 
@@ -132,12 +136,15 @@ struct Instance {
     killed_for: Option<&'static str>,
 }
 
+/// Told whether a replacement became Ready.
+type ReplaceReply = oneshot::Sender<Result<(), String>>;
+
 struct Slot {
     counters: Arc<SlotCounters>,
     history: VecDeque<Instant>,
     next_generation: u64,
     current: Option<u64>,
-    replacement: Option<(u64, Option<oneshot::Sender<Result<(), String>>>)>,
+    replacement: Option<(u64, Option<ReplaceReply>)>,
     respawn_at: Option<Instant>,
     failed: bool,
     removed: bool,
@@ -228,7 +235,10 @@ impl Supervisor {
             let mut add = n - active.len();
             let mut id = 1;
             while add > 0 {
-                let free = self.slots.get(&id).is_none_or(|s| s.removed && s.current.is_none());
+                let free = self
+                    .slots
+                    .get(&id)
+                    .is_none_or(|s| s.removed && s.current.is_none());
                 if free && !active.contains(&id) {
                     let counters = self
                         .slots
@@ -254,7 +264,11 @@ impl Supervisor {
                 id += 1;
             }
         } else {
-            for id in active.into_iter().rev().take(active_len_minus(n, &self.slots)) {
+            for id in active
+                .into_iter()
+                .rev()
+                .take(active_len_minus(n, &self.slots))
+            {
                 self.remove_slot(id);
             }
         }
@@ -345,7 +359,10 @@ impl Supervisor {
         &self,
         key: Key,
         spawned: spawn::Spawned,
-    ) -> (mpsc::UnboundedSender<MasterMessage>, mpsc::UnboundedSender<Signal>) {
+    ) -> (
+        mpsc::UnboundedSender<MasterMessage>,
+        mpsc::UnboundedSender<Signal>,
+    ) {
         let spawn::Spawned {
             mut child,
             pid,
@@ -498,9 +515,17 @@ impl Supervisor {
         let uptime = p.started.elapsed();
         let (code, signal) = (status.code(), status.signal());
         match (&p.role, p.killed_for) {
-            (Role::Draining, _) => tracing::info!(slot = id, pid = p.pid, ?code, "worker drained and exited"),
+            (Role::Draining, _) => {
+                tracing::info!(slot = id, pid = p.pid, ?code, "worker drained and exited")
+            }
             (_, Some(why)) => tracing::warn!(slot = id, pid = p.pid, "worker killed for {why}"),
-            _ => tracing::warn!(slot = id, pid = p.pid, ?code, ?signal, "worker exited unexpectedly"),
+            _ => tracing::warn!(
+                slot = id,
+                pid = p.pid,
+                ?code,
+                ?signal,
+                "worker exited unexpectedly"
+            ),
         }
         self.emit(ClusterEvent::Exited {
             slot: id,
@@ -608,7 +633,10 @@ impl Supervisor {
                     Some(p) => {
                         self.next_request += 1;
                         let id = self.next_request;
-                        if p.to_worker.send(MasterMessage::Request { id, body }).is_ok() {
+                        if p.to_worker
+                            .send(MasterMessage::Request { id, body })
+                            .is_ok()
+                        {
                             self.pending.insert(id, reply);
                         } else {
                             let _ = reply.send(Err(format!("worker {slot} is gone")));
@@ -646,13 +674,19 @@ impl Supervisor {
         let now = Instant::now();
         if let Some((deadline, _)) = &self.shutdown {
             if now >= *deadline && !self.procs.is_empty() {
-                tracing::warn!(remaining = self.procs.len(), "shutdown timeout: killing workers that are still draining");
+                tracing::warn!(
+                    remaining = self.procs.len(),
+                    "shutdown timeout: killing workers that are still draining"
+                );
                 self.killed_at_shutdown = true;
                 for p in self.procs.values() {
                     let _ = p.signals.send(Signal::SIGKILL);
                 }
                 // Do not send again on the next tick.
-                self.shutdown = self.shutdown.take().map(|(_, r)| (now + Duration::from_secs(3600), r));
+                self.shutdown = self
+                    .shutdown
+                    .take()
+                    .map(|(_, r)| (now + Duration::from_secs(3600), r));
             }
             return;
         }
@@ -667,9 +701,18 @@ impl Supervisor {
                 slot.respawn_at = None;
                 let restarts = slot.counters.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                 if self.start(id, Role::Current).is_some()
-                    && let Some(pid) = self.slots.get(&id).and_then(|s| s.current).and_then(|g| self.procs.get(&(id, g))).map(|p| p.pid)
+                    && let Some(pid) = self
+                        .slots
+                        .get(&id)
+                        .and_then(|s| s.current)
+                        .and_then(|g| self.procs.get(&(id, g)))
+                        .map(|p| p.pid)
                 {
-                    self.emit(ClusterEvent::Restarted { slot: id, pid, restarts });
+                    self.emit(ClusterEvent::Restarted {
+                        slot: id,
+                        pid,
+                        restarts,
+                    });
                 }
             }
         }
@@ -680,9 +723,15 @@ impl Supervisor {
             if p.killed_for.is_some() {
                 continue;
             }
-            let why = if !p.ready && p.role != Role::Draining && now.duration_since(p.started) > ready_timeout {
+            let why = if !p.ready
+                && p.role != Role::Draining
+                && now.duration_since(p.started) > ready_timeout
+            {
                 Some("not becoming ready within READY_TIMEOUT")
-            } else if p.ready && p.role != Role::Draining && now.duration_since(p.last_seen) > hang_after {
+            } else if p.ready
+                && p.role != Role::Draining
+                && now.duration_since(p.last_seen) > hang_after
+            {
                 Some("missing three heartbeats (hung)")
             } else if p.role == Role::Draining && now.duration_since(p.started) > drain_timeout {
                 Some("still draining after SHUTDOWN_TIMEOUT")
@@ -730,7 +779,12 @@ impl Supervisor {
         }
         for (id, rss, limit) in over {
             if self.slots.get(&id).is_some_and(|s| s.replacement.is_none()) {
-                tracing::warn!(slot = id, rss, limit, "worker over MAX_MEMORY; replacing it");
+                tracing::warn!(
+                    slot = id,
+                    rss,
+                    limit,
+                    "worker over MAX_MEMORY; replacing it"
+                );
                 if let Some(generation) = self.start(id, Role::Replacement)
                     && let Some(slot) = self.slots.get_mut(&id)
                 {
@@ -747,8 +801,13 @@ impl Supervisor {
             .iter()
             .filter(|(id, s)| !s.removed || self.procs.keys().any(|(i, _)| i == *id))
             .map(|(id, s)| {
-                let current = s.current.and_then(|g| self.procs.get(&(*id, g)).map(|p| (g, p)));
-                let draining = self.procs.iter().any(|((i, _), p)| i == id && p.role == Role::Draining);
+                let current = s
+                    .current
+                    .and_then(|g| self.procs.get(&(*id, g)).map(|p| (g, p)));
+                let draining = self
+                    .procs
+                    .iter()
+                    .any(|((i, _), p)| i == id && p.role == Role::Draining);
                 let state = match (s.failed, current) {
                     (true, _) => SlotState::Failed,
                     (false, Some((_, p))) if p.ready && p.role == Role::Current => SlotState::Ready,
@@ -762,7 +821,8 @@ impl Supervisor {
                     pid: current.map(|(_, p)| p.pid),
                     state,
                     restarts: s.counters.restarts.load(Ordering::Relaxed),
-                    uptime_ms: current.map_or(0, |(_, p)| now.duration_since(p.started).as_millis() as u64),
+                    uptime_ms: current
+                        .map_or(0, |(_, p)| now.duration_since(p.started).as_millis() as u64),
                     generation: current.map_or(s.next_generation, |(g, _)| g),
                     requests: s.counters.requests.load(Ordering::Relaxed),
                     errors: s.counters.errors.load(Ordering::Relaxed),
@@ -776,5 +836,9 @@ impl Supervisor {
 }
 
 fn active_len_minus(n: usize, slots: &BTreeMap<usize, Slot>) -> usize {
-    slots.values().filter(|s| !s.removed).count().saturating_sub(n)
+    slots
+        .values()
+        .filter(|s| !s.removed)
+        .count()
+        .saturating_sub(n)
 }

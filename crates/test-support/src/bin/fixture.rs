@@ -49,7 +49,10 @@ fn worker(ctx: &WorkerContext) -> Router {
     }
     let (id, pid) = (ctx.id, ctx.pid);
     Router::new()
-        .route("/whoami", get(move || async move { axum::Json(json!({ "worker": id, "pid": pid })) }))
+        .route(
+            "/whoami",
+            get(move || async move { axum::Json(json!({ "worker": id, "pid": pid })) }),
+        )
         .route(
             "/slow",
             get(move |Query(q): Query<Ms>| async move {
@@ -71,7 +74,8 @@ fn worker(ctx: &WorkerContext) -> Router {
         .route(
             "/status",
             get(|Query(q): Query<Code>| async move {
-                axum::http::StatusCode::from_u16(q.code).unwrap_or(axum::http::StatusCode::BAD_REQUEST)
+                axum::http::StatusCode::from_u16(q.code)
+                    .unwrap_or(axum::http::StatusCode::BAD_REQUEST)
             }),
         )
         .route("/garbage", get(garbage))

@@ -52,3 +52,14 @@ impl Selector for RoundRobin {
         "round-robin"
     }
 }
+
+/// A shared selector is a selector, so a lesson can keep an `Arc` to read its stats.
+impl<S: Selector + ?Sized> Selector for Arc<S> {
+    fn select(&self, req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+        (**self).select(req, ready)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+}

@@ -1,0 +1,175 @@
+//! The master's life: bad configuration, graceful shutdown, rolling restarts, and dying.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use test_support::{ClusterProcess, Http, eventually, eventually_async, is_alive, load};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+
+#[test]
+fn bad_environment_values_exit_2_naming_the_variable() {
+    for (var, value) in [
+        ("WORKERS", "abc"),
+        ("PORT", "70000"),
+        ("SHUTDOWN_TIMEOUT", "soon"),
+        ("HOST", "my-laptop"),
+    ] {
+        let out = std::process::Command::new(FIXTURE)
+            .env(var, value)
+            .output()
+            .expect("run the fixture");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid {var}=")),
+            "{var}={value}: {stderr}"
+        );
+        assert!(
+            stderr.contains("expected"),
+            "says what is accepted: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_0_leaving_no_process() {
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("SHUTDOWN_TIMEOUT", "10000")]);
+    let http = Http::new();
+    let workers = c.children();
+    assert_eq!(workers.len(), 2);
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let http = http.clone();
+            let url = c.url("/slow?ms=1500");
+            tokio::spawn(async move { http.send("GET", &url, &[], "").await })
+        })
+        .collect();
+    // Wait until the edge counts all four in flight, then ask it to stop.
+    let base = c.base();
+    let all_in_flight = || async {
+        let h = http.health(&base).await;
+        let slots = h["workers"]["slots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        slots
+            .iter()
+            .filter_map(|s| s["inFlight"].as_u64())
+            .sum::<u64>()
+            == 4
+    };
+    assert!(
+        eventually_async(Duration::from_secs(5), all_in_flight).await,
+        "four requests in flight"
+    );
+    c.signal(Signal::SIGTERM);
+    for r in slow {
+        let r = r.await.unwrap().expect("the in-flight request completed");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let status = c
+        .wait_exit(Duration::from_secs(15))
+        .expect("the master exits");
+    assert_eq!(status.code(), Some(0), "everything drained: {}", c.stderr());
+    assert!(
+        workers.iter().all(|p| !is_alive(*p)),
+        "no worker left: {workers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_replaces_every_worker_under_load_without_a_failed_request() {
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
+    let http = Http::new();
+    let before = http.ready_pids(&c.base()).await;
+    let url = c.url("/whoami");
+    let loader = {
+        let http = http.clone();
+        tokio::spawn(async move { load(&http, &url, 32, Duration::from_secs(4)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.signal(Signal::SIGUSR2);
+    let base = c.base();
+    let rolled = || async {
+        let now = http.ready_pids(&base).await;
+        now.len() == 2
+            && now
+                .iter()
+                .all(|(_, pid)| before.iter().all(|(_, old)| old != pid))
+    };
+    let started = Instant::now();
+    assert!(
+        eventually_async(Duration::from_secs(10), rolled).await,
+        "every worker pid changed"
+    );
+    let took = started.elapsed();
+    let report = loader.await.unwrap();
+    assert!(report.ok > 500, "{report:?}");
+    assert_eq!(
+        report.failed, 0,
+        "no request failed during the roll ({took:?}): {:?}",
+        report.failures
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_whose_new_worker_fails_stops_and_keeps_the_old_one_serving() {
+    let dir = std::env::temp_dir().join(format!("rcp-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = dir.join("fail-start");
+    let flag_str = flag.to_str().unwrap().to_string();
+    let env: Vec<(&str, &str)> = vec![("WORKERS", "2"), ("FIXTURE_FAIL_START_FILE", &flag_str)];
+    let mut c = ClusterProcess::start(FIXTURE, &env);
+    let http = Http::new();
+    let before = http.ready_pids(&c.base()).await;
+    std::fs::write(&flag, b"").unwrap();
+    c.signal(Signal::SIGUSR2);
+    let exited = c
+        .wait_line(
+            |l| l.contains("\"exited\"") && l.contains("\"code\":3"),
+            Duration::from_secs(10),
+        )
+        .expect("the replacement exits at start");
+    assert!(
+        !before
+            .iter()
+            .any(|(_, p)| exited.contains(&format!("\"pid\":{p},"))),
+        "it was not an old worker: {exited}"
+    );
+    assert!(
+        c.wait_line(|l| l.contains("\"exited\""), Duration::from_millis(500))
+            .is_none(),
+        "the roll stopped: no other worker was touched"
+    );
+    assert_eq!(
+        http.ready_pids(&c.base()).await,
+        before,
+        "the old workers keep their slots"
+    );
+    for _ in 0..6 {
+        assert_eq!(http.get(&c.url("/whoami")).await.status, 200);
+    }
+    assert!(
+        c.stderr().contains("rolling restart aborted"),
+        "{}",
+        c.stderr()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn killing_the_master_takes_its_workers_with_it() {
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);
+    let workers = c.children();
+    assert_eq!(workers.len(), 2);
+    c.signal(Signal::SIGKILL);
+    c.wait_exit(Duration::from_secs(5))
+        .expect("the master is gone");
+    assert!(
+        eventually(Duration::from_secs(2), || workers
+            .iter()
+            .all(|p| !is_alive(*p))),
+        "no orphaned worker after 2 s: {workers:?}"
+    );
+}

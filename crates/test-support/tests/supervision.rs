@@ -1,0 +1,228 @@
+//! The supervisor keeps slots filled: crashes, kills, hangs, garbage on IPC, crash loops, scaling.
+//! Each test owns its cluster, because each one breaks it on purpose.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use test_support::{ClusterProcess, Http, eventually, eventually_async, load};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+
+fn sigkill(pid: u64) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+fn event(line: &str) -> Value {
+    serde_json::from_str(line.trim_start_matches("event: ")).expect("event lines are JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_respawned_in_its_slot_and_the_events_say_so_in_order() {
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RESTART_DELAY", "50")]);
+    let http = Http::new();
+    let before = http.ready_pids(&c.base()).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let (slot, pid) = before[1];
+    sigkill(pid);
+
+    // exited (signal 9) → restarted (same slot, new pid) → ready (that pid), in this order.
+    let exited = c
+        .wait_line(|l| l.contains("\"exited\""), Duration::from_secs(10))
+        .expect("an exited event");
+    let exited = event(&exited);
+    assert_eq!(
+        (exited["slot"].as_u64(), exited["pid"].as_u64()),
+        (Some(slot), Some(pid))
+    );
+    assert_eq!(exited["signal"], 9, "{exited}");
+    let restarted = event(
+        &c.wait_line(|l| l.contains("\"restarted\""), Duration::from_secs(10))
+            .expect("a restarted event"),
+    );
+    assert_eq!(restarted["slot"].as_u64(), Some(slot));
+    assert_eq!(restarted["restarts"], 1);
+    let new_pid = restarted["pid"].as_u64().expect("pid");
+    assert_ne!(new_pid, pid);
+    let ready = event(
+        &c.wait_line(|l| l.contains("\"ready\""), Duration::from_secs(10))
+            .expect("a ready event"),
+    );
+    assert_eq!(
+        (ready["slot"].as_u64(), ready["pid"].as_u64()),
+        (Some(slot), Some(new_pid))
+    );
+
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            http.ready_pids(&c.base()).await.len() == 2
+        })
+        .await,
+        "both slots ready again"
+    );
+    let h = http.health(&c.base()).await;
+    let s = &h["workers"]["slots"][(slot - 1) as usize];
+    assert_eq!(s["restarts"], 1, "/health counts the restart: {h}");
+    assert_eq!(s["pid"].as_u64(), Some(new_pid), "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_worker_every_second_under_load_fails_no_request() {
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "3"),
+            ("RESTART_DELAY", "50"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    let http = Http::new();
+    let url = c.url("/whoami");
+    let base = c.base();
+    let killer = {
+        let http = http.clone();
+        tokio::spawn(async move {
+            let mut killed = 0;
+            for round in 0..5u64 {
+                tokio::time::sleep(Duration::from_millis(900)).await;
+                let ready = http.ready_pids(&base).await;
+                // Only kill while every slot is up, so one worker at a time is down.
+                if ready.len() == 3 {
+                    sigkill(ready[(round % 3) as usize].1);
+                    killed += 1;
+                }
+            }
+            killed
+        })
+    };
+    let report = load(&http, &url, 32, Duration::from_secs(5)).await;
+    let killed = killer.await.unwrap();
+    assert!(killed >= 3, "the chaos actually happened: {killed} kills");
+    assert!(report.ok > 1000, "traffic flowed: {report:?}");
+    assert_eq!(
+        report.failed, 0,
+        "no request failed across {killed} kills: {:?}",
+        report.failures
+    );
+    assert!(c.children().len() >= 3, "slots were refilled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_writing_garbage_on_its_control_channel_is_replaced() {
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RESTART_DELAY", "50")]);
+    let http = Http::new();
+    let r = http.get(&c.url("/garbage")).await;
+    let slot: u64 = r.header("x-worker-id").parse().expect("worker id");
+    let exited = event(
+        &c.wait_line(|l| l.contains("\"exited\""), Duration::from_secs(10))
+            .expect("the worker is killed"),
+    );
+    assert_eq!(exited["slot"].as_u64(), Some(slot));
+    assert_eq!(exited["signal"], 9);
+    c.wait_line(|l| l.contains("\"ready\""), Duration::from_secs(10))
+        .expect("a replacement becomes ready");
+    for _ in 0..10 {
+        assert_eq!(
+            http.get(&c.url("/whoami")).await.status,
+            200,
+            "the master keeps serving"
+        );
+    }
+    assert!(
+        c.stderr().contains("control"),
+        "the master logged why: {}",
+        c.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_is_detected_by_missed_heartbeats_and_replaced() {
+    let mut c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "2"),
+            ("RESTART_DELAY", "50"),
+            ("HEALTH_CHECK_INTERVAL", "100"),
+        ],
+    );
+    let http = Http::new();
+    let pids = http.ready_pids(&c.base()).await;
+    let (slot, pid) = pids[0];
+    // The request that hangs worker `slot` is itself lost, so run it in the background.
+    let hang_url = c.url(&format!("/hang?slot={slot}"));
+    let hang = tokio::spawn({
+        let http = http.clone();
+        async move { http.send("GET", &hang_url, &[], "").await }
+    });
+    let exited = event(
+        &c.wait_line(|l| l.contains("\"exited\""), Duration::from_secs(10))
+            .expect("the hung worker is killed"),
+    );
+    assert_eq!(
+        (exited["slot"].as_u64(), exited["pid"].as_u64()),
+        (Some(slot), Some(pid))
+    );
+    assert!(c.stderr().contains("heartbeats"), "{}", c.stderr());
+    let _ = hang.await;
+    assert_eq!(http.get(&c.url("/whoami")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_crashes_at_start_ends_failed_while_the_others_serve() {
+    let mut c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "2"),
+            ("FIXTURE_CRASH_SLOT", "2"),
+            ("RESTART_DELAY", "20"),
+            ("MAX_RESTARTS", "3"),
+        ],
+    );
+    let failed = event(
+        &c.wait_line(|l| l.contains("\"failed\""), Duration::from_secs(10))
+            .expect("slot 2 fails"),
+    );
+    assert_eq!(failed["slot"], 2);
+    let http = Http::new();
+    let h = http.health(&c.base()).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["workers"]["failed"], 1, "{h}");
+    assert_eq!(h["workers"]["ready"], 1, "{h}");
+    assert_eq!(
+        h["workers"]["slots"][1]["restarts"], 3,
+        "three restarts, then given up: {h}"
+    );
+    for _ in 0..5 {
+        let r = http.get(&c.url("/whoami")).await;
+        assert_eq!((r.status, r.header("x-worker-id")), (200, "1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttin_adds_a_worker_and_ttou_drains_one() {
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);
+    let http = Http::new();
+    let base = c.base();
+    c.signal(Signal::SIGTTIN);
+    let ready = |n: usize| {
+        let (http, base) = (&http, &base);
+        move || async move { http.ready_pids(base).await.len() == n }
+    };
+    assert!(
+        eventually_async(Duration::from_secs(10), ready(3)).await,
+        "TTIN: three ready workers"
+    );
+    assert_eq!(c.children().len(), 3);
+    c.signal(Signal::SIGTTOU);
+    assert!(
+        eventually_async(Duration::from_secs(10), ready(2)).await,
+        "TTOU: two ready workers"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || c.children().len() == 2),
+        "the third process exited"
+    );
+    let h = http.health(&base).await;
+    assert_eq!(h["workers"]["total"], 2, "{h}");
+}
