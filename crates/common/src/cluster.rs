@@ -321,7 +321,7 @@ impl Cluster {
     /// How workers answer [`ClusterHandle::request`].
     pub fn on_request(
         mut self,
-        handler: impl Fn(serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+        handler: impl Fn(&WorkerContext, serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
     ) -> Self {
         self.on_request = Some(Arc::new(handler));
         self
@@ -631,4 +631,20 @@ pub fn config_with_workers(workers: usize) -> Config {
         workers,
         ..Defaults::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_directory_is_private_and_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = RunDir::create().unwrap();
+        let path = dir.0.clone();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "only the owner may reach the workers' sockets");
+        drop(dir);
+        assert!(!path.exists());
+    }
 }

@@ -43,7 +43,8 @@ pub struct WorkerContext {
 }
 
 /// Answers a [`MasterMessage::Request`]; the default answers with the worker's stats.
-pub type RequestHandler = Arc<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>;
+pub type RequestHandler =
+    Arc<dyn Fn(&WorkerContext, serde_json::Value) -> serde_json::Value + Send + Sync>;
 
 /// Everything the worker needs from its environment.
 struct Boot {
@@ -128,6 +129,7 @@ async fn serve(
     router: Router,
     on_request: Option<RequestHandler>,
 ) -> Result<(), BoxError> {
+    let ctx = boot.ctx.clone();
     // SAFETY: the master passed this descriptor to us alone (it cleared FD_CLOEXEC only in our
     // pre-exec hook) and nothing else in this process owns it.
     let std_stream = unsafe { StdUnixStream::from_raw_fd(boot.ipc_fd) };
@@ -183,7 +185,7 @@ async fn serve(
             Some(Ok(MasterMessage::Reload)) => tracing::info!("reload requested"),
             Some(Ok(MasterMessage::Request { id, body })) => {
                 let reply = match &on_request {
-                    Some(handler) => handler(body),
+                    Some(handler) => handler(&ctx, body),
                     None => serde_json::json!({
                         "requests": counters.requests.load(Ordering::Relaxed),
                         "inFlight": counters.in_flight.load(Ordering::Relaxed),

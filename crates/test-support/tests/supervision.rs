@@ -226,3 +226,113 @@ async fn ttin_adds_a_worker_and_ttou_drains_one() {
     let h = http.health(&base).await;
     assert_eq!(h["workers"]["total"], 2, "{h}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_can_ask_a_worker_over_ipc_and_gets_the_matching_reply() {
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);
+    let http = Http::new();
+    for slot in [1, 2, 1] {
+        let r = http.get(&c.url(&format!("/fixture/ask?slot={slot}"))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json(),
+            serde_json::json!({ "worker": slot, "asked": "ping" })
+        );
+    }
+    let r = http.get(&c.url("/fixture/ask?slot=9")).await;
+    assert_eq!(
+        r.status, 502,
+        "no such slot is an error, not a hang: {}",
+        r.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_asks_every_worker_to_reload() {
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);
+    c.signal(Signal::SIGHUP);
+    let reloaded = || c.stderr().matches("reload requested").count() == 2;
+    assert!(
+        eventually(Duration::from_secs(5), reloaded),
+        "{}",
+        c.stderr()
+    );
+    assert_eq!(Http::new().get(&c.url("/ping")).await.body, "pong\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_over_max_memory_is_replaced_gracefully() {
+    let mut c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("MAX_MEMORY", "96M"),
+            ("METRICS_INTERVAL", "50"),
+        ],
+    );
+    let http = Http::new();
+    let old = http.ready_pids(&c.base()).await[0].1;
+    assert_eq!(http.get(&c.url("/alloc?mb=128")).await.status, 200);
+    let exited = event(
+        &c.wait_line(|l| l.contains("\"exited\""), Duration::from_secs(10))
+            .expect("the old worker exits"),
+    );
+    assert_eq!(exited["pid"].as_u64(), Some(old));
+    assert_eq!(
+        exited["code"], 0,
+        "it drained and exited on its own: {exited}"
+    );
+    let now = http.ready_pids(&c.base()).await;
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].1, old, "a new process serves the slot");
+    let h = http.health(&c.base()).await;
+    assert_eq!(
+        h["workers"]["slots"][0]["restarts"], 0,
+        "a planned replacement is not a crash: {h}"
+    );
+    assert!(c.stderr().contains("MAX_MEMORY"), "{}", c.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_queues_requests_at_the_master_instead_of_failing() {
+    // One upstream connection per worker, two workers, six 300 ms requests: at most two run at once,
+    // so the last ones must wait their turn at the master: at least three rounds, all answered.
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("POOL_SIZE", "1")]);
+    let http = Http::new();
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (http, url) = (http.clone(), c.url("/slow?ms=300"));
+            tokio::spawn(async move { http.send("GET", &url, &[], "").await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().expect("answered").status, 200);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "six requests through two connections took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_when_no_worker_is_ready() {
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("FIXTURE_CRASH_SLOT", "1"),
+            ("RESTART_DELAY", "20"),
+            ("MAX_RESTARTS", "1"),
+        ],
+    );
+    let http = Http::new();
+    let r = http.get(&c.url("/health")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["status"], "unavailable");
+    let r = http.get(&c.url("/whoami")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), "1");
+    assert_eq!(r.json()["error"], "no_worker_available");
+}

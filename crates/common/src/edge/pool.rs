@@ -216,7 +216,12 @@ pub(crate) async fn send(
     let backend = in_flight.backend().clone();
     let permit = match backend.permits.clone().acquire_owned().await {
         Ok(p) => p,
-        Err(_) => return Err(SendError::NotSent(Box::new(req), "worker pool closed".into())),
+        Err(_) => {
+            return Err(SendError::NotSent(
+                Box::new(req),
+                "worker pool closed".into(),
+            ));
+        }
     };
     for _ in 0..STALE_CONNECTION_TRIES {
         let mut sender = match pooled(&backend).await {

@@ -159,7 +159,9 @@ pub(crate) struct Supervisor {
     procs: HashMap<Key, Instance>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
-    pending: HashMap<u64, oneshot::Sender<Result<serde_json::Value, String>>>,
+    /// IPC requests awaiting a reply, with the process asked. Pruned when the asker gives up or the
+    /// process exits, so a worker that never answers cannot grow it.
+    pending: HashMap<u64, (Key, oneshot::Sender<Result<serde_json::Value, String>>)>,
     next_request: u64,
     shutdown: Option<(Instant, oneshot::Sender<bool>)>,
     killed_at_shutdown: bool,
@@ -441,7 +443,9 @@ impl Supervisor {
                     .store(stats.runtime_lag_us, Ordering::Relaxed);
             }
             WorkerMessage::Reply { id, body } => {
-                if let Some(reply) = self.pending.remove(&id) {
+                if let Some((asked, reply)) = self.pending.remove(&id)
+                    && asked == key
+                {
                     let _ = reply.send(Ok(body));
                 }
             }
@@ -510,6 +514,7 @@ impl Supervisor {
             return;
         };
         let (id, generation) = key;
+        self.pending.retain(|_, (asked, _)| *asked != key);
         self.shared.upstreams.remove_pid(p.pid);
         p.backend.retire();
         let uptime = p.started.elapsed();
@@ -637,7 +642,8 @@ impl Supervisor {
                             .send(MasterMessage::Request { id, body })
                             .is_ok()
                         {
-                            self.pending.insert(id, reply);
+                            self.pending
+                                .insert(id, ((slot, p.backend.generation()), reply));
                         } else {
                             let _ = reply.send(Err(format!("worker {slot} is gone")));
                         }
@@ -672,6 +678,7 @@ impl Supervisor {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        self.pending.retain(|_, (_, reply)| !reply.is_closed());
         if let Some((deadline, _)) = &self.shutdown {
             if now >= *deadline && !self.procs.is_empty() {
                 tracing::warn!(

@@ -15,7 +15,7 @@ use axum::extract::{Query, Request};
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use common::config::{Config, Defaults};
-use common::{Cluster, WorkerContext};
+use common::{Cluster, MasterRoutes, WorkerContext};
 use serde_json::json;
 
 fn main() -> ExitCode {
@@ -25,6 +25,25 @@ fn main() -> ExitCode {
     });
     Cluster::new("fixture", config)
         .worker(worker)
+        .on_request(|ctx, body| json!({ "worker": ctx.id, "asked": body }))
+        .master(|handle| {
+            // Asks a worker over IPC: GET /fixture/ask?slot=N
+            let ask = get(move |Query(q): Query<Slot>| {
+                let handle = handle.clone();
+                async move {
+                    match handle
+                        .request(q.slot, json!("ping"), Duration::from_secs(2))
+                        .await
+                    {
+                        Ok(reply) => axum::Json(reply).into_response(),
+                        Err(e) => {
+                            (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response()
+                        }
+                    }
+                }
+            });
+            MasterRoutes::new(&["/fixture/ask"], Router::new().route("/fixture/ask", ask))
+        })
         .on_start(|handle| {
             let mut events = handle.events();
             tokio::spawn(async move {
@@ -80,6 +99,15 @@ fn worker(ctx: &WorkerContext) -> Router {
         )
         .route("/garbage", get(garbage))
         .route(
+            "/alloc",
+            get(|Query(q): Query<Mb>| async move {
+                // Written, not just reserved, so the pages are resident and RSS really grows.
+                let block = vec![1u8; q.mb << 20];
+                HELD.lock().unwrap_or_else(|p| p.into_inner()).push(block);
+                format!("holding {} MiB more\n", q.mb)
+            }),
+        )
+        .route(
             "/hang",
             get(move |Query(q): Query<Slot>| async move {
                 if q.slot == id {
@@ -93,6 +121,14 @@ fn worker(ctx: &WorkerContext) -> Router {
             "/ws",
             any(move |ws: WebSocketUpgrade| async move { ws.on_upgrade(move |s| echo(s, id)) }),
         )
+}
+
+/// Memory the `/alloc` route keeps alive, to push a worker over `MAX_MEMORY`.
+static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+#[derive(serde::Deserialize)]
+struct Mb {
+    mb: usize,
 }
 
 #[derive(serde::Deserialize)]
