@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::balance::{RoundRobin, Selector};
 use crate::config::{Config, Defaults, LogFormat};
 use crate::edge::{self, Edge, MasterRoutes, Upstreams};
+use crate::metrics::Observer;
 use crate::supervisor::{Command, SlotState, Supervisor, WorkerInfo, spawn};
 use crate::worker::{RequestHandler, WorkerContext};
 use crate::{BoxError, shutdown};
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<ClusterEvent>,
     pub shutting_down: AtomicBool,
     pub started: Instant,
+    /// Given to every backend: told about each proxied request as it ends.
+    pub observers: crate::metrics::Observers,
 }
 
 /// Steers a running cluster. Cheap to clone; every method works from any task.
@@ -276,6 +279,7 @@ pub struct Cluster {
     selector: Arc<dyn Selector>,
     on_request: Option<RequestHandler>,
     on_start: Option<OnStart>,
+    observers: Vec<Arc<dyn Observer>>,
     hints: Vec<String>,
 }
 
@@ -290,6 +294,7 @@ impl Cluster {
             selector: Arc::new(RoundRobin::default()),
             on_request: None,
             on_start: None,
+            observers: Vec::new(),
             hints: Vec::new(),
         }
     }
@@ -315,6 +320,13 @@ impl Cluster {
     /// The load-balancing strategy (default: round-robin).
     pub fn selector(mut self, selector: impl Selector) -> Self {
         self.selector = Arc::new(selector);
+        self
+    }
+
+    /// Adds an observer, told about every proxied request when it ends (latency, status, outcome):
+    /// how latency-aware strategies, metrics and outlier detection learn what happened.
+    pub fn observe(mut self, observer: impl Observer) -> Self {
+        self.observers.push(Arc::new(observer));
         self
     }
 
@@ -397,6 +409,7 @@ impl Cluster {
             events,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
+            observers: self.observers.into(),
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (stop, stopped) = shutdown::channel();

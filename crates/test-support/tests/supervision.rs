@@ -336,3 +336,42 @@ async fn health_is_503_when_no_worker_is_ready() {
     assert_eq!(r.header("retry-after"), "1");
     assert_eq!(r.json()["error"], "no_worker_available");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_see_every_proxied_request_and_5xx_count_as_errors() {
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);
+    let http = Http::new();
+    for _ in 0..5 {
+        assert_eq!(http.get(&c.url("/whoami")).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(http.get(&c.url("/status?code=503")).await.status, 503);
+    }
+    // The hook runs when the response body ends, just after the client has read it.
+    let observed = || async { http.get(&c.url("/fixture/observed")).await.json() };
+    assert!(
+        eventually_async(Duration::from_secs(2), || async {
+            observed().await["complete"] == 7
+        })
+        .await,
+        "7 complete: {}",
+        observed().await
+    );
+    let o = observed().await;
+    assert_eq!(
+        (o["errors"].as_u64(), o["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{o}"
+    );
+    let h = http.health(&c.base()).await;
+    let slots = h["workers"]["slots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let sum = |k: &str| slots.iter().filter_map(|s| s[k].as_u64()).sum::<u64>();
+    assert_eq!(
+        (sum("requests"), sum("errors")),
+        (7, 2),
+        "/health counts the same: {h}"
+    );
+}

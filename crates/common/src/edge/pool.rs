@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -18,10 +19,9 @@ use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::RequestBody;
-use crate::metrics::SlotCounters;
+use crate::metrics::{Completion, Observers, Outcome, SlotCounters};
 
 /// One worker process that can take requests.
-#[derive(Debug)]
 pub struct Backend {
     slot: usize,
     pid: u32,
@@ -34,6 +34,20 @@ pub struct Backend {
     idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
     /// Set when the worker is draining or gone, so released connections are closed, not pooled.
     retired: AtomicBool,
+    /// Told about each request this backend served.
+    observers: Observers,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("slot", &self.slot)
+            .field("pid", &self.pid)
+            .field("generation", &self.generation)
+            .field("socket", &self.socket)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Backend {
@@ -44,6 +58,7 @@ impl Backend {
         socket: PathBuf,
         counters: Arc<SlotCounters>,
         pool_size: usize,
+        observers: Observers,
     ) -> Self {
         Self {
             slot,
@@ -55,6 +70,7 @@ impl Backend {
             permits: Arc::new(Semaphore::new(pool_size)),
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
+            observers,
         }
     }
 
@@ -128,25 +144,57 @@ impl Backend {
     }
 }
 
-/// Counts a request against its slot from dispatch until dropped.
+/// One request against one backend, from dispatch until dropped: holds the slot's in-flight count
+/// and, when dropped, records how the request ended (the one place every path goes through).
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<Backend>);
+pub(crate) struct InFlight {
+    backend: Arc<Backend>,
+    started: Instant,
+    status: Option<u16>,
+    outcome: Outcome,
+}
 
 impl InFlight {
     pub(crate) fn new(backend: Arc<Backend>) -> Self {
         backend.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         backend.counters.requests.fetch_add(1, Ordering::Relaxed);
-        Self(backend)
+        Self {
+            backend,
+            started: Instant::now(),
+            status: None,
+            // Until a response head says otherwise, a drop means the request failed.
+            outcome: Outcome::Failed,
+        }
     }
 
     pub(crate) fn backend(&self) -> &Arc<Backend> {
-        &self.0
+        &self.backend
+    }
+
+    /// A response head arrived; if the body is then dropped early, the client abandoned it.
+    pub(crate) fn set_status(&mut self, status: u16) {
+        self.status = Some(status);
+        self.outcome = Outcome::Abandoned;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let counters = &self.backend.counters;
+        counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let done = Completion {
+            slot: self.backend.slot,
+            pid: self.backend.pid,
+            latency: self.started.elapsed(),
+            status: self.status,
+            outcome: self.outcome,
+        };
+        if done.is_error() {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        for observer in self.backend.observers.iter() {
+            observer.on_complete(&done);
+        }
     }
 }
 
@@ -160,8 +208,14 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A response head arrived with `status`.
+    pub(crate) fn set_status(&mut self, status: u16) {
+        self.in_flight.set_status(status);
+    }
+
     /// The response was read to its end: the connection can serve the next request.
     pub(crate) fn release(&mut self) {
+        self.in_flight.outcome = Outcome::Complete;
         let backend = self.in_flight.backend();
         if let Some(sender) = self.sender.take()
             && !sender.is_closed()
@@ -171,10 +225,9 @@ impl Lease {
         }
     }
 
-    /// The response failed mid-way: count an error and close the connection.
-    pub(crate) fn fail(self) {
-        let backend = self.in_flight.backend();
-        backend.counters.errors.fetch_add(1, Ordering::Relaxed);
+    /// The response failed mid-way: record a failure and close the connection.
+    pub(crate) fn fail(mut self) {
+        self.in_flight.outcome = Outcome::Failed;
     }
 }
 

@@ -304,13 +304,10 @@ enum Attempt {
 async fn attempt(edge: &Edge, backend: Arc<Backend>, req: Request<RequestBody>) -> Attempt {
     let in_flight = InFlight::new(backend.clone());
     let sent = tokio::time::timeout(edge.limits.upstream_timeout, pool::send(in_flight, req)).await;
-    let counters = backend.counters();
     match sent {
-        Ok(Ok((resp, lease))) => {
+        Ok(Ok((resp, mut lease))) => {
             let (mut parts, body) = resp.into_parts();
-            if parts.status.is_server_error() {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            lease.set_status(parts.status.as_u16());
             strip_hop_by_hop(&mut parts.headers);
             parts
                 .headers
@@ -318,22 +315,16 @@ async fn attempt(edge: &Edge, backend: Arc<Backend>, req: Request<RequestBody>) 
             Attempt::Done(Response::from_parts(parts, EdgeBody::upstream(body, lease)))
         }
         Ok(Err(SendError::NotSent(req, why))) => Attempt::NotSent(*req, why),
-        Ok(Err(SendError::Sent(e))) => {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-            Attempt::Lost(e.to_string())
-        }
-        Err(_elapsed) => {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-            Attempt::Done(error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway_timeout",
-                &format!(
-                    "worker {} did not answer within UPSTREAM_TIMEOUT ({} ms)",
-                    backend.slot(),
-                    edge.limits.upstream_timeout.as_millis()
-                ),
-            ))
-        }
+        Ok(Err(SendError::Sent(e))) => Attempt::Lost(e.to_string()),
+        Err(_elapsed) => Attempt::Done(error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            &format!(
+                "worker {} did not answer within UPSTREAM_TIMEOUT ({} ms)",
+                backend.slot(),
+                edge.limits.upstream_timeout.as_millis()
+            ),
+        )),
     }
 }
 
@@ -364,7 +355,7 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, client: SocketAddr) -> 
             return error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &e.to_string());
         }
     };
-    let in_flight = InFlight::new(backend.clone());
+    let mut in_flight = InFlight::new(backend.clone());
     let mut resp =
         match tokio::time::timeout(edge.limits.upstream_timeout, sender.send_request(req)).await {
             Ok(Ok(resp)) => resp,
@@ -379,6 +370,7 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, client: SocketAddr) -> 
                 );
             }
         };
+    in_flight.set_status(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {

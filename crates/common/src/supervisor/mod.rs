@@ -335,6 +335,7 @@ impl Supervisor {
             socket,
             counters,
             self.config.pool_size,
+            self.shared.observers.clone(),
         ));
         let (to_worker, signals) = self.watch(key, spawned);
         let now = Instant::now();

@@ -15,16 +15,54 @@ use axum::extract::{Query, Request};
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use common::config::{Config, Defaults};
+use common::metrics::{Completion, Observer, Outcome};
 use common::{Cluster, MasterRoutes, WorkerContext};
 use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts what the edge reports through the observer hook.
+#[derive(Default)]
+struct Tally {
+    complete: AtomicU64,
+    failed: AtomicU64,
+    abandoned: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Observer for Tally {
+    fn on_complete(&self, c: &Completion) {
+        let n = match c.outcome {
+            Outcome::Complete => &self.complete,
+            Outcome::Failed => &self.failed,
+            Outcome::Abandoned => &self.abandoned,
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        if c.is_error() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let config = Config::from_env_or_exit(Defaults {
         workers: 2,
         port: 8000,
     });
+    let tally = Arc::new(Tally::default());
+    let seen = tally.clone();
+    let observed = get(move || async move {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        axum::Json(json!({
+            "complete": n(&seen.complete),
+            "failed": n(&seen.failed),
+            "abandoned": n(&seen.abandoned),
+            "errors": n(&seen.errors),
+        }))
+    });
     Cluster::new("fixture", config)
         .worker(worker)
+        .observe(tally)
         .on_request(|ctx, body| json!({ "worker": ctx.id, "asked": body }))
         .master(|handle| {
             // Asks a worker over IPC: GET /fixture/ask?slot=N
@@ -42,7 +80,10 @@ fn main() -> ExitCode {
                     }
                 }
             });
-            MasterRoutes::new(&["/fixture/ask"], Router::new().route("/fixture/ask", ask))
+            let router = Router::new()
+                .route("/fixture/ask", ask)
+                .route("/fixture/observed", observed);
+            MasterRoutes::new(&["/fixture/ask", "/fixture/observed"], router)
         })
         .on_start(|handle| {
             let mut events = handle.events();
