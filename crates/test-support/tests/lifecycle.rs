@@ -173,3 +173,51 @@ fn killing_the_master_takes_its_workers_with_it() {
         "no orphaned worker after 2 s: {workers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_that_must_cut_off_a_request_exits_non_zero() {
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "1"), ("SHUTDOWN_TIMEOUT", "300")]);
+    let http = Http::new();
+    let url = c.url("/slow?ms=5000");
+    let stuck = tokio::spawn(async move { http.send("GET", &url, &[], "").await });
+    let base = c.base();
+    let check = Http::new();
+    let busy = || async { check.health(&base).await["workers"]["slots"][0]["inFlight"] == 1 };
+    assert!(eventually_async(Duration::from_secs(5), busy).await);
+    let started = Instant::now();
+    c.signal(Signal::SIGTERM);
+    let status = c
+        .wait_exit(Duration::from_secs(5))
+        .expect("the master exits");
+    assert_eq!(status.code(), Some(1), "it had to kill: {}", c.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "SHUTDOWN_TIMEOUT bounds the wait"
+    );
+    let _ = stuck.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_tagged_by_process() {
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "1"), ("LOG_FORMAT", "json")]);
+    c.signal(Signal::SIGHUP);
+    let logged = || c.stderr().contains("reload requested");
+    assert!(eventually(Duration::from_secs(5), logged), "{}", c.stderr());
+    let lines = c.stderr();
+    let mut saw = (false, false);
+    for line in lines.lines().filter(|l| !l.starts_with("fixture:")) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let names: Vec<&str> = v["spans"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|s| s["name"].as_str()).collect())
+            .unwrap_or_default();
+        saw.0 |= names.contains(&"master");
+        saw.1 |= names.contains(&"worker") && v["fields"]["message"] == "reload requested";
+    }
+    assert_eq!(
+        saw,
+        (true, true),
+        "lines from the master and from worker 1: {lines}"
+    );
+}
