@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::balance::{RoundRobin, Selector};
-use crate::config::{Config, Defaults, LogFormat};
+use crate::config::{Config, Defaults, Dispatch, LogFormat};
 use crate::edge::{self, Edge, MasterRoutes, Upstreams};
 use crate::metrics::Observer;
 use crate::supervisor::{Command, SlotState, Supervisor, WorkerInfo, spawn};
@@ -433,12 +433,20 @@ impl Cluster {
             master,
             retry: Default::default(),
         });
-        let serving = tokio::spawn(edge::serve(
-            listener,
-            edge,
-            stopped.clone(),
-            config.shutdown_timeout,
-        ));
+        let serving = match config.dispatch {
+            Dispatch::Proxy => tokio::spawn(edge::serve(
+                listener,
+                edge,
+                stopped.clone(),
+                config.shutdown_timeout,
+            )),
+            Dispatch::Handoff => tokio::spawn(edge::handoff::serve(
+                listener,
+                edge,
+                stopped.clone(),
+                config.shutdown_timeout,
+            )),
+        };
         tokio::spawn(handle_signals(handle.clone()));
         if let Some(f) = self.on_start {
             f(handle.clone());

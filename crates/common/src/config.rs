@@ -143,6 +143,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the master gets requests to workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Per request, over pooled connections to each worker's Unix socket (the default): per-request
+    /// balancing, retries and edge metrics.
+    Proxy,
+    /// Per connection: the accepted socket itself is passed to a worker (see `edge::handoff`).
+    Handoff,
+}
+
 /// When to restart a worker that exited on its own, and when to give up on its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
@@ -231,6 +241,8 @@ pub struct Config {
     pub pool_size: usize,
     /// `LOG_FORMAT` = `text` (default) or `json`; the filter is `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
+    /// `DISPATCH` = `proxy` (default) or `handoff`.
+    pub dispatch: Dispatch,
 }
 
 impl Config {
@@ -255,6 +267,12 @@ impl Config {
             _ => None,
         })?
         .unwrap_or(LogFormat::Text);
+        let dispatch = var(src, "DISPATCH", "proxy or handoff", |s| match s {
+            "proxy" => Some(Dispatch::Proxy),
+            "handoff" => Some(Dispatch::Handoff),
+            _ => None,
+        })?
+        .unwrap_or(Dispatch::Proxy);
         let restart = RestartPolicy {
             base: duration_ms(src, "RESTART_DELAY", ms(1000), ms(1))?,
             max: duration_ms(src, "RESTART_DELAY_MAX", ms(30_000), ms(1))?,
@@ -278,6 +296,7 @@ impl Config {
             max_connections: number(src, "MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
             pool_size: number(src, "POOL_SIZE", 64, 1, 10_000)?,
             log_format,
+            dispatch,
         })
     }
 }

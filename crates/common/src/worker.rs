@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+use crate::edge::handoff::HandoffChannel;
 use crate::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
 use crate::supervisor::spawn::env as keys;
 use crate::{BoxError, shutdown};
@@ -53,6 +54,7 @@ struct Boot {
     socket: PathBuf,
     master_pid: u32,
     heartbeat: Duration,
+    handoff_fd: Option<RawFd>,
 }
 
 fn parse_env() -> Result<Boot, BoxError> {
@@ -71,6 +73,10 @@ fn parse_env() -> Result<Boot, BoxError> {
         socket: PathBuf::from(get::<String>(keys::SOCKET)?),
         master_pid: get(keys::MASTER_PID)?,
         heartbeat: Duration::from_millis(get(keys::HEARTBEAT_MS)?),
+        handoff_fd: match std::env::var(keys::HANDOFF_FD) {
+            Ok(_) => Some(get(keys::HANDOFF_FD)?),
+            Err(_) => None,
+        },
     })
 }
 
@@ -157,13 +163,25 @@ async fn serve(
     let router = router.route("/ping", get(|| async { "pong\n" }));
     let (stop_accepting, accepting) = shutdown::channel();
     let connections = TaskTracker::new();
-    let accept = tokio::spawn(accept_loop(
-        listener,
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).keep_alive(true);
+    let server = Server {
+        http,
         router,
-        counters.clone(),
-        accepting,
-        connections.clone(),
-    ));
+        counters: counters.clone(),
+        stop: accepting,
+        connections: connections.clone(),
+    };
+    let accept = tokio::spawn(accept_loop(listener, server.clone()));
+    let handoff = boot
+        .handoff_fd
+        .map(|fd| {
+            // SAFETY: like the control channel, this descriptor was made inheritable for us alone.
+            let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            HandoffChannel::new(owned).map_err(|e| format!("handoff channel fd {fd}: {e}"))
+        })
+        .transpose()?
+        .map(|channel| tokio::spawn(handoff_loop(channel, server)));
     let _ = out_tx.send(WorkerMessage::Ready { pid: boot.ctx.pid });
     tracing::debug!(socket = %boot.socket.display(), "worker ready");
     let beats = tokio::spawn(heartbeat(out_tx.clone(), counters.clone(), boot.heartbeat));
@@ -198,6 +216,9 @@ async fn serve(
     tracing::debug!(?deadline, "draining");
     stop_accepting.trigger();
     let _ = accept.await;
+    if let Some(handoff) = handoff {
+        let _ = handoff.await;
+    }
     let _ = std::fs::remove_file(&boot.socket);
     connections.close();
     let drained = tokio::time::timeout(deadline, connections.wait())
@@ -215,17 +236,49 @@ async fn serve(
     }
 }
 
-async fn accept_loop(
-    listener: UnixListener,
+/// Serves HTTP connections for this worker, whichever way they arrive.
+#[derive(Clone)]
+struct Server {
+    http: hyper::server::conn::http1::Builder,
     router: Router,
     counters: Arc<Counters>,
     stop: shutdown::Shutdown,
     connections: TaskTracker,
-) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).keep_alive(true);
-    let stop_accepting = stop.clone().wait();
-    tokio::pin!(stop_accepting);
+}
+
+impl Server {
+    fn serve<IO>(&self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let router = self.router.clone();
+        let counters = self.counters.clone();
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let mut router = router.clone();
+                let counters = counters.clone();
+                async move {
+                    let _in_flight = InFlight::new(counters);
+                    router.call(req.map(axum::body::Body::new)).await
+                }
+            });
+        let conn = self
+            .http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let stop = self.stop.clone();
+        self.connections.spawn(async move {
+            if let Err(e) = shutdown::drive(conn, stop).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Accepts the master's proxied connections on our Unix socket.
+async fn accept_loop(listener: UnixListener, server: Server) {
+    let stop = server.stop.clone().wait();
+    tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -236,28 +289,36 @@ async fn accept_loop(
                     continue;
                 }
             },
-            () = &mut stop_accepting => return,
+            () = &mut stop => return,
         };
-        let router = router.clone();
-        let counters = counters.clone();
-        let service =
-            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let mut router = router.clone();
-                let counters = counters.clone();
-                async move {
-                    let _in_flight = InFlight::new(counters);
-                    router.call(req.map(axum::body::Body::new)).await
+        server.serve(stream);
+    }
+}
+
+/// Receives client connections the master accepted and passed to us (handoff mode).
+async fn handoff_loop(channel: HandoffChannel, server: Server) {
+    let stop = server.stop.clone().wait();
+    tokio::pin!(stop);
+    loop {
+        let fd = tokio::select! {
+            r = channel.recv() => match r {
+                Ok(Some(fd)) => fd,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving a handed-off connection failed");
+                    continue;
                 }
-            });
-        let conn = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let stop = stop.clone();
-        connections.spawn(async move {
-            if let Err(e) = shutdown::drive(conn, stop).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+            },
+            () = &mut stop => return,
+        };
+        let std_stream = std::net::TcpStream::from(fd);
+        let stream = std_stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(std_stream));
+        match stream {
+            Ok(stream) => server.serve(stream),
+            Err(e) => tracing::warn!(error = %e, "a handed-off descriptor is not a usable socket"),
+        }
     }
 }
 

@@ -4,13 +4,15 @@
 //! - `mod.rs`: the accept loop, connection limits and timeouts, master-owned routes;
 //! - [`pool`]: workers as upstreams, each with a bounded keep-alive connection pool;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
-//! - [`body`]: the request and response body types, with no boxing on the proxied path.
+//! - [`body`]: the request and response body types, with no boxing on the proxied path;
+//! - [`handoff`]: the other dispatch mode, passing whole connections to workers (`DISPATCH=handoff`).
 //!
 //! Requests whose path the lesson registered as master-owned (`/health`, stats, admin) are answered
 //! here by an axum `Router`, because only the master sees the whole cluster. Everything else goes to
 //! a worker chosen by the [`Selector`](crate::balance::Selector).
 
 pub mod body;
+pub mod handoff;
 pub mod pool;
 pub mod proxy;
 

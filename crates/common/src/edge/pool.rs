@@ -36,6 +36,8 @@ pub struct Backend {
     retired: AtomicBool,
     /// Told about each request this backend served.
     observers: Observers,
+    /// The worker's fd-passing channel, in handoff mode.
+    handoff: Option<super::handoff::HandoffChannel>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -71,7 +73,19 @@ impl Backend {
             idle: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
             observers,
+            handoff: None,
         }
+    }
+
+    /// Gives the backend its fd-passing channel (handoff mode).
+    pub(crate) fn with_handoff(mut self, channel: Option<super::handoff::HandoffChannel>) -> Self {
+        self.handoff = channel;
+        self
+    }
+
+    /// The channel that passes connections to this worker (handoff mode only).
+    pub(crate) fn handoff(&self) -> Option<&super::handoff::HandoffChannel> {
+        self.handoff.as_ref()
     }
 
     /// The worker's slot id (1..=N), stable across restarts.

@@ -301,12 +301,13 @@ impl Supervisor {
         let generation = slot.next_generation;
         slot.next_generation += 1;
         let socket = self.run_dir.join(format!("w{id}-{generation}.sock"));
-        let spawned = match spawn::spawn(
+        let mut spawned = match spawn::spawn(
             &self.exe,
             id,
             generation,
             &socket,
             self.config.health_check_interval,
+            self.config.dispatch == crate::config::Dispatch::Handoff,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -322,21 +323,36 @@ impl Supervisor {
         };
         let pid = spawned.pid;
         let counters = slot.counters.clone();
+        let handoff = match spawned
+            .handoff
+            .take()
+            .map(crate::edge::handoff::HandoffChannel::new)
+        {
+            Some(Ok(channel)) => Some(channel),
+            Some(Err(e)) => {
+                tracing::error!(slot = id, error = %e, "cannot register the handoff channel");
+                None
+            }
+            None => None,
+        };
         let key = (id, generation);
         match role {
             Role::Current => slot.current = Some(generation),
             Role::Replacement => {}
             Role::Draining => {}
         }
-        let backend = Arc::new(Backend::new(
-            id,
-            pid,
-            generation,
-            socket,
-            counters,
-            self.config.pool_size,
-            self.shared.observers.clone(),
-        ));
+        let backend = Arc::new(
+            Backend::new(
+                id,
+                pid,
+                generation,
+                socket,
+                counters,
+                self.config.pool_size,
+                self.shared.observers.clone(),
+            )
+            .with_handoff(handoff),
+        );
         let (to_worker, signals) = self.watch(key, spawned);
         let now = Instant::now();
         self.procs.insert(
@@ -370,6 +386,7 @@ impl Supervisor {
             mut child,
             pid,
             channel,
+            handoff: _,
         } = spawned;
         let (read, write) = channel.into_split();
         let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::unix::net::{UnixDatagram, UnixStream as StdUnixStream};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub mod env {
     pub const MASTER_PID: &str = "CLUSTER_MASTER_PID";
     /// How often to heartbeat, in milliseconds.
     pub const HEARTBEAT_MS: &str = "CLUSTER_HEARTBEAT_MS";
+    /// In handoff mode, the datagram socket accepted connections arrive on.
+    pub const HANDOFF_FD: &str = "CLUSTER_HANDOFF_FD";
 }
 
 /// A started worker process and the master's end of its control channel.
@@ -37,6 +39,8 @@ pub(crate) struct Spawned {
     pub child: tokio::process::Child,
     pub pid: u32,
     pub channel: tokio::net::UnixStream,
+    /// The master's end of the handoff channel, when one was asked for.
+    pub handoff: Option<std::os::fd::OwnedFd>,
 }
 
 /// Starts `exe` as worker `slot`.
@@ -46,9 +50,15 @@ pub(crate) fn spawn(
     generation: u64,
     socket: &Path,
     heartbeat: Duration,
+    handoff: bool,
 ) -> io::Result<Spawned> {
     let (ours, theirs) = StdUnixStream::pair()?;
     let child_fd = theirs.as_raw_fd();
+    let handoff_pair = handoff.then(UnixDatagram::pair).transpose()?;
+    // -1: no handoff channel; the hook skips it.
+    let handoff_fd = handoff_pair
+        .as_ref()
+        .map_or(-1, |(_, theirs)| theirs.as_raw_fd());
     let master_pid = std::process::id();
     let mut cmd = tokio::process::Command::new(exe);
     cmd.env(env::WORKER, "true")
@@ -60,12 +70,18 @@ pub(crate) fn spawn(
         .env(env::HEARTBEAT_MS, heartbeat.as_millis().to_string())
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if handoff_fd >= 0 {
+        cmd.env(env::HANDOFF_FD, handoff_fd.to_string());
+    }
     // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe calls
     // are allowed; fcntl, prctl and getppid are, and it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             use nix::libc;
             if libc::fcntl(child_fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if handoff_fd >= 0 && libc::fcntl(handoff_fd, libc::F_SETFD, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
             // Die with the master, even if it is SIGKILLed and cannot clean up.
@@ -86,9 +102,18 @@ pub(crate) fn spawn(
         .ok_or_else(|| io::Error::other("worker exited before its pid was read"))?;
     ours.set_nonblocking(true)?;
     let channel = tokio::net::UnixStream::from_std(ours)?;
+    let handoff = match handoff_pair {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            ours.set_nonblocking(true)?;
+            Some(std::os::fd::OwnedFd::from(ours))
+        }
+        None => None,
+    };
     Ok(Spawned {
         child,
         pid,
         channel,
+        handoff,
     })
 }

@@ -63,7 +63,10 @@ fn main() -> ExitCode {
     Cluster::new("fixture", config)
         .worker(worker)
         .observe(tally)
-        .on_request(|ctx, body| json!({ "worker": ctx.id, "asked": body }))
+        .on_request(|ctx, body| {
+            let slow = SLOW_RUNNING.load(Ordering::Relaxed);
+            json!({ "worker": ctx.id, "asked": body, "slow": slow })
+        })
         .master(|handle| {
             // Asks a worker over IPC: GET /fixture/ask?slot=N
             let ask = get(move |Query(q): Query<Slot>| {
@@ -116,7 +119,9 @@ fn worker(ctx: &WorkerContext) -> Router {
         .route(
             "/slow",
             get(move |Query(q): Query<Ms>| async move {
+                SLOW_RUNNING.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(q.ms)).await;
+                SLOW_RUNNING.fetch_sub(1, Ordering::Relaxed);
                 axum::Json(json!({ "worker": id, "slept": q.ms }))
             }),
         )
@@ -163,6 +168,9 @@ fn worker(ctx: &WorkerContext) -> Router {
             any(move |ws: WebSocketUpgrade| async move { ws.on_upgrade(move |s| echo(s, id)) }),
         )
 }
+
+/// `/slow` requests this worker is running, reported in IPC replies so tests can see them.
+static SLOW_RUNNING: AtomicU64 = AtomicU64::new(0);
 
 /// Memory the `/alloc` route keeps alive, to push a worker over `MAX_MEMORY`.
 static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());

@@ -1,0 +1,288 @@
+//! Handoff dispatch (`DISPATCH=handoff`): the master accepts TCP connections and passes each one's
+//! file descriptor to a worker, which then serves the whole keep-alive connection itself, as Node's
+//! cluster module does.
+//!
+//! What changes compared with proxy mode (the default):
+//! - the master touches only the first request head of a connection: it peeks at it (MSG_PEEK, at
+//!   most [`PEEK_LIMIT`] bytes, within `HEADER_TIMEOUT`) to route by cookie and to answer its own
+//!   routes (closing such a connection after the response, so the rest of the conversation cannot
+//!   bypass the routing);
+//! - balancing is per connection, not per request: a keep-alive client stays on one worker;
+//! - there is no per-request retry: once a worker owns a connection, the requests on it live and die
+//!   with that worker (a failed handoff is retried on another worker);
+//! - request counts and latencies are measured by workers, not the edge.
+//!
+//! In exchange the master's cost per request drops to almost nothing: it never parses, copies or
+//! re-sends a byte after the handoff.
+//!
+//! Each worker has a second socketpair for this, a datagram one (message boundaries keep one
+//! descriptor per message): the payload is one byte, the descriptor rides in `SCM_RIGHTS`.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UnixDatagram};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use super::{Backend, Edge};
+use crate::balance::RequestInfo;
+use crate::shutdown::Shutdown;
+
+/// The most of a request head the master will look at.
+pub const PEEK_LIMIT: usize = 8 * 1024;
+
+/// The master's end of a worker's handoff channel.
+#[derive(Debug)]
+pub struct HandoffChannel(UnixDatagram);
+
+impl HandoffChannel {
+    /// Wraps one end of a non-blocking datagram socketpair.
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<Self> {
+        let socket = std::os::unix::net::UnixDatagram::from(fd);
+        // An inherited descriptor keeps the blocking mode it was created with.
+        socket.set_nonblocking(true)?;
+        UnixDatagram::from_std(socket).map(Self)
+    }
+
+    /// Sends `conn`'s descriptor. The caller closes its copy afterwards; the worker's copy keeps
+    /// the connection open.
+    pub(crate) async fn send(&self, conn: RawFd) -> io::Result<()> {
+        let fds = [conn];
+        self.0
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                let cmsg = [ControlMessage::ScmRights(&fds)];
+                sendmsg::<()>(
+                    self.0.as_raw_fd(),
+                    &[IoSlice::new(&[1])],
+                    &cmsg,
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map(|_| ())
+                .map_err(io::Error::from)
+            })
+            .await
+    }
+
+    /// Receives the next descriptor; `Ok(None)` when the master's end closed.
+    pub(crate) async fn recv(&self) -> io::Result<Option<OwnedFd>> {
+        self.0
+            .async_io(tokio::io::Interest::READABLE, || {
+                let mut byte = [0u8; 1];
+                let mut iov = [IoSliceMut::new(&mut byte)];
+                let mut space = nix::cmsg_space!([RawFd; 1]);
+                let msg = recvmsg::<()>(
+                    self.0.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                )
+                .map_err(io::Error::from)?;
+                if msg.bytes == 0 {
+                    return Ok(None);
+                }
+                let mut received = None;
+                for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                        for fd in fds {
+                            // SAFETY: the kernel just installed this descriptor in our table for us.
+                            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                            if received.is_none() {
+                                received = Some(owned);
+                            }
+                        }
+                    }
+                }
+                received
+                    .map(Some)
+                    .ok_or_else(|| io::Error::other("handoff message carried no descriptor"))
+            })
+            .await
+    }
+}
+
+/// The first request head of a connection, as far as the master needs it.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+enum Peeked {
+    Head(Box<Head>),
+    /// Not (yet) a valid head: let the master's HTTP server answer (400, 431, or a timeout).
+    Unusable,
+    /// The client closed before sending anything.
+    Closed,
+}
+
+/// Looks at the connection's first request head without consuming it.
+async fn peek_head(stream: &TcpStream, timeout: Duration) -> io::Result<Peeked> {
+    let mut buf = vec![0u8; PEEK_LIMIT];
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(Peeked::Closed);
+        }
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut slots);
+        match req.parse(&buf[..n]) {
+            Ok(httparse::Status::Complete(_)) => {
+                return Ok(to_head(&req).map_or(Peeked::Unusable, |h| Peeked::Head(Box::new(h))));
+            }
+            Ok(httparse::Status::Partial) if n < buf.len() && Instant::now() < deadline => {
+                // A peek leaves the socket readable, so waiting for readiness would spin: back off
+                // instead. Rare: clients send a head in one segment.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            _ => return Ok(Peeked::Unusable),
+        }
+    }
+}
+
+fn to_head(req: &httparse::Request<'_, '_>) -> Option<Head> {
+    let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
+    let uri: Uri = req.path?.parse().ok()?;
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(h.value).ok()?;
+        headers.append(name, value);
+    }
+    Some(Head {
+        method,
+        uri,
+        headers,
+    })
+}
+
+/// Accepts until `shutdown`, handing connections to workers; returns true if the connections the
+/// master kept for itself closed within `drain`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: Shutdown,
+    drain: Duration,
+) -> bool {
+    let own = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(edge.limits.max_connections));
+    let stop = shutdown.clone().wait();
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut stop => break,
+        };
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let edge = edge.clone();
+        let shutdown = shutdown.clone();
+        own.spawn(async move {
+            dispatch(stream, client, edge, shutdown).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    own.close();
+    tokio::select! {
+        () = own.wait() => true,
+        () = tokio::time::sleep(drain) => false,
+    }
+}
+
+async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdown: Shutdown) {
+    let _ = stream.set_nodelay(true);
+    let head = match peek_head(&stream, edge.limits.header_timeout).await {
+        Ok(Peeked::Head(head)) => head,
+        Ok(Peeked::Closed) | Err(_) => return,
+        Ok(Peeked::Unusable) => return serve_here(stream, client, edge, shutdown).await,
+    };
+    if edge.master.owns(head.uri.path()) {
+        return serve_here(stream, client, edge, shutdown).await;
+    }
+    let info = RequestInfo {
+        method: &head.method,
+        uri: &head.uri,
+        headers: &head.headers,
+        client,
+    };
+    let ready = edge.upstreams.snapshot();
+    let mut tried: Option<u32> = None;
+    for _ in 0..2 {
+        let candidates: Vec<Arc<Backend>> = match tried {
+            None => ready.to_vec(),
+            Some(pid) => ready.iter().filter(|b| b.pid() != pid).cloned().collect(),
+        };
+        let Some(backend) = (!candidates.is_empty())
+            .then(|| edge.selector.select(&info, &candidates))
+            .flatten()
+            .and_then(|i| candidates.get(i).cloned())
+        else {
+            break;
+        };
+        let Some(channel) = backend.handoff() else {
+            break;
+        };
+        match channel.send(stream.as_raw_fd()).await {
+            Ok(()) => {
+                backend
+                    .counters()
+                    .requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Our copy of the descriptor closes when `stream` drops; the worker's stays open.
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(slot = backend.slot(), error = %e, "handoff failed; trying another worker");
+                tried = Some(backend.pid());
+            }
+        }
+    }
+    let body = r#"{"error":"no_worker_available","message":"no worker could take this connection","status":503}"#;
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = stream;
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The master answers this connection itself (its own routes, or bad input), then closes it.
+async fn serve_here(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdown: Shutdown) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.limits.header_timeout)
+        .max_buf_size(edge.limits.max_header_size)
+        // One request only: whatever follows on this connection must be routed afresh.
+        .keep_alive(false);
+    let service = hyper::service::service_fn(move |req| edge.clone().handle(req, client));
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = crate::shutdown::drive(conn, shutdown).await {
+        tracing::debug!(%client, error = %e, "master-served connection ended with an error");
+    }
+}

@@ -1,0 +1,163 @@
+//! `DISPATCH=handoff`: the master passes whole client connections to workers.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use nix::sys::signal::Signal;
+use test_support::{ClusterProcess, Http, SharedCluster, eventually_async};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
+
+fn cluster() -> SharedCluster {
+    SharedCluster::get(
+        &CLUSTER,
+        FIXTURE,
+        &[("WORKERS", "2"), ("DISPATCH", "handoff")],
+    )
+}
+
+/// One request on a fresh connection that is closed afterwards.
+async fn once(path: &str) -> String {
+    let mut s = TcpStream::connect(cluster().addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn worker_of(reply: &str) -> Option<u64> {
+    let body = reply.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str::<serde_json::Value>(body).ok()?["worker"].as_u64()
+}
+
+#[tokio::test]
+async fn new_connections_are_spread_over_the_workers() {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let reply = once("/whoami").await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        seen.insert(worker_of(&reply).expect("a worker answered"));
+    }
+    assert_eq!(seen.len(), 2, "both workers took connections: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_stays_with_one_worker() {
+    let mut s = TcpStream::connect(cluster().addr).await.unwrap();
+    let mut workers = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        s.write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+        workers.insert(worker_of(&reply).expect("a JSON reply in one read"));
+    }
+    assert_eq!(workers.len(), 1, "one connection, one worker: {workers:?}");
+}
+
+#[tokio::test]
+async fn the_master_still_answers_its_own_routes_then_closes() {
+    let reply = once("/health").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"ready\":2"), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_http_gets_400_from_the_master() {
+    let mut s = TcpStream::connect(cluster().addr).await.unwrap();
+    s.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[tokio::test]
+async fn websockets_work_on_a_handed_off_connection() {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", cluster().addr))
+        .await
+        .expect("handshake");
+    ws.send(Message::text("hi")).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(
+        reply.starts_with("worker ") && reply.ends_with(": hi"),
+        "{reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_go_to_the_survivors_when_a_worker_dies() {
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "2"),
+            ("DISPATCH", "handoff"),
+            ("RESTART_DELAY", "60000"),
+        ],
+    );
+    let http = Http::new();
+    let pids = http.ready_pids(&c.base()).await;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0].1 as i32),
+        Signal::SIGKILL,
+    );
+    let base = c.base();
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            http.ready_pids(&base).await.len() == 1
+        })
+        .await
+    );
+    for _ in 0..6 {
+        // A fresh client each time: each request is a new connection to route.
+        let r = Http::new().get(&c.url("/whoami")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["worker"].as_u64(), Some(pids[1].0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_on_handed_off_connections() {
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("DISPATCH", "handoff")]);
+    let http = Http::new();
+    let url = c.url("/slow?ms=1000");
+    let slow = tokio::spawn(async move { http.send("GET", &url, &[], "").await });
+    // Once a worker reports (over IPC) that it is running the request, ask the master to stop.
+    let (ask, base) = (Http::new(), c.base());
+    let busy = || async {
+        let mut running = 0;
+        for slot in 1..=2 {
+            let r = ask.get(&format!("{base}/fixture/ask?slot={slot}")).await;
+            running += r.json()["slow"].as_u64().unwrap_or(0);
+        }
+        running == 1
+    };
+    assert!(eventually_async(Duration::from_secs(5), busy).await);
+    c.signal(Signal::SIGTERM);
+    let r = slow.await.unwrap().expect("the slow request completed");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        c.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        c.stderr()
+    );
+}
