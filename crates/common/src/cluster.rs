@@ -249,6 +249,12 @@ impl ClusterHandle {
     }
 }
 
+/// True in a worker process (started by a master with `CLUSTER_WORKER=true`), false in the master:
+/// for the rare setup only one of them should do, such as checking an external store once.
+pub fn is_worker() -> bool {
+    std::env::var(spawn::env::WORKER).is_ok_and(|v| v == "true")
+}
+
 /// Builds the worker's router.
 type BuildWorker = Box<dyn Fn(&WorkerContext) -> Router + Send + Sync>;
 /// Builds the master's own routes once the cluster exists.
@@ -353,7 +359,7 @@ impl Cluster {
 
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
-        let is_worker = std::env::var(spawn::env::WORKER).is_ok_and(|v| v == "true");
+        let is_worker = is_worker();
         init_logging(self.config.log_format, is_worker);
         if is_worker {
             crate::worker::run(&*self.build_worker, self.on_request)

@@ -12,8 +12,10 @@
 //! - [`worker`]: the worker side: serve on a Unix socket, heartbeat, drain on request;
 //! - [`ipc`]: typed length-delimited JSON messages over the inherited socketpair;
 //! - [`edge`]: the master's HTTP server and reverse proxy with bounded per-worker pools;
-//! - [`balance`]: the [`Selector`](balance::Selector) trait and round-robin;
+//! - [`balance`]: the [`Selector`](balance::Selector) trait, round-robin, a consistent-hash ring and
+//!   the sticky-session selector;
 //! - [`metrics`]: per-slot counters that survive restarts;
+//! - [`session`]: session ids that name their slot, the cookie, and stores (memory, Redis);
 //! - [`config`]: environment parsing with errors that name the variable;
 //! - [`shutdown`]: a fire-once notice many tasks can wait on.
 
@@ -23,11 +25,12 @@ pub mod config;
 pub mod edge;
 pub mod ipc;
 pub mod metrics;
+pub mod session;
 pub mod shutdown;
 pub mod supervisor;
 pub mod worker;
 
-pub use cluster::{Cluster, ClusterEvent, ClusterHandle};
+pub use cluster::{Cluster, ClusterEvent, ClusterHandle, is_worker};
 pub use config::Config;
 pub use edge::MasterRoutes;
 pub use supervisor::{SlotState, WorkerInfo};

@@ -32,6 +32,11 @@ use crate::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
 use crate::supervisor::spawn::env as keys;
 use crate::{BoxError, shutdown};
 
+/// `GET /ping` on every worker: the smallest real response, for health probes and benchmarks.
+pub async fn ping() -> &'static str {
+    "pong\n"
+}
+
 /// Who this worker is; handed to the lesson's router builder.
 #[derive(Debug, Clone)]
 pub struct WorkerContext {
@@ -113,7 +118,11 @@ pub(crate) fn run(
     };
     let span = tracing::info_span!("worker", id = boot.ctx.id);
     let _entered = span.enter();
-    let router = build(&boot.ctx);
+    // Inside the runtime, so a router builder may spawn tasks (sweepers, pools).
+    let router = {
+        let _rt = rt.enter();
+        build(&boot.ctx)
+    };
     match rt.block_on(serve(boot, router, on_request)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -160,7 +169,7 @@ async fn serve(
     let listener = UnixListener::bind(&boot.socket)
         .map_err(|e| format!("bind {}: {e}", boot.socket.display()))?;
     let counters = Arc::new(Counters::default());
-    let router = router.route("/ping", get(|| async { "pong\n" }));
+    let router = router.route("/ping", get(ping));
     let (stop_accepting, accepting) = shutdown::channel();
     let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();

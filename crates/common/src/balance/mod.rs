@@ -5,6 +5,9 @@
 //! draining or dead. In-flight counts are taken at dispatch by the edge and released when the
 //! response body ends, so a selector reading them sees the truth, not a count that arrives late.
 
+pub mod ring;
+pub mod sticky;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -211,7 +211,11 @@ mod tests {
             let fair = ks.len() as f64 / n as f64;
             for &node in &nodes {
                 let dev = (counts[node] as f64 - fair).abs() / fair;
-                assert!(dev <= 0.15, "{n} nodes: node {node} got {} keys, fair share {fair}", counts[node]);
+                assert!(
+                    dev <= 0.15,
+                    "{n} nodes: node {node} got {} keys, fair share {fair}",
+                    counts[node]
+                );
             }
         }
     }
@@ -225,16 +229,33 @@ mod tests {
             grown.add(n + 1);
             let mut shrunk = before.clone();
             shrunk.remove(1);
-            let moved_up = ks.iter().filter(|k| before.get(k.as_bytes()) != grown.get(k.as_bytes())).count();
-            let moved_down = ks.iter().filter(|k| before.get(k.as_bytes()) != shrunk.get(k.as_bytes())).count();
+            let moved_up = ks
+                .iter()
+                .filter(|k| before.get(k.as_bytes()) != grown.get(k.as_bytes()))
+                .count();
+            let moved_down = ks
+                .iter()
+                .filter(|k| before.get(k.as_bytes()) != shrunk.get(k.as_bytes()))
+                .count();
             let limit_up = (1.25 / (n + 1) as f64 * ks.len() as f64) as usize;
             let limit_down = (1.25 / n as f64 * ks.len() as f64) as usize;
-            assert!(moved_up <= limit_up, "{n}->{}: {moved_up} moved, limit {limit_up}", n + 1);
-            assert!(moved_down <= limit_down, "{n}->{}: {moved_down} moved, limit {limit_down}", n - 1);
+            assert!(
+                moved_up <= limit_up,
+                "{n}->{}: {moved_up} moved, limit {limit_up}",
+                n + 1
+            );
+            assert!(
+                moved_down <= limit_down,
+                "{n}->{}: {moved_down} moved, limit {limit_down}",
+                n - 1
+            );
             // Only the changed node's keys move.
             for k in &ks {
                 let (b, g) = (before.get(k.as_bytes()), grown.get(k.as_bytes()));
-                assert!(b == g || g == Some(n + 1), "key {k} moved from {b:?} to {g:?}");
+                assert!(
+                    b == g || g == Some(n + 1),
+                    "key {k} moved from {b:?} to {g:?}"
+                );
                 let s = shrunk.get(k.as_bytes());
                 assert!(b == s || b == Some(1), "key {k} moved from {b:?} to {s:?}");
             }

@@ -143,7 +143,18 @@ fn worker(ctx: &WorkerContext) -> Router {
                     .unwrap_or(axum::http::StatusCode::BAD_REQUEST)
             }),
         )
-        .route("/garbage", get(garbage))
+        .route(
+            "/garbage",
+            get(move |Query(q): Query<Slot>| async move {
+                // Only the named slot misbehaves: a retry of this request on another worker
+                // must not break that one too.
+                if q.slot == id {
+                    garbage().await
+                } else {
+                    "not me\n".to_string()
+                }
+            }),
+        )
         .route(
             "/alloc",
             get(|Query(q): Query<Mb>| async move {
@@ -196,7 +207,7 @@ struct Slot {
 }
 
 /// Writes a frame that is not a message onto the control channel, as a buggy worker would.
-async fn garbage() -> impl IntoResponse {
+async fn garbage() -> String {
     let fd: i32 = std::env::var("CLUSTER_IPC_FD")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1,0 +1,455 @@
+//! Session affinity: send every request of a session to the worker that holds it.
+//!
+//! The session id names its slot (see [`crate::session`]), so routing reads the cookie and needs no
+//! shared table:
+//! 1. a well-formed session cookie whose slot is ready goes to that slot (`cookie_routed`);
+//! 2. one whose slot is not ready (restarting, scaled away, Failed) goes to the ring successor of
+//!    the session id among the ready slots (`remapped`): only that slot's sessions move, spread over
+//!    the others rather than piled on one neighbour, and each one lands on the same worker every time;
+//! 3. no cookie, or a malformed one: the client's IP is placed on the ring (`ip_routed`), and the
+//!    worker it reaches mints the session for its own slot, so the next request, carrying the cookie,
+//!    comes back to it.
+//!
+//! The ring holds every slot ever seen and lookups skip slots that are not ready, so a worker that
+//! restarts in its slot gets exactly its old clients back. This is the Node course's bug fixed: there
+//! the worker that created a session (chosen by IP hash) was not the worker later requests reached
+//! (chosen by `md5(sessionId) % n`), so half the sessions were lost on their second request.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use http::HeaderMap;
+use serde::Serialize;
+
+use super::ring::{DEFAULT_VNODES, HashRing, hash_bytes};
+use super::{RequestInfo, Selector};
+use crate::edge::Backend;
+use crate::session::{COOKIE_NAME, cookie_value, parse_id};
+
+/// Slots with per-slot counters; beyond it a slot is still routed, just not counted apart.
+const COUNTED_SLOTS: usize = 257;
+
+/// Proxies whose `X-Forwarded-For` is believed. Without one, a client could name any IP it likes and
+/// choose its worker, so by default the header is ignored and the TCP peer is the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Vec<(IpAddr, u8)>,
+}
+
+impl TrustedProxies {
+    /// Parses a comma-separated list of IPs and CIDR blocks, e.g. `127.0.0.1, 10.0.0.0/8, ::1`.
+    /// `None` if any entry is not one.
+    pub fn parse(list: &str) -> Option<Self> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (ip, bits) = match item.split_once('/') {
+                Some((ip, bits)) => (ip.parse::<IpAddr>().ok()?, bits.parse::<u8>().ok()?),
+                None => {
+                    let ip = item.parse::<IpAddr>().ok()?;
+                    (ip, if ip.is_ipv4() { 32 } else { 128 })
+                }
+            };
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            if bits > max {
+                return None;
+            }
+            nets.push((canonical(ip), bits));
+        }
+        Some(Self { nets })
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|&(net, bits)| in_net(ip, net, bits))
+    }
+
+    /// The client's address: the TCP peer, unless the peer is a trusted proxy, in which case the
+    /// rightmost address in `X-Forwarded-For` that is not itself a trusted proxy (the leftmost ones
+    /// are whatever the client chose to send).
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if self.nets.is_empty() || !self.contains(peer) {
+            return peer;
+        }
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if self.contains(ip) => continue,
+                Ok(ip) => return canonical(ip),
+                // Garbage from a hop we do not trust: stop believing the chain here.
+                Err(_) => break,
+            }
+        }
+        peer
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, so one client has one key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// How requests were placed on one slot.
+#[derive(Debug, Default)]
+struct SlotRouting {
+    cookie: AtomicU64,
+    ip: AtomicU64,
+    remapped_in: AtomicU64,
+}
+
+/// The sticky-session selector. Keep an `Arc` of it to read [`Sticky::stats`].
+#[derive(Debug)]
+pub struct Sticky {
+    cookie: String,
+    trusted: TrustedProxies,
+    /// Every slot seen so far; read on every request, written only when a new slot first appears.
+    ring: RwLock<HashRing<usize>>,
+    cookie_routed: AtomicU64,
+    ip_routed: AtomicU64,
+    remapped: AtomicU64,
+    invalid_cookies: AtomicU64,
+    per_slot: Box<[SlotRouting]>,
+}
+
+/// What [`Sticky`] has done, as `/sticky-stats` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StickyStats {
+    /// The strategy's name.
+    pub strategy: &'static str,
+    /// Requests routed by their session cookie to the slot that minted it.
+    pub cookie_routed: u64,
+    /// Requests with no (usable) cookie, placed by client IP.
+    pub ip_routed: u64,
+    /// Requests whose session's slot was not ready, sent to its ring successor.
+    pub remapped: u64,
+    /// Requests whose session cookie was malformed (then IP-routed).
+    pub invalid_cookies: u64,
+    /// Per slot, for the slots that were sent anything.
+    pub slots: Vec<SlotStats>,
+}
+
+/// One slot's share in [`StickyStats`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotStats {
+    /// The slot.
+    pub slot: usize,
+    /// Requests that came to it by cookie.
+    pub cookie_routed: u64,
+    /// Requests that came to it by IP.
+    pub ip_routed: u64,
+    /// Requests it took for another slot's sessions.
+    pub remapped_in: u64,
+}
+
+impl Sticky {
+    /// A selector reading the `sessionId` cookie and trusting `X-Forwarded-For` from `trusted`.
+    pub fn new(trusted: TrustedProxies) -> Self {
+        Self::with_cookie(COOKIE_NAME, trusted)
+    }
+
+    /// As [`Sticky::new`] with another cookie name.
+    pub fn with_cookie(cookie: &str, trusted: TrustedProxies) -> Self {
+        Self {
+            cookie: cookie.to_string(),
+            trusted,
+            ring: RwLock::new(HashRing::new(DEFAULT_VNODES)),
+            cookie_routed: AtomicU64::new(0),
+            ip_routed: AtomicU64::new(0),
+            remapped: AtomicU64::new(0),
+            invalid_cookies: AtomicU64::new(0),
+            per_slot: (0..COUNTED_SLOTS).map(|_| SlotRouting::default()).collect(),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> StickyStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let slots = self
+            .per_slot
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| get(&s.cookie) + get(&s.ip) + get(&s.remapped_in) > 0)
+            .map(|(slot, s)| SlotStats {
+                slot,
+                cookie_routed: get(&s.cookie),
+                ip_routed: get(&s.ip),
+                remapped_in: get(&s.remapped_in),
+            })
+            .collect();
+        StickyStats {
+            strategy: self.name(),
+            cookie_routed: get(&self.cookie_routed),
+            ip_routed: get(&self.ip_routed),
+            remapped: get(&self.remapped),
+            invalid_cookies: get(&self.invalid_cookies),
+            slots,
+        }
+    }
+
+    /// Where a request would go, without counting it: `(index in ready, how)`. Generic over how a
+    /// slot is read from an element so the edge's `&[Arc<Backend>]` is used as it is (no allocation
+    /// on the request path) and tests can pass bare slot numbers.
+    fn place<T>(
+        &self,
+        headers: &HeaderMap,
+        client: SocketAddr,
+        ready: &[T],
+        slot_of: impl Fn(&T) -> usize,
+    ) -> Option<(usize, Route)> {
+        self.learn(ready, &slot_of);
+        let index_of = |slot: usize| ready.iter().position(|b| slot_of(b) == slot);
+        let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
+        let mut invalid = false;
+        if let Some(id) = cookie_value(headers, &self.cookie) {
+            match parse_id(id) {
+                Some(slot) => {
+                    if let Some(i) = index_of(slot) {
+                        return Some((i, Route::Cookie));
+                    }
+                    let i = ring.find_map(hash_bytes(id.as_bytes()), index_of)?;
+                    return Some((i, Route::Remapped));
+                }
+                None => invalid = true,
+            }
+        }
+        let ip = self.trusted.client_ip(client.ip(), headers);
+        let key = match ip {
+            IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+            IpAddr::V6(v6) => hash_bytes(&v6.octets()),
+        };
+        let i = ring.find_map(key, index_of)?;
+        Some((i, Route::Ip { invalid }))
+    }
+
+    /// Puts any slot not yet on the ring onto it. The read lock is enough to check; the write lock
+    /// is taken only when a slot appears for the first time.
+    fn learn<T>(&self, ready: &[T], slot_of: &impl Fn(&T) -> usize) {
+        let missing = {
+            let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
+            ready.iter().any(|b| !ring.contains(slot_of(b)))
+        };
+        if missing {
+            let mut ring = self.ring.write().unwrap_or_else(|p| p.into_inner());
+            for b in ready {
+                ring.add(slot_of(b));
+            }
+        }
+    }
+
+    fn count(&self, slot: usize, route: Route) {
+        let per = self.per_slot.get(slot);
+        match route {
+            Route::Cookie => {
+                self.cookie_routed.fetch_add(1, Ordering::Relaxed);
+                per.map(|p| p.cookie.fetch_add(1, Ordering::Relaxed));
+            }
+            Route::Remapped => {
+                self.remapped.fetch_add(1, Ordering::Relaxed);
+                per.map(|p| p.remapped_in.fetch_add(1, Ordering::Relaxed));
+            }
+            Route::Ip { invalid } => {
+                self.ip_routed.fetch_add(1, Ordering::Relaxed);
+                if invalid {
+                    self.invalid_cookies.fetch_add(1, Ordering::Relaxed);
+                }
+                per.map(|p| p.ip.fetch_add(1, Ordering::Relaxed));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Cookie,
+    Remapped,
+    Ip { invalid: bool },
+}
+
+impl Selector for Sticky {
+    fn select(&self, req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+        let (i, route) = self.place(req.headers, req.client, ready, |b| b.slot())?;
+        if let Some(b) = ready.get(i) {
+            self.count(b.slot(), route);
+        }
+        Some(i)
+    }
+
+    fn name(&self) -> &'static str {
+        "sticky"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::session::mint_id;
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    fn cookie(id: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cookie",
+            HeaderValue::from_str(&format!("sessionId={id}")).unwrap(),
+        );
+        h
+    }
+
+    fn slot_for(s: &Sticky, h: &HeaderMap, client: &str, ready: &[usize]) -> (usize, Route) {
+        let (i, route) = s.place(h, peer(client), ready, |s| *s).unwrap();
+        (ready[i], route)
+    }
+
+    #[test]
+    fn a_cookie_goes_to_the_slot_it_names() {
+        let s = Sticky::new(TrustedProxies::default());
+        for slot in 1..=4 {
+            assert_eq!(
+                slot_for(&s, &cookie(&mint_id(slot)), "10.0.0.1", &[1, 2, 3, 4]),
+                (slot, Route::Cookie)
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_cookie_the_same_ip_always_gets_the_same_slot() {
+        let s = Sticky::new(TrustedProxies::default());
+        let none = HeaderMap::new();
+        let first = slot_for(&s, &none, "192.0.2.7", &[1, 2, 3]);
+        for _ in 0..10 {
+            assert_eq!(slot_for(&s, &none, "192.0.2.7", &[1, 2, 3]), first);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            seen.insert(slot_for(&s, &none, &format!("198.51.100.{i}"), &[1, 2, 3]).0);
+        }
+        assert_eq!(
+            seen.len(),
+            3,
+            "different IPs spread over every slot: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_slot_moves_only_its_own_sessions_and_each_consistently() {
+        let s = Sticky::new(TrustedProxies::default());
+        let all = [1, 2, 3, 4];
+        let without_3 = [1, 2, 4];
+        let mut landed = std::collections::BTreeMap::new();
+        for _ in 0..400 {
+            let id = mint_id(3);
+            let (slot, route) = slot_for(&s, &cookie(&id), "10.0.0.1", &without_3);
+            assert_eq!(route, Route::Remapped);
+            assert_eq!(
+                slot_for(&s, &cookie(&id), "10.9.9.9", &without_3).0,
+                slot,
+                "same id, same fallback"
+            );
+            *landed.entry(slot).or_insert(0) += 1;
+        }
+        assert_eq!(
+            landed.len(),
+            3,
+            "slot 3's sessions spread over the others: {landed:?}"
+        );
+        for slot in [1, 2, 4] {
+            assert_eq!(
+                slot_for(&s, &cookie(&mint_id(slot)), "10.0.0.1", &without_3),
+                (slot, Route::Cookie)
+            );
+        }
+        // Slot 3 returns: its sessions come home.
+        assert_eq!(
+            slot_for(&s, &cookie(&mint_id(3)), "10.0.0.1", &all),
+            (3, Route::Cookie)
+        );
+    }
+
+    #[test]
+    fn a_malformed_cookie_is_routed_by_ip_and_counted() {
+        let s = Sticky::new(TrustedProxies::default());
+        let (_, route) = slot_for(&s, &cookie("../../etc/passwd"), "10.0.0.1", &[1, 2]);
+        assert_eq!(route, Route::Ip { invalid: true });
+        s.count(1, route);
+        let stats = s.stats();
+        assert_eq!((stats.ip_routed, stats.invalid_cookies), (1, 1));
+        assert_eq!(stats.slots[0].slot, 1);
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_unless_the_peer_is_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.1.2.3"),
+        );
+        let none = TrustedProxies::default();
+        assert_eq!(
+            none.client_ip("10.1.2.3".parse().unwrap(), &h),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        // The peer 10.1.2.3 is trusted; so is the 10.1.2.3 hop; 203.0.113.9 is the client.
+        assert_eq!(
+            trusted.client_ip("10.1.2.3".parse().unwrap(), &h),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // An untrusted peer's header is not believed.
+        assert_eq!(
+            trusted.client_ip("192.0.2.1".parse().unwrap(), &h),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_lists_parse_ips_and_cidrs() {
+        let t = TrustedProxies::parse(" 127.0.0.1, 10.0.0.0/8 ,::1, fd00::/8").unwrap();
+        assert!(t.contains("127.0.0.1".parse().unwrap()));
+        assert!(t.contains("10.255.0.1".parse().unwrap()));
+        assert!(
+            t.contains("::ffff:127.0.0.1".parse().unwrap()),
+            "mapped IPv4 counts"
+        );
+        assert!(t.contains("fd12::1".parse().unwrap()));
+        assert!(!t.contains("11.0.0.1".parse().unwrap()));
+        assert!(TrustedProxies::parse("").unwrap().nets.is_empty());
+        for bad in ["10.0.0.0/33", "localhost", "1.2.3.4/x", "::/129"] {
+            assert_eq!(TrustedProxies::parse(bad), None, "{bad}");
+        }
+        assert!(
+            TrustedProxies::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+    }
+}

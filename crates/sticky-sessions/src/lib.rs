@@ -1,0 +1,617 @@
+//! Lesson 01: sticky sessions (session affinity).
+//!
+//! Sessions kept in a worker's memory only work if every request of a session reaches that worker.
+//! This lesson's master routes by the session cookie, whose id names the slot that minted it
+//! (`2.9f86d081…`); requests without a session are placed by consistent hashing of the client IP;
+//! and a slot that goes away hands only its own sessions to its ring successors. The pieces live in
+//! `common` ([`common::balance::sticky`], [`common::session`]); this crate composes them.
+//!
+//! Layout:
+//! - [`Settings`]: the lesson's environment (`SESSION_TIMEOUT`, `SESSION_MAX`, `SESSION_STORE`,
+//!   `TRUSTED_PROXIES`, `SESSION_SWEEP_INTERVAL`);
+//! - [`cluster`]: the whole cluster, ready to `run()`;
+//! - [`worker_router`]: what each worker serves: `/`, `/session`, `/data`, `/stats`, `/ws`;
+//! - [`master_routes`]: `/sticky-stats`, answered by the master from the selector's counters and
+//!   each worker's session count (asked over IPC).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, Form, Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use common::balance::sticky::{Sticky, TrustedProxies};
+use common::config::{self, ConfigError, Source};
+use common::session::redis::RedisStore;
+use common::session::{
+    COOKIE_NAME, MemoryStore, Session, SessionStore, StoreError, cookie_value, mint_id, now_ms,
+    parse_id, set_cookie, short_id,
+};
+use common::{Cluster, ClusterHandle, Config, MasterRoutes, SlotState, WorkerContext};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The most bytes `POST /data` keeps: a session is not a file store.
+pub const MAX_DATA: usize = 4096;
+/// How many sessions `/stats` lists (it counts them all).
+const STATS_LIST: usize = 20;
+/// How long `/sticky-stats` waits for each worker's session count.
+const ASK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In each worker's memory (the default): lost when the worker dies.
+    Memory,
+    /// In Redis at this URL: shared by the workers, survives them.
+    Redis(String),
+}
+
+/// The lesson's own settings; the runtime's (`PORT`, `WORKERS`, …) are in [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `SESSION_TIMEOUT` ms, default 1800000 (30 min): idle time before a session expires; also the
+    /// cookie's `Max-Age`, re-sent with every response so both slide together.
+    pub session_timeout: Duration,
+    /// `SESSION_MAX`, default 10000: sessions a worker keeps in memory before evicting the least
+    /// recently used (ignored with Redis).
+    pub session_max: usize,
+    /// `SESSION_SWEEP_INTERVAL` ms, default 60000: how often idle sessions are swept from memory.
+    pub sweep_interval: Duration,
+    /// `SESSION_STORE` = `memory` (default) or a `redis://host:port` URL.
+    pub store: StoreKind,
+    /// `TRUSTED_PROXIES`: comma-separated IPs/CIDRs whose `X-Forwarded-For` is believed; default none.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl Settings {
+    /// Reads the process environment; on a bad value prints the reason and exits with status 2.
+    pub fn from_env_or_exit() -> Self {
+        Self::from_source(&config::ProcessEnv).unwrap_or_else(|e| config::exit_bad_config(&e))
+    }
+
+    /// Reads every variable from `src`.
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let ms = Duration::from_millis;
+        let session_timeout = config::duration_ms(src, "SESSION_TIMEOUT", ms(1_800_000), ms(1000))?;
+        let store = config::var(
+            src,
+            "SESSION_STORE",
+            "memory or a redis://host:port URL",
+            |s| {
+                if s == "memory" {
+                    Some(StoreKind::Memory)
+                } else if (s.starts_with("redis://") || s.starts_with("rediss://"))
+                    && RedisStore::open(s, session_timeout).is_ok()
+                {
+                    Some(StoreKind::Redis(s.to_string()))
+                } else {
+                    None
+                }
+            },
+        )?
+        .unwrap_or(StoreKind::Memory);
+        let trusted_proxies = config::var(
+            src,
+            "TRUSTED_PROXIES",
+            "a comma-separated list of IP addresses or CIDR blocks (e.g. 127.0.0.1,10.0.0.0/8)",
+            TrustedProxies::parse,
+        )?
+        .unwrap_or_default();
+        Ok(Self {
+            session_timeout,
+            session_max: config::number(src, "SESSION_MAX", 10_000, 1, 10_000_000)?,
+            sweep_interval: config::duration_ms(src, "SESSION_SWEEP_INTERVAL", ms(60_000), ms(10))?,
+            store,
+            trusted_proxies,
+        })
+    }
+
+    /// Opens the configured store. Nothing is connected yet: Redis connects on first use.
+    pub fn open_store(&self) -> Result<Arc<dyn SessionStore>, String> {
+        match &self.store {
+            StoreKind::Memory => {
+                let store = Arc::new(MemoryStore::new(self.session_timeout, self.session_max));
+                store
+                    .spawn_sweeper(self.sweep_interval)
+                    .map_err(|e| format!("cannot start the session sweeper: {e}"))?;
+                Ok(store)
+            }
+            StoreKind::Redis(url) => RedisStore::open(url, self.session_timeout)
+                .map(|s| Arc::new(s) as Arc<dyn SessionStore>)
+                .map_err(|e| format!("SESSION_STORE={url}: {e}")),
+        }
+    }
+
+    /// For the master at startup: fails if the Redis store does not answer PING within 2 s, so a
+    /// wrong URL is reported before any request rather than as a 503 on each one.
+    pub fn check_store(&self) -> Result<(), String> {
+        if let StoreKind::Redis(url) = &self.store {
+            let store = RedisStore::open(url, self.session_timeout).map_err(|e| e.to_string())?;
+            store
+                .ping_blocking(Duration::from_secs(2))
+                .map_err(|e| format!("SESSION_STORE={url} does not answer: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The store of this worker process, for the IPC handler (which has no router state).
+static STORE: OnceLock<Arc<dyn SessionStore>> = OnceLock::new();
+
+/// The whole lesson: workers serving [`worker_router`], the master routing with [`Sticky`] and
+/// answering [`master_routes`].
+pub fn cluster(config: Config, settings: Settings) -> Cluster {
+    let sticky = Arc::new(Sticky::new(settings.trusted_proxies.clone()));
+    let store_name = match settings.store {
+        StoreKind::Memory => "memory",
+        StoreKind::Redis(_) => "redis",
+    };
+    let for_master = sticky.clone();
+    Cluster::new("sticky-sessions", config)
+        .worker(move |ctx| worker_router(ctx, &settings))
+        .selector(sticky)
+        .master(move |handle| master_routes(handle, for_master, store_name))
+        .on_request(|_ctx, _question| match STORE.get() {
+            Some(store) => json!({ "store": store.name(), "stats": store.stats() }),
+            None => json!({ "error": "no session store" }),
+        })
+        .hint("curl -c cookies.txt {url}/")
+        .hint("curl -b cookies.txt {url}/session")
+        .hint("curl {url}/sticky-stats")
+}
+
+/// What every worker handler shares.
+#[derive(Clone)]
+struct App {
+    ctx: WorkerContext,
+    store: Arc<dyn SessionStore>,
+    ttl: Duration,
+    started: Instant,
+}
+
+/// The router each worker serves. Every route but `/ping` runs with a session: the one the cookie
+/// names if this worker's store knows it, or a new one minted for this worker's slot.
+pub fn worker_router(ctx: &WorkerContext, settings: &Settings) -> Router {
+    let store = match settings.open_store() {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let _ = STORE.set(store.clone());
+    let app = App {
+        ctx: ctx.clone(),
+        store,
+        ttl: settings.session_timeout,
+        started: Instant::now(),
+    };
+    Router::new()
+        .route("/", get(home))
+        .route("/session", get(session))
+        .route("/data", get(show_data).post(save_data))
+        .route("/stats", get(stats))
+        .route("/ws", get(ws))
+        // route_layer: a 404 does not mint a session.
+        .route_layer(middleware::from_fn_with_state(app.clone(), with_session))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+fn store_down(e: StoreError) -> Response {
+    tracing::error!(error = %e, "session store failed");
+    let body =
+        json!({ "error": "session_store_unavailable", "message": e.to_string(), "status": 503 });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// Finds or mints the request's session, hands it to the handler, and (re)sets the cookie.
+///
+/// An id is used only if it is well formed and this worker's store holds it as a live session: a
+/// forged, expired or foreign id is never adopted (that would let a client pick another user's
+/// session id in advance: session fixation). Instead a new session is minted for this slot.
+async fn with_session(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let now = now_ms();
+    let presented = cookie_value(req.headers(), COOKIE_NAME)
+        .filter(|id| parse_id(id).is_some())
+        .map(str::to_owned);
+    let found = match &presented {
+        Some(id) => app.store.touch(id, now).await,
+        None => Ok(None),
+    };
+    let session = match found {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let s = Session::new(mint_id(app.ctx.id), now);
+            if let Err(e) = app.store.insert(s.clone()).await {
+                return store_down(e);
+            }
+            tracing::debug!(session = %short_id(&s.id), replaced = presented.is_some(), "new session");
+            s
+        }
+        Err(e) => return store_down(e),
+    };
+    let cookie = set_cookie(COOKIE_NAME, &session.id, app.ttl);
+    req.extensions_mut().insert(session);
+    let mut resp = next.run(req).await;
+    resp.headers_mut().append(header::SET_COOKIE, cookie);
+    // Responses that depend on a cookie must not be shared by caches.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The session as the course's JSON shows it. The id is shortened: the cookie is `HttpOnly` so page
+/// scripts cannot steal it, and echoing it whole in a body would undo that.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView<'a> {
+    id: String,
+    created: u64,
+    last_access: u64,
+    request_count: u64,
+    data: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> From<&'a Session> for SessionView<'a> {
+    fn from(s: &'a Session) -> Self {
+        Self {
+            id: short_id(&s.id),
+            created: s.created,
+            last_access: s.last_access,
+            request_count: s.request_count,
+            data: &s.data,
+        }
+    }
+}
+
+/// `GET /session`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionReply<'a> {
+    worker_id: usize,
+    worker_pid: u32,
+    session: SessionView<'a>,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+async fn home(State(app): State<App>, Extension(s): Extension<Session>) -> Html<String> {
+    Html(format!(
+        "<!doctype html>\n<html><head><title>Sticky sessions</title></head><body>\n\
+         <h1>Sticky sessions</h1>\n\
+         <p>Served by worker {} (pid {}).</p>\n\
+         <p>Session {}: request {} of this session.</p>\n\
+         <form method=\"post\" action=\"/data\"><input name=\"data\" maxlength=\"{MAX_DATA}\"> \
+         <button>Save in session</button></form>\n\
+         <p><a href=\"/session\">/session</a> · <a href=\"/data\">/data</a> · <a href=\"/stats\">/stats</a></p>\n\
+         </body></html>\n",
+        app.ctx.id,
+        app.ctx.pid,
+        escape(&short_id(&s.id)),
+        s.request_count
+    ))
+}
+
+async fn session(State(app): State<App>, Extension(s): Extension<Session>) -> Response {
+    Json(SessionReply {
+        worker_id: app.ctx.id,
+        worker_pid: app.ctx.pid,
+        session: (&s).into(),
+    })
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct DataForm {
+    data: String,
+}
+
+async fn save_data(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    Form(form): Form<DataForm>,
+) -> Response {
+    if form.data.len() > MAX_DATA {
+        let body = json!({ "error": "data_too_large", "message": format!("data is limited to {MAX_DATA} bytes") });
+        return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+    }
+    match app
+        .store
+        .set_data(&s.id, "data", &form.data, now_ms())
+        .await
+    {
+        // 303: the browser follows with a GET, so reloading the page does not post again.
+        Ok(_) => Redirect::to("/data").into_response(),
+        Err(e) => store_down(e),
+    }
+}
+
+async fn show_data(State(app): State<App>, Extension(s): Extension<Session>) -> Html<String> {
+    let data = s
+        .data
+        .get("data")
+        .map_or("(nothing saved yet)".to_string(), |d| escape(d));
+    Html(format!(
+        "<!doctype html>\n<html><body><h1>Session data</h1>\n<p>Worker {}, session {}.</p>\n<pre>{data}</pre>\n</body></html>\n",
+        app.ctx.id,
+        escape(&short_id(&s.id)),
+    ))
+}
+
+/// This process's resident memory in bytes, from /proc (0 where there is none).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn stats(State(app): State<App>) -> Response {
+    let now = now_ms();
+    let list = match app.store.list(app.ctx.id, STATS_LIST, now).await {
+        Ok(l) => l,
+        Err(e) => return store_down(e),
+    };
+    let store_stats = app.store.stats();
+    let sessions = list
+        .sessions
+        .iter()
+        .map(|s| ListedSession {
+            id: short_id(&s.id),
+            request_count: s.request_count,
+            age: now.saturating_sub(s.created) / 1000,
+        })
+        .collect();
+    Json(StatsReply {
+        worker_id: app.ctx.id,
+        worker_pid: app.ctx.pid,
+        store: app.store.name(),
+        active_sessions: list.total,
+        evicted: store_stats.evicted,
+        expired: store_stats.expired,
+        uptime: app.started.elapsed().as_secs(),
+        memory: Memory { rss: rss_bytes() },
+        sessions,
+    })
+    .into_response()
+}
+
+/// `GET /stats`: the course's fields, plus the store and its eviction counters.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsReply {
+    worker_id: usize,
+    worker_pid: u32,
+    store: &'static str,
+    active_sessions: u64,
+    evicted: u64,
+    expired: u64,
+    /// Seconds since this worker started.
+    uptime: u64,
+    memory: Memory,
+    /// The most recently used sessions, at most 20.
+    sessions: Vec<ListedSession>,
+}
+
+#[derive(Serialize)]
+struct Memory {
+    /// Resident set size in bytes.
+    rss: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedSession {
+    id: String,
+    request_count: u64,
+    /// Seconds since the session was created.
+    age: u64,
+}
+
+/// A WebSocket echo: each text message comes back as `{"worker", "session", "echo"}`, showing that the
+/// socket, like its session, stays on one worker for its whole life.
+async fn ws(
+    State(app): State<App>,
+    Extension(s): Extension<Session>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let tag = (app.ctx.id, short_id(&s.id));
+    upgrade
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| echo(socket, tag))
+}
+
+#[derive(Serialize)]
+struct Echo<'a> {
+    worker: usize,
+    session: &'a str,
+    echo: &'a str,
+}
+
+async fn echo(mut socket: WebSocket, (worker, session): (usize, String)) {
+    while let Some(Ok(msg)) = socket.recv().await {
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Close(_) => return,
+            // Pings are answered by axum; binary frames are not part of this demo.
+            _ => continue,
+        };
+        let reply = Echo {
+            worker,
+            session: &session,
+            echo: text.as_str(),
+        };
+        let Ok(reply) = serde_json::to_string(&reply) else {
+            return;
+        };
+        if socket.send(Message::Text(reply.into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let body = json!({ "error": "not_found", "path": uri.path(), "status": 404 });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// `/sticky-stats`: how the master placed requests, and how many sessions each worker holds.
+pub fn master_routes(
+    handle: ClusterHandle,
+    sticky: Arc<Sticky>,
+    store: &'static str,
+) -> MasterRoutes {
+    let router = Router::new().route(
+        "/sticky-stats",
+        get(move || sticky_stats(handle.clone(), sticky.clone(), store)),
+    );
+    MasterRoutes::new(&["/sticky-stats"], router)
+}
+
+async fn sticky_stats(
+    handle: ClusterHandle,
+    sticky: Arc<Sticky>,
+    store: &'static str,
+) -> Json<StickyStatsReply> {
+    let routing = sticky.stats();
+    let workers = handle.workers();
+    let asks = workers.iter().map(|w| {
+        let handle = handle.clone();
+        let (slot, ready) = (w.id, w.state == SlotState::Ready);
+        async move {
+            if !ready {
+                return Value::Null;
+            }
+            handle
+                .request(slot, json!({ "ask": "sessions" }), ASK_TIMEOUT)
+                .await
+                .ok()
+                .and_then(|v| v.pointer("/stats/localSessions").cloned())
+                .unwrap_or(Value::Null)
+        }
+    });
+    let sessions = futures_util::future::join_all(asks).await;
+    let workers = workers
+        .iter()
+        .zip(sessions)
+        .map(|(w, sessions)| {
+            let r = routing.slots.iter().find(|s| s.slot == w.id);
+            WorkerRouting {
+                id: w.id,
+                pid: w.pid,
+                state: w.state,
+                requests: w.requests,
+                cookie_routed: r.map_or(0, |r| r.cookie_routed),
+                ip_routed: r.map_or(0, |r| r.ip_routed),
+                remapped_in: r.map_or(0, |r| r.remapped_in),
+                sessions,
+            }
+        })
+        .collect();
+    Json(StickyStatsReply {
+        strategy: routing.strategy,
+        store,
+        cookie_routed: routing.cookie_routed,
+        ip_routed: routing.ip_routed,
+        remapped: routing.remapped,
+        invalid_cookies: routing.invalid_cookies,
+        workers,
+    })
+}
+
+/// `GET /sticky-stats`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StickyStatsReply {
+    strategy: &'static str,
+    store: &'static str,
+    /// Requests sent to the slot their session cookie names.
+    cookie_routed: u64,
+    /// Requests without a usable cookie, placed by client IP.
+    ip_routed: u64,
+    /// Requests whose session's slot was not ready, sent to its ring successor.
+    remapped: u64,
+    /// Requests whose cookie was not a well-formed session id.
+    invalid_cookies: u64,
+    workers: Vec<WorkerRouting>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkerRouting {
+    id: usize,
+    pid: Option<u32>,
+    state: SlotState,
+    /// Requests the edge sent to this slot (all routes).
+    requests: u64,
+    cookie_routed: u64,
+    ip_routed: u64,
+    remapped_in: u64,
+    /// Sessions in the worker's memory; null with a shared store, where they are not the worker's
+    /// to count.
+    sessions: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = Settings::from_source(&[]).unwrap();
+        assert_eq!(s.session_timeout, Duration::from_secs(1800));
+        assert_eq!(s.session_max, 10_000);
+        assert_eq!(s.store, StoreKind::Memory);
+        assert_eq!(s.trusted_proxies, TrustedProxies::default());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("SESSION_TIMEOUT", "soon"),
+            ("SESSION_MAX", "0"),
+            ("SESSION_STORE", "mysql://x"),
+            ("SESSION_STORE", "redis://"),
+            ("TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("SESSION_SWEEP_INTERVAL", "-1"),
+        ] {
+            let err = Settings::from_source(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_redis_url_selects_redis() {
+        let s = Settings::from_source(&[("SESSION_STORE", "redis://127.0.0.1:6379")]).unwrap();
+        assert_eq!(s.store, StoreKind::Redis("redis://127.0.0.1:6379".into()));
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape("<b>\"x\" & 'y'</b>"),
+            "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;"
+        );
+    }
+}
