@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub started: Instant,
     /// Given to every backend: told about each proxied request as it ends.
     pub observers: crate::metrics::Observers,
+    /// Optional per-slot health scores for `/health`.
+    pub scorer: Option<HealthScorer>,
 }
 
 /// Steers a running cluster. Cheap to clone; every method works from any task.
@@ -113,8 +115,27 @@ pub struct HealthCounts {
     /// Slots given up on.
     pub failed: usize,
     /// Per-slot detail.
-    pub slots: Vec<WorkerInfo>,
+    pub slots: Vec<SlotHealth>,
 }
+
+/// One slot in [`Health`]: its [`WorkerInfo`] and, when the cluster has a health scorer, its score.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotHealth {
+    /// The slot.
+    #[serde(flatten)]
+    pub info: WorkerInfo,
+    /// 0–100 from the scorer (see [`Cluster::health_scorer`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_score: Option<u8>,
+    /// The scorer's verdict, e.g. `healthy` or `degraded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<&'static str>,
+}
+
+/// Scores each slot's health: `(slot id, score 0–100, verdict)`. A Ready slot scoring 50 or less
+/// makes `/health` say `degraded`.
+pub type HealthScorer = Arc<dyn Fn(&[WorkerInfo]) -> Vec<(usize, u8, &'static str)> + Send + Sync>;
 
 impl ClusterHandle {
     /// A stream of [`ClusterEvent`]s from now on. A receiver that falls more than 1024 events
@@ -142,17 +163,39 @@ impl ClusterHandle {
 
     /// The cluster's health, as `/health` reports it.
     pub fn health(&self) -> Health {
-        let slots = self.workers();
-        let ready = slots.iter().filter(|w| w.state == SlotState::Ready).count();
+        let workers = self.workers();
+        let scores = self
+            .shared
+            .scorer
+            .as_ref()
+            .map(|score| score(&workers))
+            .unwrap_or_default();
+        let slots: Vec<SlotHealth> = workers
+            .into_iter()
+            .map(|info| {
+                let score = scores.iter().find(|(id, _, _)| *id == info.id);
+                SlotHealth {
+                    health_score: score.map(|s| s.1),
+                    health: score.map(|s| s.2),
+                    info,
+                }
+            })
+            .collect();
+        let is_ready = |s: &&SlotHealth| s.info.state == SlotState::Ready;
+        let ready = slots.iter().filter(is_ready).count();
+        let unwell = slots
+            .iter()
+            .filter(is_ready)
+            .any(|s| s.health_score.is_some_and(|score| score <= 50));
         let failed = slots
             .iter()
-            .filter(|w| w.state == SlotState::Failed)
+            .filter(|s| s.info.state == SlotState::Failed)
             .count();
         let status = if self.shared.shutting_down.load(Ordering::Relaxed) {
             "shutting_down"
         } else if ready == 0 {
             "unavailable"
-        } else if ready < slots.len() {
+        } else if ready < slots.len() || unwell {
             "degraded"
         } else {
             "ok"
@@ -286,6 +329,7 @@ pub struct Cluster {
     on_request: Option<RequestHandler>,
     on_start: Option<OnStart>,
     observers: Vec<Arc<dyn Observer>>,
+    scorer: Option<HealthScorer>,
     hints: Vec<String>,
 }
 
@@ -301,6 +345,7 @@ impl Cluster {
             on_request: None,
             on_start: None,
             observers: Vec::new(),
+            scorer: None,
             hints: Vec::new(),
         }
     }
@@ -333,6 +378,16 @@ impl Cluster {
     /// how latency-aware strategies, metrics and outlier detection learn what happened.
     pub fn observe(mut self, observer: impl Observer) -> Self {
         self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Scores each slot for `/health` (see [`HealthScorer`]); without one, `/health` reports
+    /// only states.
+    pub fn health_scorer(
+        mut self,
+        scorer: impl Fn(&[WorkerInfo]) -> Vec<(usize, u8, &'static str)> + Send + Sync + 'static,
+    ) -> Self {
+        self.scorer = Some(Arc::new(scorer));
         self
     }
 
@@ -416,6 +471,7 @@ impl Cluster {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             observers: self.observers.into(),
+            scorer: self.scorer,
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (stop, stopped) = shutdown::channel();

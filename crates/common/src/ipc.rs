@@ -47,7 +47,8 @@ pub struct WorkerStats {
     pub requests: u64,
     /// Requests being served right now.
     pub in_flight: u64,
-    /// How late the last heartbeat timer fired, in microseconds: a busy or blocked runtime shows here.
+    /// The worst lateness, in microseconds, of the worker's 100 ms probe timer (or of the heartbeat
+    /// timer) since the last heartbeat: a busy or blocked runtime shows here.
     pub runtime_lag_us: u64,
 }
 

@@ -14,7 +14,8 @@
 //! - [`edge`]: the master's HTTP server and reverse proxy with bounded per-worker pools;
 //! - [`balance`]: the [`Selector`](balance::Selector) trait, round-robin, a consistent-hash ring and
 //!   the sticky-session selector;
-//! - [`metrics`]: per-slot counters that survive restarts;
+//! - [`metrics`]: per-slot counters, latency windows (hdrhistogram), health score, history,
+//!   Prometheus and the observability routes;
 //! - [`session`]: session ids that name their slot, the cookie, and stores (memory, Redis);
 //! - [`config`]: environment parsing with errors that name the variable;
 //! - [`shutdown`]: a fire-once notice many tasks can wait on.
@@ -30,7 +31,7 @@ pub mod shutdown;
 pub mod supervisor;
 pub mod worker;
 
-pub use cluster::{Cluster, ClusterEvent, ClusterHandle, is_worker};
+pub use cluster::{Cluster, ClusterEvent, ClusterHandle, HealthScorer, is_worker};
 pub use config::Config;
 pub use edge::MasterRoutes;
 pub use supervisor::{SlotState, WorkerInfo};

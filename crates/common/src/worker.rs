@@ -136,7 +136,8 @@ pub(crate) fn run(
 struct Counters {
     requests: AtomicU64,
     in_flight: AtomicU64,
-    lag_us: AtomicU64,
+    /// The worst lateness of the lag probe since the last heartbeat.
+    lag_max_us: AtomicU64,
 }
 
 async fn serve(
@@ -194,6 +195,7 @@ async fn serve(
     let _ = out_tx.send(WorkerMessage::Ready { pid: boot.ctx.pid });
     tracing::debug!(socket = %boot.socket.display(), "worker ready");
     let beats = tokio::spawn(heartbeat(out_tx.clone(), counters.clone(), boot.heartbeat));
+    let probe = tokio::spawn(lag_probe(counters.clone()));
 
     let deadline = loop {
         match inbox.recv().await {
@@ -235,6 +237,7 @@ async fn serve(
         .is_ok();
     // The writer ends once every sender is gone; the heartbeat task holds one.
     beats.abort();
+    probe.abort();
     let _ = beats.await;
     drop(out_tx);
     let _ = writer.await;
@@ -348,7 +351,25 @@ impl Drop for InFlight {
     }
 }
 
-/// Beats every `every`; the lateness of each tick is the runtime's lag.
+/// How often the lag probe ticks: fine enough to catch a 100 ms stall between heartbeats that may be
+/// seconds apart.
+const LAG_PROBE: Duration = Duration::from_millis(100);
+
+/// Measures runtime lag: how late a 100 ms timer fires. On a current-thread runtime anything that
+/// holds the thread (a blocking call, a long computation) delays it by that long.
+async fn lag_probe(counters: Arc<Counters>) {
+    let mut next = Instant::now() + LAG_PROBE;
+    loop {
+        tokio::time::sleep_until(next.into()).await;
+        let late = Instant::now().saturating_duration_since(next);
+        counters
+            .lag_max_us
+            .fetch_max(late.as_micros() as u64, Ordering::Relaxed);
+        next = Instant::now() + LAG_PROBE;
+    }
+}
+
+/// Beats every `every`, reporting the worst lag seen since the previous beat.
 async fn heartbeat(
     out: mpsc::UnboundedSender<WorkerMessage>,
     counters: Arc<Counters>,
@@ -357,14 +378,11 @@ async fn heartbeat(
     let mut next = Instant::now() + every;
     loop {
         tokio::time::sleep_until(next.into()).await;
-        let lag = Instant::now().saturating_duration_since(next);
-        counters
-            .lag_us
-            .store(lag.as_micros() as u64, Ordering::Relaxed);
+        let lag = Instant::now().saturating_duration_since(next).as_micros() as u64;
         let stats = WorkerStats {
             requests: counters.requests.load(Ordering::Relaxed),
             in_flight: counters.in_flight.load(Ordering::Relaxed),
-            runtime_lag_us: lag.as_micros() as u64,
+            runtime_lag_us: counters.lag_max_us.swap(0, Ordering::Relaxed).max(lag),
         };
         if out.send(WorkerMessage::Heartbeat { stats }).is_err() {
             return;

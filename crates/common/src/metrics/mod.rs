@@ -1,9 +1,37 @@
-//! Counters kept per worker slot.
+//! What the master measures, and how it reports it.
 //!
-//! They live in the slot, not in the process, so a respawned worker inherits its predecessor's
-//! totals (the Bungate gateway reset them on every respawn, which made its restart limits
-//! meaningless). The edge bumps them on the request path with relaxed atomics: each counter is read
-//! on its own, so no ordering between them is needed.
+//! The edge is the source of truth for requests: every proxied request ends in one [`Completion`]
+//! handed to each [`Observer`]. The supervisor samples each worker's CPU and RSS by pid, and workers
+//! report their runtime lag in heartbeats; both land in the slot's [`SlotCounters`].
+//!
+//! Layout:
+//! - this file: [`SlotCounters`] (per-slot totals that survive restarts), [`Completion`],
+//!   [`Outcome`] and the [`Observer`] hook;
+//! - [`window`]: one slot's ring of one-second slices (hdrhistogram latency, request and error
+//!   counts) and its since-start histogram; rates and percentile summaries;
+//! - [`recorder`]: the [`Observer`] that feeds those windows from the edge's hot path;
+//! - [`health`]: the thresholds, the health score and alert rules;
+//! - [`history`]: the bounded ring of one-second snapshots;
+//! - [`monitor`]: [`Monitor`], which puts them together and builds the `/metrics` [`Report`];
+//! - [`prometheus`]: the Prometheus text rendering (prometheus-client);
+//! - [`routes`]: `/metrics`, `/metrics/prometheus`, `/alerts`, `/history` for a lesson to merge.
+//!
+//! The counters below live in the slot, not in the process, so a respawned worker inherits its
+//! predecessor's totals (the Bungate gateway reset them on every respawn, which made its restart
+//! limits meaningless). The edge bumps them on the request path with relaxed atomics: each counter
+//! is read on its own, so no ordering between them is needed.
+
+pub mod health;
+pub mod history;
+pub mod monitor;
+pub mod prometheus;
+pub mod recorder;
+pub mod routes;
+pub mod window;
+
+pub use health::{Alert, Thresholds};
+pub use monitor::{Monitor, Report};
+pub use recorder::Recorder;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
