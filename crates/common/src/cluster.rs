@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::balance::{RoundRobin, Selector};
-use crate::config::{Config, Defaults, Dispatch, LogFormat};
+use crate::config::{Config, Defaults, LogFormat};
 use crate::edge::{self, Edge, MasterRoutes, Upstreams};
 use crate::metrics::Observer;
 use crate::supervisor::{Command, SlotState, Supervisor, WorkerInfo, spawn};
@@ -426,12 +426,10 @@ impl Cluster {
     fn run_master(self) -> ExitCode {
         raise_nofile_limit();
         let span = tracing::info_span!("master");
-        let thread_span = span.clone();
-        let rt = match tokio::runtime::Builder::new_multi_thread()
+        // The control runtime (supervisor, signals, IPC) is light work on the main thread; the edge
+        // runs on threads of its own (see `edge::spawn_threads`).
+        let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            // Enter the span on every runtime thread for its whole life, so each log line a task
-            // writes says it came from the master.
-            .on_thread_start(move || std::mem::forget(thread_span.clone().entered()))
             .build()
         {
             Ok(rt) => rt,
@@ -495,20 +493,15 @@ impl Cluster {
             master,
             retry: Default::default(),
         });
-        let serving = match config.dispatch {
-            Dispatch::Proxy => tokio::spawn(edge::serve(
-                listener,
-                edge,
-                stopped.clone(),
-                config.shutdown_timeout,
-            )),
-            Dispatch::Handoff => tokio::spawn(edge::handoff::serve(
-                listener,
-                edge,
-                stopped.clone(),
-                config.shutdown_timeout,
-            )),
-        };
+        let serving = edge::spawn_threads(
+            listener,
+            edge,
+            stopped.clone(),
+            config.shutdown_timeout,
+            config.edge_threads,
+            config.dispatch,
+        )
+        .map_err(|e| format!("cannot start the edge threads: {e}"))?;
         tokio::spawn(handle_signals(handle.clone()));
         if let Some(f) = self.on_start {
             f(handle.clone());
@@ -520,7 +513,7 @@ impl Cluster {
         tracing::info!("shutting down: draining in-flight requests");
         let began = Instant::now();
         shared.shutting_down.store(true, Ordering::Relaxed);
-        let edge_drained = serving.await.unwrap_or(false);
+        let edge_drained = serving.await;
         let left = config.shutdown_timeout.saturating_sub(began.elapsed());
         let (tx, rx) = oneshot::channel();
         let _ = handle.commands.send(Command::Shutdown(left, tx)).await;

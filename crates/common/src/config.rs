@@ -243,6 +243,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `DISPATCH` = `proxy` (default) or `handoff`.
     pub dispatch: Dispatch,
+    /// `EDGE_THREADS`, default: the CPU count: threads the master's edge runs on, each with its own
+    /// accept loop, runtime and share of every worker's connection pool.
+    pub edge_threads: usize,
 }
 
 impl Config {
@@ -297,6 +300,7 @@ impl Config {
             pool_size: number(src, "POOL_SIZE", 64, 1, 10_000)?,
             log_format,
             dispatch,
+            edge_threads: number(src, "EDGE_THREADS", cpu_count(), 1, 64)?,
         })
     }
 }

@@ -12,8 +12,9 @@
 //! - [`worker`]: the worker side: serve on a Unix socket, heartbeat, drain on request;
 //! - [`ipc`]: typed length-delimited JSON messages over the inherited socketpair;
 //! - [`edge`]: the master's HTTP server and reverse proxy with bounded per-worker pools;
-//! - [`balance`]: the [`Selector`](balance::Selector) trait, round-robin, a consistent-hash ring and
-//!   the sticky-session selector;
+//! - [`balance`]: the [`Selector`](balance::Selector) trait and seven strategies (round-robin,
+//!   least-connections, weighted, least-response-time, resource-based, power-of-two-choices,
+//!   consistent-hash), the live `Switch`, `Outlier` ejection, the hash ring and the sticky selector;
 //! - [`metrics`]: per-slot counters, latency windows (hdrhistogram), health score, history,
 //!   Prometheus and the observability routes;
 //! - [`session`]: session ids that name their slot, the cookie, and stores (memory, Redis);

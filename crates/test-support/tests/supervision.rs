@@ -376,3 +376,46 @@ async fn observers_see_every_proxied_request_and_5xx_count_as_errors() {
         "/health counts the same: {h}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_is_not_a_worker_error_but_a_timeout_is() {
+    use tokio::io::AsyncWriteExt;
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "1"), ("UPSTREAM_TIMEOUT", "1500")]);
+    let http = Http::new();
+    let base = c.base();
+    let slow_running = |n: u64| {
+        let (http, base) = (&http, &base);
+        move || async move { http.get(&format!("{base}/fixture/ask?slot=1")).await.json()["slow"] == n }
+    };
+    // 1. The client sends a slow request and hangs up while the worker is still on it.
+    let mut s = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(b"GET /slow?ms=600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(eventually_async(Duration::from_secs(5), slow_running(1)).await);
+    drop(s);
+    let settled = || async { http.health(&base).await["workers"]["slots"][0]["inFlight"] == 0 };
+    assert!(eventually_async(Duration::from_secs(5), settled).await);
+    let o = http.get(&c.url("/fixture/observed")).await.json();
+    assert_eq!(
+        (
+            o["abandoned"].as_u64(),
+            o["failed"].as_u64(),
+            o["errors"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{o}"
+    );
+    assert_eq!(http.health(&base).await["workers"]["slots"][0]["errors"], 0);
+
+    // 2. A worker slower than UPSTREAM_TIMEOUT: the client gets a 504 and the worker an error.
+    let r = http.get(&c.url("/slow?ms=3000")).await;
+    assert_eq!(r.status, 504);
+    let o = http.get(&c.url("/fixture/observed")).await.json();
+    assert_eq!(
+        (o["failed"].as_u64(), o["errors"].as_u64()),
+        (Some(1), Some(1)),
+        "{o}"
+    );
+    assert_eq!(http.health(&base).await["workers"]["slots"][0]["errors"], 1);
+}

@@ -5,8 +5,28 @@
 //! draining or dead. In-flight counts are taken at dispatch by the edge and released when the
 //! response body ends, so a selector reading them sees the truth, not a count that arrives late.
 
+pub mod consistent_hash;
+pub mod least_connections;
+pub mod least_response_time;
+pub mod outlier;
+pub mod p2c;
+mod pick;
+pub mod resource;
 pub mod ring;
 pub mod sticky;
+pub mod strategy;
+pub mod switch;
+pub mod weighted;
+
+pub use consistent_hash::ConsistentHash;
+pub use least_connections::LeastConnections;
+pub use least_response_time::LeastResponseTime;
+pub use outlier::{Outlier, OutlierConfig};
+pub use p2c::P2c;
+pub use resource::ResourceBased;
+pub use strategy::Strategy;
+pub use switch::{StrategyOptions, Switch};
+pub use weighted::Weighted;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -30,14 +30,42 @@ pub struct Backend {
     worker_id: HeaderValue,
     counters: Arc<SlotCounters>,
     socket: PathBuf,
-    permits: Arc<Semaphore>,
-    idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    /// One pool per edge thread: a connection is only ever used by the thread whose runtime drives
+    /// it, so a request and its upstream connection never wake each other across threads.
+    shards: Box<[Shard]>,
     /// Set when the worker is draining or gone, so released connections are closed, not pooled.
     retired: AtomicBool,
     /// Told about each request this backend served.
     observers: Observers,
     /// The worker's fd-passing channel, in handoff mode.
     handoff: Option<super::handoff::HandoffChannel>,
+}
+
+/// One edge thread's share of a backend's connections.
+struct Shard {
+    /// Bounds this thread's connections to the worker; requests past it queue here, in order.
+    permits: Arc<Semaphore>,
+    /// Connections ready for another request.
+    idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+}
+
+thread_local! {
+    /// Which pool shard this thread uses: its index among the edge threads (0 elsewhere).
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as edge thread `index`.
+pub(crate) fn set_shard(index: usize) {
+    SHARD.set(index);
+}
+
+/// The shape of every backend's connection pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolShape {
+    /// Connections per worker, across all edge threads (`POOL_SIZE`).
+    pub connections: usize,
+    /// Edge threads, each with its own share (`EDGE_THREADS`).
+    pub shards: usize,
 }
 
 impl std::fmt::Debug for Backend {
@@ -59,9 +87,11 @@ impl Backend {
         generation: u64,
         socket: PathBuf,
         counters: Arc<SlotCounters>,
-        pool_size: usize,
+        pool: PoolShape,
         observers: Observers,
     ) -> Self {
+        let shards = pool.shards.max(1);
+        let per_shard = pool.connections.div_ceil(shards).max(1);
         Self {
             slot,
             pid,
@@ -69,12 +99,34 @@ impl Backend {
             worker_id: HeaderValue::from(slot),
             counters,
             socket,
-            permits: Arc::new(Semaphore::new(pool_size)),
-            idle: Mutex::new(Vec::new()),
+            shards: (0..shards)
+                .map(|_| Shard {
+                    permits: Arc::new(Semaphore::new(per_shard)),
+                    idle: Mutex::new(Vec::new()),
+                })
+                .collect(),
             retired: AtomicBool::new(false),
             observers,
             handoff: None,
         }
+    }
+
+    /// A backend for unit tests of selectors: slot, pid, fresh counters, no observers, and a socket
+    /// that does not exist (nothing is ever sent to it).
+    #[cfg(test)]
+    pub(crate) fn for_test(slot: usize, pid: u32) -> Self {
+        Self::new(
+            slot,
+            pid,
+            0,
+            PathBuf::from("/nonexistent"),
+            Arc::default(),
+            PoolShape {
+                connections: 1,
+                shards: 1,
+            },
+            Arc::from(Vec::<Arc<dyn crate::metrics::Observer>>::new()),
+        )
     }
 
     /// Gives the backend its fd-passing channel (handoff mode).
@@ -120,12 +172,13 @@ impl Backend {
     /// Stops pooling connections to this worker and closes the idle ones.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
-        self.lock_idle().clear();
+        for shard in self.shards.iter() {
+            shard.lock_idle().clear();
+        }
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<RequestBody>>> {
-        // A panic while holding this lock cannot leave the Vec half-updated, so poison is ignored.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self) -> &Shard {
+        &self.shards[SHARD.get() % self.shards.len()]
     }
 
     /// Opens a new connection to the worker. Upgrades are enabled only on dedicated connections.
@@ -158,6 +211,14 @@ impl Backend {
     }
 }
 
+impl Shard {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<RequestBody>>> {
+        // Only its own thread takes this lock, so it is never contended; a panic while holding it
+        // cannot leave the Vec half-updated, so poison is ignored.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// One request against one backend, from dispatch until dropped: holds the slot's in-flight count
 /// and, when dropped, records how the request ended (the one place every path goes through).
 #[derive(Debug)]
@@ -176,13 +237,19 @@ impl InFlight {
             backend,
             started: Instant::now(),
             status: None,
-            // Until a response head says otherwise, a drop means the request failed.
-            outcome: Outcome::Failed,
+            // Dropped before anything else is recorded, the request was abandoned by its client;
+            // failures are marked where they happen.
+            outcome: Outcome::Abandoned,
         }
     }
 
     pub(crate) fn backend(&self) -> &Arc<Backend> {
         &self.backend
+    }
+
+    /// The worker (or the way to it) failed this request.
+    pub(crate) fn fail(&mut self) {
+        self.outcome = Outcome::Failed;
     }
 
     /// A response head arrived; if the body is then dropped early, the client abandoned it.
@@ -235,7 +302,7 @@ impl Lease {
             && !sender.is_closed()
             && !backend.retired.load(Ordering::Relaxed)
         {
-            backend.lock_idle().push(sender);
+            backend.shard().lock_idle().push(sender);
         }
     }
 
@@ -270,60 +337,83 @@ pub(crate) enum SendError {
     NotSent(Box<Request<RequestBody>>, String),
     /// The request (or part of it) was written, then the connection failed before a response head.
     Sent(hyper::Error),
+    /// No response head within `UPSTREAM_TIMEOUT`.
+    TimedOut,
 }
 
 /// How many times one request may find a dead pooled connection before it gives up on this backend.
 const STALE_CONNECTION_TRIES: usize = 3;
 
-/// Sends `req` to `in_flight`'s backend over a pooled connection, waiting for a pool permit first.
+/// Sends `req` to `in_flight`'s backend over a pooled connection, waiting for a pool permit first;
+/// the whole wait for the response head is bounded by `timeout`.
+///
+/// Every failure is recorded as the worker's (`Outcome::Failed`) here, where it is known. Were this
+/// future dropped from outside instead, it is because the client went away, and the request ends
+/// as abandoned: not the worker's fault, so it must not count as an error or eject the worker.
 pub(crate) async fn send(
-    in_flight: InFlight,
-    mut req: Request<RequestBody>,
+    mut in_flight: InFlight,
+    req: Request<RequestBody>,
+    timeout: Duration,
 ) -> Result<(Response<Incoming>, Lease), SendError> {
     let backend = in_flight.backend().clone();
-    let permit = match backend.permits.clone().acquire_owned().await {
-        Ok(p) => p,
-        Err(_) => {
-            return Err(SendError::NotSent(
-                Box::new(req),
-                "worker pool closed".into(),
-            ));
-        }
-    };
-    for _ in 0..STALE_CONNECTION_TRIES {
-        let mut sender = match pooled(&backend).await {
-            Some(sender) => sender,
-            None => match backend.connect(false).await {
-                Ok(sender) => sender,
-                Err(e) => return Err(SendError::NotSent(Box::new(req), e.to_string())),
-            },
-        };
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                let lease = Lease {
-                    sender: Some(sender),
-                    in_flight,
-                    _permit: permit,
-                };
-                return Ok((resp, lease));
+    let sent = tokio::time::timeout(timeout, async {
+        let permit = match backend.shard().permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => {
+                return Err(SendError::NotSent(
+                    Box::new(req),
+                    "worker pool closed".into(),
+                ));
             }
-            Err(mut e) => match e.take_message() {
-                // The connection closed before the request was written: try a fresh one.
-                Some(back) => req = back,
-                None => return Err(SendError::Sent(e.into_error())),
+        };
+        let mut req = req;
+        for _ in 0..STALE_CONNECTION_TRIES {
+            let mut sender = match pooled(&backend).await {
+                Some(sender) => sender,
+                None => match backend.connect(false).await {
+                    Ok(sender) => sender,
+                    Err(e) => return Err(SendError::NotSent(Box::new(req), e.to_string())),
+                },
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, sender, permit)),
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before the request was written: try a fresh one.
+                    Some(back) => req = back,
+                    None => return Err(SendError::Sent(e.into_error())),
+                },
+            }
+        }
+        Err(SendError::NotSent(
+            Box::new(req),
+            "worker keeps closing connections".into(),
+        ))
+    })
+    .await;
+    match sent {
+        Ok(Ok((resp, sender, permit))) => Ok((
+            resp,
+            Lease {
+                sender: Some(sender),
+                in_flight,
+                _permit: permit,
             },
+        )),
+        Ok(Err(e)) => {
+            in_flight.outcome = Outcome::Failed;
+            Err(e)
+        }
+        Err(_elapsed) => {
+            in_flight.outcome = Outcome::Failed;
+            Err(SendError::TimedOut)
         }
     }
-    Err(SendError::NotSent(
-        Box::new(req),
-        "worker keeps closing connections".into(),
-    ))
 }
 
 /// An idle connection that is still usable, if there is one.
 async fn pooled(backend: &Backend) -> Option<http1::SendRequest<RequestBody>> {
     loop {
-        let mut sender = backend.lock_idle().pop()?;
+        let mut sender = backend.shard().lock_idle().pop()?;
         if sender.is_closed() {
             continue;
         }

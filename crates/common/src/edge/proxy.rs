@@ -303,9 +303,9 @@ enum Attempt {
 
 async fn attempt(edge: &Edge, backend: Arc<Backend>, req: Request<RequestBody>) -> Attempt {
     let in_flight = InFlight::new(backend.clone());
-    let sent = tokio::time::timeout(edge.limits.upstream_timeout, pool::send(in_flight, req)).await;
+    let sent = pool::send(in_flight, req, edge.limits.upstream_timeout).await;
     match sent {
-        Ok(Ok((resp, mut lease))) => {
+        Ok((resp, mut lease)) => {
             let (mut parts, body) = resp.into_parts();
             lease.set_status(parts.status.as_u16());
             strip_hop_by_hop(&mut parts.headers);
@@ -314,9 +314,9 @@ async fn attempt(edge: &Edge, backend: Arc<Backend>, req: Request<RequestBody>) 
                 .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
             Attempt::Done(Response::from_parts(parts, EdgeBody::upstream(body, lease)))
         }
-        Ok(Err(SendError::NotSent(req, why))) => Attempt::NotSent(*req, why),
-        Ok(Err(SendError::Sent(e))) => Attempt::Lost(e.to_string()),
-        Err(_elapsed) => Attempt::Done(error_response(
+        Err(SendError::NotSent(req, why)) => Attempt::NotSent(*req, why),
+        Err(SendError::Sent(e)) => Attempt::Lost(e.to_string()),
+        Err(SendError::TimedOut) => Attempt::Done(error_response(
             StatusCode::GATEWAY_TIMEOUT,
             "gateway_timeout",
             &format!(
@@ -360,9 +360,11 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, client: SocketAddr) -> 
         match tokio::time::timeout(edge.limits.upstream_timeout, sender.send_request(req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
+                in_flight.fail();
                 return error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &e.to_string());
             }
             Err(_) => {
+                in_flight.fail();
                 return error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway_timeout",

@@ -348,7 +348,10 @@ impl Supervisor {
                 generation,
                 socket,
                 counters,
-                self.config.pool_size,
+                crate::edge::pool::PoolShape {
+                    connections: self.config.pool_size,
+                    shards: self.config.edge_threads,
+                },
                 self.shared.observers.clone(),
             )
             .with_handoff(handoff),
