@@ -278,7 +278,8 @@ async fn serve_here(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shut
         .max_buf_size(edge.limits.max_header_size)
         // One request only: whatever follows on this connection must be routed afresh.
         .keep_alive(false);
-    let service = hyper::service::service_fn(move |req| edge.clone().handle(req, client));
+    let peer = super::proxy::Peer::new(client);
+    let service = hyper::service::service_fn(move |req| edge.clone().handle(req, peer.clone()));
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

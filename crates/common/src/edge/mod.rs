@@ -17,7 +17,6 @@ pub mod pool;
 pub mod proxy;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -146,7 +145,7 @@ impl Edge {
     async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
+        peer: proxy::Peer,
     ) -> Result<Response<EdgeBody>, Infallible> {
         if self.master.owns(req.uri().path()) {
             let resp = self
@@ -158,7 +157,7 @@ impl Edge {
                 .unwrap_or_else(|never| match never {});
             return Ok(resp.map(EdgeBody::Axum));
         }
-        Ok(proxy::forward(&self, req, client).await)
+        Ok(proxy::forward(&self, req, &peer).await)
     }
 }
 
@@ -268,7 +267,9 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
-        let service = hyper::service::service_fn(move |req| edge.clone().handle(req, client));
+        let peer = proxy::Peer::new(client);
+        let service =
+            hyper::service::service_fn(move |req| edge.clone().handle(req, peer.clone()));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();

@@ -80,15 +80,37 @@ fn request_id() -> HeaderValue {
     // Unique per master run without a syscall per request: a random prefix and a counter.
     let prefix = *PREFIX.get_or_init(rand::random::<u32>);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut buf = [0u8; 25];
-    let text = {
-        use std::io::Write;
-        let mut cur = std::io::Cursor::new(&mut buf[..]);
-        let _ = write!(cur, "{prefix:08x}-{n:016x}");
-        let len = cur.position() as usize;
-        &buf[..len]
-    };
-    HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // `prefix-counter` in fixed-width hex, written by hand: `format!` with padding costs a dozen
+    // formatter calls, on every request.
+    let mut buf = [b'-'; 25];
+    hex(u64::from(prefix), &mut buf[..8]);
+    hex(n, &mut buf[9..]);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Writes the low `out.len()` hex digits of `n` into `out`, most significant first.
+fn hex(mut n: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+    }
+}
+
+/// The TCP peer of a client connection, with its address already rendered for `X-Forwarded-For`
+/// (once per connection rather than once per request).
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub addr: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::try_from(addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { addr, ip }
+    }
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -109,6 +131,11 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass comparing the few names present (a cheap equality
+    // for standard headers) beats a hashed removal for each of the six.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if let Some(conn) = headers.get(CONNECTION).cloned() {
         // Headers named in Connection are hop-by-hop too.
         if let Ok(list) = conn.to_str() {
@@ -170,8 +197,9 @@ fn pick(
 pub(crate) async fn forward(
     edge: &Edge,
     req: Request<Incoming>,
-    client: SocketAddr,
+    peer: &Peer,
 ) -> Response<EdgeBody> {
+    let client = peer.addr;
     if let Some(len) = req.headers().get(CONTENT_LENGTH)
         && len
             .to_str()
@@ -186,11 +214,11 @@ pub(crate) async fn forward(
         );
     }
     if is_upgrade(req.headers()) {
-        return tunnel(edge, req, client).await;
+        return tunnel(edge, req, peer).await;
     }
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    append_forwarded_for(&mut parts.headers, client);
+    append_forwarded_for(&mut parts.headers, peer);
     let request_id = match parts.headers.get(&X_REQUEST_ID) {
         Some(id) => id.clone(),
         None => {
@@ -284,15 +312,21 @@ fn with_id(mut resp: Response<EdgeBody>, id: HeaderValue) -> Response<EdgeBody> 
     resp
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
-    let ip = client.ip().to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &Peer) {
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        None => peer.ip.clone(),
+        Some(prior) => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + peer.ip.len());
+            joined.extend_from_slice(prior.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer.ip.as_bytes());
+            match HeaderValue::from_bytes(&joined) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
     };
-    if let Ok(v) = HeaderValue::try_from(value) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
 enum Attempt {
@@ -331,10 +365,11 @@ async fn attempt(edge: &Edge, backend: Arc<Backend>, req: Request<RequestBody>) 
 /// An HTTP Upgrade (WebSocket): the handshake goes to one worker over a dedicated connection, and
 /// once both sides switched protocols the two sockets are spliced until either closes. The socket
 /// stays on that worker for its whole life.
-async fn tunnel(edge: &Edge, mut req: Request<Incoming>, client: SocketAddr) -> Response<EdgeBody> {
+async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Response<EdgeBody> {
+    let client = peer.addr;
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
-    append_forwarded_for(&mut parts.headers, client);
+    append_forwarded_for(&mut parts.headers, peer);
     let req = Request::from_parts(
         parts,
         RequestBody::Client {
@@ -393,4 +428,40 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, client: SocketAddr) -> 
         .headers
         .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
     Response::from_parts(parts, EdgeBody::Upstream { body, lease: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_a_fixed_width_prefix_and_counter() {
+        let a = request_id();
+        let b = request_id();
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        assert_eq!(a.len(), 25, "{a}");
+        assert_eq!(a.as_bytes()[8], b'-', "{a}");
+        assert_eq!(a[..8], b[..8], "one prefix per master run");
+        let n = |id: &str| u64::from_str_radix(&id[9..], 16).unwrap();
+        assert_eq!(n(b), n(a) + 1, "{a} then {b}");
+    }
+
+    #[test]
+    fn hex_writes_the_low_digits_most_significant_first() {
+        let mut out = [0u8; 4];
+        hex(0xabc, &mut out);
+        assert_eq!(&out, b"0abc");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("x-trace, keep-alive"));
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
 }
