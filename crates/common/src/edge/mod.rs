@@ -268,8 +268,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
         let peer = proxy::Peer::new(client);
-        let service =
-            hyper::service::service_fn(move |req| edge.clone().handle(req, peer.clone()));
+        let service = hyper::service::service_fn(move |req| edge.clone().handle(req, peer.clone()));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
