@@ -237,7 +237,8 @@ pub struct Config {
     /// `MAX_CONNECTIONS`, default 10000: past it the edge stops accepting until one closes.
     pub max_connections: usize,
     /// `POOL_SIZE`, default 64: concurrent upstream connections per worker; more requests queue
-    /// at the master instead of swamping the worker.
+    /// at the master instead of swamping the worker. Split evenly over the edge threads, rounded up
+    /// (each thread gets at least one).
     pub pool_size: usize,
     /// `LOG_FORMAT` = `text` (default) or `json`; the filter is `RUST_LOG` (default `info`).
     pub log_format: LogFormat,

@@ -4,7 +4,6 @@ mod support;
 
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use support::{BIN, FAST, metrics};
 use test_support::{ClusterProcess, Http};
 
@@ -26,16 +25,7 @@ async fn a_hundred_thousand_requests_leave_the_masters_memory_bounded() {
     let cluster = ClusterProcess::start(BIN, &[("WORKERS", "2"), FAST[0], FAST[1]]);
     let http = Http::new();
     let url = cluster.url("/");
-    let send = |n: usize| {
-        futures_util::stream::iter(0..n)
-            .map(|_| {
-                let (http, url) = (http.clone(), url.clone());
-                async move { http.send("GET", &url, &[], "").await.map(|r| r.status) }
-            })
-            .buffer_unordered(32)
-            .filter(|r| std::future::ready(!matches!(r, Ok(200))))
-            .collect::<Vec<_>>()
-    };
+    let send = |n: usize| test_support::send_many(&http, &url, n, 32);
     // Warm up first: each slot's window (about 1 MB of histograms) is allocated by its first request,
     // and connection pools fill; the comparison then measures growth per request, not the first fill.
     assert!(send(WARM).await.is_empty());

@@ -2,7 +2,6 @@
 
 mod support;
 
-use futures_util::StreamExt;
 use support::BIN;
 use test_support::{ClusterProcess, Http};
 
@@ -23,16 +22,7 @@ async fn a_hundred_thousand_cookieless_requests_leave_memory_bounded() {
     let rss = |s: &serde_json::Value| s["memory"]["rss"].as_u64().unwrap_or(0);
 
     // Warm up past the cap first, so the comparison measures growth beyond it, not the first fill.
-    let send = |n: u64| {
-        futures_util::stream::iter(0..n)
-            .map(|_| {
-                let (http, url) = (http.clone(), url.clone());
-                async move { http.send("GET", &url, &[], "").await.map(|r| r.status) }
-            })
-            .buffer_unordered(32)
-            .filter(|r| std::future::ready(!matches!(r, Ok(200))))
-            .collect::<Vec<_>>()
-    };
+    let send = |n: u64| test_support::send_many(&http, &url, n as usize, 32);
     assert!(send(5 * MAX).await.is_empty());
     let warm = http.get(&cluster.url("/stats")).await.json();
 

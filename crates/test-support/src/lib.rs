@@ -270,6 +270,23 @@ pub async fn load(http: &Http, url: &str, connections: usize, duration: Duration
     total
 }
 
+/// Sends `n` GETs to `url`, `concurrency` at a time, and returns the ones that did not answer 200
+/// (the status, or the transport error): empty means every request succeeded.
+pub async fn send_many(
+    http: &Http,
+    url: &str,
+    n: usize,
+    concurrency: usize,
+) -> Vec<Result<u16, String>> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(0..n)
+        .map(|_| async move { http.send("GET", url, &[], "").await.map(|r| r.status) })
+        .buffer_unordered(concurrency)
+        .filter(|r| std::future::ready(!matches!(r, Ok(200))))
+        .collect()
+        .await
+}
+
 /// The live (not zombie) children of `pid`, from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

@@ -296,9 +296,13 @@ async fn a_worker_over_max_memory_is_replaced_gracefully() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_queues_requests_at_the_master_instead_of_failing() {
-    // One upstream connection per worker, two workers, six 300 ms requests: at most two run at once,
+    // One upstream connection per worker (one edge thread, so the pool is not split), two workers,
+    // six 300 ms requests: at most two run at once,
     // so the last ones must wait their turn at the master: at least three rounds, all answered.
-    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("POOL_SIZE", "1")]);
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[("WORKERS", "2"), ("POOL_SIZE", "1"), ("EDGE_THREADS", "1")],
+    );
     let http = Http::new();
     let started = std::time::Instant::now();
     let calls: Vec<_> = (0..6)

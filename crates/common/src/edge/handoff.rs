@@ -30,8 +30,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixDatagram};
-use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
 
 use super::{Backend, Edge};
 use crate::balance::RequestInfo;
@@ -176,39 +174,11 @@ pub(crate) async fn serve(
     shutdown: Shutdown,
     drain: Duration,
 ) -> bool {
-    let own = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(edge.limits.max_connections));
-    let stop = shutdown.clone().wait();
-    tokio::pin!(stop);
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut stop => break,
-        };
-        let (stream, client) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let edge = edge.clone();
-        let shutdown = shutdown.clone();
-        own.spawn(async move {
-            dispatch(stream, client, edge, shutdown).await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    own.close();
-    tokio::select! {
-        () = own.wait() => true,
-        () = tokio::time::sleep(drain) => false,
-    }
+    let max = edge.limits.max_connections;
+    super::accept_until(listener, max, shutdown.clone(), drain, |stream, client| {
+        dispatch(stream, client, edge.clone(), shutdown.clone())
+    })
+    .await
 }
 
 async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdown: Shutdown) {

@@ -17,6 +17,7 @@ pub mod pool;
 pub mod proxy;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -228,27 +229,26 @@ pub(crate) fn spawn_threads(
     })
 }
 
-/// Serves `listener` until `shutdown` fires, then lets in-flight requests finish for up to `drain`.
-/// Returns true when every connection closed within `drain`.
-pub(crate) async fn serve(
+/// Accepts until `shutdown` fires, never holding more than `max` connections (waiting for a slot
+/// before accepting pushes back on clients through the kernel's backlog instead of accepting sockets
+/// we cannot serve), and runs `serve_one` for each. Then waits up to `drain` for the connections
+/// still open; returns whether they all finished in time. Both dispatch modes accept this way.
+pub(crate) async fn accept_until<F, Fut>(
     listener: TcpListener,
-    edge: Arc<Edge>,
+    max: usize,
     shutdown: Shutdown,
     drain: Duration,
-) -> bool {
+    mut serve_one: F,
+) -> bool
+where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let connections = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(edge.limits.max_connections));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(edge.limits.header_timeout)
-        .max_buf_size(edge.limits.max_header_size)
-        .keep_alive(true);
-    let stop = shutdown.clone().wait();
+    let slots = Arc::new(Semaphore::new(max));
+    let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
-        // Waiting for a connection slot before accepting pushes back on clients through the
-        // kernel's backlog instead of accepting sockets we cannot serve.
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             () = &mut stop => break,
@@ -265,18 +265,9 @@ pub(crate) async fn serve(
             },
             () = &mut stop => break,
         };
-        let _ = stream.set_nodelay(true);
-        let edge = edge.clone();
-        let peer = proxy::Peer::new(client);
-        let service = hyper::service::service_fn(move |req| edge.clone().handle(req, peer.clone()));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let stop_conn = shutdown.clone();
+        let served = serve_one(stream, client);
         connections.spawn(async move {
-            if let Err(e) = crate::shutdown::drive(conn, stop_conn).await {
-                tracing::debug!(%client, error = %e, "client connection ended with an error");
-            }
+            served.await;
             drop(permit);
         });
     }
@@ -289,4 +280,37 @@ pub(crate) async fn serve(
             false
         }
     }
+}
+
+/// Proxy mode: serves HTTP on `listener` until `shutdown` fires, forwarding requests to workers;
+/// then lets in-flight requests finish for up to `drain`. True if every connection closed in time.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: Shutdown,
+    drain: Duration,
+) -> bool {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.limits.header_timeout)
+        .max_buf_size(edge.limits.max_header_size)
+        .keep_alive(true);
+    let max = edge.limits.max_connections;
+    accept_until(listener, max, shutdown.clone(), drain, |stream, client| {
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        let peer = proxy::Peer::new(client);
+        let service = hyper::service::service_fn(move |req| edge.clone().handle(req, peer.clone()));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop = shutdown.clone();
+        async move {
+            if let Err(e) = crate::shutdown::drive(conn, stop).await {
+                tracing::debug!(%client, error = %e, "client connection ended with an error");
+            }
+        }
+    })
+    .await
 }

@@ -164,22 +164,12 @@ pub fn assert_no_session_lost(runs: &[JarRun]) -> BTreeMap<u64, usize> {
     per_worker
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
-pub async fn poll<F: std::future::Future<Output = bool>>(
-    timeout: Duration,
-    mut cond: impl FnMut() -> F,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Polls `cond` every 20 ms until it holds or `timeout` passes (test-support's `eventually_async`).
+#[allow(
+    unused_imports,
+    reason = "each test binary uses a different part of this module"
+)]
+pub use test_support::eventually_async as poll;
 
 /// A redis-server of our own on a free port, with no persistence; SIGKILLed on drop.
 pub struct RedisServer {
