@@ -415,6 +415,12 @@ async fn current_strategy(State(lb): State<Lb>) -> Json<Value> {
     Json(json!({ "strategy": lb.balancer.inner().current().name(), "valid": valid }))
 }
 
+/// The body of an admin POST, or a message saying what was expected (`example`) for the 400.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>, example: &str) -> Result<T, String> {
+    body.map(|Json(t)| t)
+        .map_err(|e| format!("expected a JSON body like {example}: {e}"))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StrategyChange {
@@ -426,15 +432,9 @@ async fn set_strategy(
     State(lb): State<Lb>,
     body: Result<Json<StrategyChange>, JsonRejection>,
 ) -> Response {
-    let Json(change) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("expected a JSON body like {{\"strategy\": \"weighted\"}}: {e}"),
-            );
-        }
+    let change = match json_body(body, r#"{"strategy": "weighted"}"#) {
+        Ok(change) => change,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_request", why),
     };
     let next = match change.strategy.parse::<Strategy>() {
         Ok(s) => s,
@@ -459,15 +459,9 @@ async fn set_fault(
     State(lb): State<Lb>,
     body: Result<Json<FaultChange>, JsonRejection>,
 ) -> Response {
-    let Json(change) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("expected a JSON body like {{\"worker\": 2, \"delayMs\": 50}}: {e}"),
-            );
-        }
+    let change = match json_body(body, r#"{"worker": 2, "delayMs": 50}"#) {
+        Ok(change) => change,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_request", why),
     };
     let spec = match serde_json::from_value::<FaultSpec>(change.fault) {
         Ok(spec) => spec,
