@@ -417,7 +417,11 @@ impl Cluster {
         let is_worker = is_worker();
         init_logging(self.config.log_format, is_worker);
         if is_worker {
-            crate::worker::run(&*self.build_worker, self.on_request)
+            crate::worker::run(
+                &*self.build_worker,
+                self.on_request,
+                self.config.header_timeout,
+            )
         } else {
             self.run_master()
         }

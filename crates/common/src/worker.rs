@@ -60,9 +60,11 @@ struct Boot {
     master_pid: u32,
     heartbeat: Duration,
     handoff_fd: Option<RawFd>,
+    /// `HEADER_TIMEOUT`, for client connections handed over directly.
+    header_timeout: Duration,
 }
 
-fn parse_env() -> Result<Boot, BoxError> {
+fn parse_env(header_timeout: Duration) -> Result<Boot, BoxError> {
     fn get<T: std::str::FromStr>(key: &str) -> Result<T, BoxError> {
         let raw = std::env::var(key).map_err(|_| format!("{key} is not set"))?;
         raw.parse()
@@ -82,6 +84,7 @@ fn parse_env() -> Result<Boot, BoxError> {
             Ok(_) => Some(get(keys::HANDOFF_FD)?),
             Err(_) => None,
         },
+        header_timeout,
     })
 }
 
@@ -89,8 +92,9 @@ fn parse_env() -> Result<Boot, BoxError> {
 pub(crate) fn run(
     build: &dyn Fn(&WorkerContext) -> Router,
     on_request: Option<RequestHandler>,
+    header_timeout: Duration,
 ) -> ExitCode {
-    let boot = match parse_env() {
+    let boot = match parse_env(header_timeout) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: this process was started as a cluster worker but {e}");
@@ -173,10 +177,19 @@ async fn serve(
     let router = router.route("/ping", get(ping));
     let (stop_accepting, accepting) = shutdown::channel();
     let connections = TaskTracker::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).keep_alive(true);
+    let mut from_master = hyper::server::conn::http1::Builder::new();
+    from_master
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(None);
+    let mut from_client = hyper::server::conn::http1::Builder::new();
+    from_client
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(boot.header_timeout);
     let server = Server {
-        http,
+        from_master,
+        from_client,
         router,
         counters: counters.clone(),
         stop: accepting,
@@ -251,7 +264,11 @@ async fn serve(
 /// Serves HTTP connections for this worker, whichever way they arrive.
 #[derive(Clone)]
 struct Server {
-    http: hyper::server::conn::http1::Builder,
+    /// For the master's pooled connections: no idle or header timeout. The master owns their
+    /// lifetime; a worker closing an idle one could race a request the master is writing onto it.
+    from_master: hyper::server::conn::http1::Builder,
+    /// For clients handed over directly (handoff mode): the usual header and idle timeout.
+    from_client: hyper::server::conn::http1::Builder,
     router: Router,
     counters: Arc<Counters>,
     stop: shutdown::Shutdown,
@@ -259,7 +276,7 @@ struct Server {
 }
 
 impl Server {
-    fn serve<IO>(&self, io: IO)
+    fn serve<IO>(&self, io: IO, http: &hyper::server::conn::http1::Builder)
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -274,8 +291,7 @@ impl Server {
                     router.call(req.map(axum::body::Body::new)).await
                 }
             });
-        let conn = self
-            .http
+        let conn = http
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let stop = self.stop.clone();
@@ -303,7 +319,7 @@ async fn accept_loop(listener: UnixListener, server: Server) {
             },
             () = &mut stop => return,
         };
-        server.serve(stream);
+        server.serve(stream, &server.from_master);
     }
 }
 
@@ -328,7 +344,7 @@ async fn handoff_loop(channel: HandoffChannel, server: Server) {
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(std_stream));
         match stream {
-            Ok(stream) => server.serve(stream),
+            Ok(stream) => server.serve(stream, &server.from_client),
             Err(e) => tracing::warn!(error = %e, "a handed-off descriptor is not a usable socket"),
         }
     }

@@ -161,3 +161,37 @@ async fn sigterm_drains_requests_on_handed_off_connections() {
         c.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_handed_off_connection_is_closed_by_the_worker_after_header_timeout() {
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("DISPATCH", "handoff"),
+            ("HEADER_TIMEOUT", "300"),
+        ],
+    );
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "served by the worker first"
+    );
+    // Now idle: the worker (which owns the connection) must close it, not keep it forever.
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "closed: {closed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

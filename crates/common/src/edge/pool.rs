@@ -33,8 +33,12 @@ pub struct Backend {
     /// One pool per edge thread: a connection is only ever used by the thread whose runtime drives
     /// it, so a request and its upstream connection never wake each other across threads.
     shards: Box<[Shard]>,
-    /// Set when the worker is draining or gone, so released connections are closed, not pooled.
+    /// Set when the worker is draining or gone, so released connections are closed, not pooled,
+    /// and requests that picked this backend just before go elsewhere instead.
     retired: AtomicBool,
+    /// Requests dispatched to this very process and not finished (the slot's counter spans its
+    /// processes): the supervisor waits for zero before asking a draining worker to stop.
+    active: std::sync::atomic::AtomicUsize,
     /// Told about each request this backend served.
     observers: Observers,
     /// The worker's fd-passing channel, in handoff mode.
@@ -106,6 +110,7 @@ impl Backend {
                 })
                 .collect(),
             retired: AtomicBool::new(false),
+            active: std::sync::atomic::AtomicUsize::new(0),
             observers,
             handoff: None,
         }
@@ -171,10 +176,17 @@ impl Backend {
 
     /// Stops pooling connections to this worker and closes the idle ones.
     pub(crate) fn retire(&self) {
-        self.retired.store(true, Ordering::Relaxed);
+        // SeqCst, paired with `InFlight::new`'s increment and `send`'s check: either the
+        // supervisor sees the request in `active`, or the request sees `retired`.
+        self.retired.store(true, Ordering::SeqCst);
         for shard in self.shards.iter() {
             shard.lock_idle().clear();
         }
+    }
+
+    /// Requests to this process not finished yet.
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
     }
 
     fn shard(&self) -> &Shard {
@@ -231,6 +243,7 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     pub(crate) fn new(backend: Arc<Backend>) -> Self {
+        backend.active.fetch_add(1, Ordering::SeqCst);
         backend.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         backend.counters.requests.fetch_add(1, Ordering::Relaxed);
         Self {
@@ -263,6 +276,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let counters = &self.backend.counters;
         counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.active.fetch_sub(1, Ordering::SeqCst);
         let done = Completion {
             slot: self.backend.slot,
             pid: self.backend.pid,
@@ -356,6 +370,14 @@ pub(crate) async fn send(
     timeout: Duration,
 ) -> Result<(Response<Incoming>, Lease), SendError> {
     let backend = in_flight.backend().clone();
+    if backend.retired.load(Ordering::SeqCst) {
+        // It began draining after this request picked it: nothing was sent, so another worker can
+        // take it, whatever its method; and this is no failure of the worker's.
+        return Err(SendError::NotSent(
+            Box::new(req),
+            "worker is draining".into(),
+        ));
+    }
     let sent = tokio::time::timeout(timeout, async {
         let permit = match backend.shard().permits.clone().acquire_owned().await {
             Ok(p) => p,

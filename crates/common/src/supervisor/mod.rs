@@ -134,6 +134,10 @@ struct Instance {
     signals: mpsc::UnboundedSender<Signal>,
     /// Set when the supervisor killed it (hang, garbage, no Ready), for the log.
     killed_for: Option<&'static str>,
+    /// When it was taken out of rotation, if it was.
+    drain_started: Option<Instant>,
+    /// Whether it was sent `Shutdown` (after the master's own requests to it finished).
+    told_to_stop: bool,
 }
 
 /// Told whether a replacement became Ready.
@@ -370,6 +374,8 @@ impl Supervisor {
                 to_worker,
                 signals,
                 killed_for: None,
+                drain_started: None,
+                told_to_stop: false,
             },
         );
         tracing::debug!(slot = id, pid, generation, "worker started");
@@ -523,10 +529,12 @@ impl Supervisor {
         p.role = Role::Draining;
         self.shared.upstreams.remove_pid(p.pid);
         p.backend.retire();
-        let deadline_ms = self.config.shutdown_timeout.as_millis() as u64;
-        let _ = p.to_worker.send(MasterMessage::Shutdown { deadline_ms });
-        // If it ignores the request, the tick kills it after the shutdown timeout.
-        p.started = Instant::now();
+        p.drain_started = Some(Instant::now());
+        // Shutdown waits until the master's own requests to it are done (see `stop_drained`): a
+        // worker told to stop closes its idle keep-alive connections, and a request the master had
+        // just written onto one of them would be lost.
+        let timeout = self.config.shutdown_timeout;
+        stop_drained(p, timeout, Instant::now());
     }
 
     fn on_exit(&mut self, key: Key, status: ExitStatus) {
@@ -692,6 +700,9 @@ impl Supervisor {
         for p in self.procs.values_mut() {
             self.shared.upstreams.remove_pid(p.pid);
             p.role = Role::Draining;
+            p.drain_started.get_or_insert_with(Instant::now);
+            // The edge has already drained, so nothing of ours is in flight: stop at once.
+            p.told_to_stop = true;
             let _ = p.to_worker.send(MasterMessage::Shutdown { deadline_ms });
         }
         self.shutdown = Some((Instant::now() + deadline, reply));
@@ -746,11 +757,17 @@ impl Supervisor {
         }
         let hang_after = self.config.health_check_interval * 3;
         let ready_timeout = self.config.ready_timeout;
-        let drain_timeout = self.config.shutdown_timeout + Duration::from_secs(1);
+        let shutdown_timeout = self.config.shutdown_timeout;
+        // Up to one timeout waiting for our requests to finish, then one for the worker's drain.
+        let drain_timeout = shutdown_timeout * 2 + Duration::from_secs(1);
         for ((id, _), p) in &mut self.procs {
             if p.killed_for.is_some() {
                 continue;
             }
+            stop_drained(p, shutdown_timeout, now);
+            let draining_for = p
+                .drain_started
+                .map_or(Duration::ZERO, |t| now.duration_since(t));
             let why = if !p.ready
                 && p.role != Role::Draining
                 && now.duration_since(p.started) > ready_timeout
@@ -761,7 +778,7 @@ impl Supervisor {
                 && now.duration_since(p.last_seen) > hang_after
             {
                 Some("missing three heartbeats (hung)")
-            } else if p.role == Role::Draining && now.duration_since(p.started) > drain_timeout {
+            } else if p.role == Role::Draining && draining_for > drain_timeout {
                 Some("still draining after SHUTDOWN_TIMEOUT")
             } else {
                 None
@@ -860,6 +877,22 @@ impl Supervisor {
             })
             .collect();
         self.shared.workers.send_replace(infos);
+    }
+}
+
+/// Sends `Shutdown` to a draining process once the master has nothing in flight to it, or once it
+/// has waited `timeout` for that (a long-lived WebSocket must not hold a roll up forever).
+fn stop_drained(p: &mut Instance, timeout: Duration, now: Instant) {
+    let Some(since) = p.drain_started else {
+        return;
+    };
+    if p.role != Role::Draining || p.told_to_stop {
+        return;
+    }
+    if p.backend.active() == 0 || now.duration_since(since) >= timeout {
+        p.told_to_stop = true;
+        let deadline_ms = timeout.as_millis() as u64;
+        let _ = p.to_worker.send(MasterMessage::Shutdown { deadline_ms });
     }
 }
 
