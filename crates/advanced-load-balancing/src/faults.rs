@@ -20,6 +20,9 @@ pub struct FaultSpec {
     pub error_rate: u32,
     /// Keep one core busy in a background thread, so the master samples high CPU for this worker.
     pub burn_cpu: bool,
+    /// Milliseconds of CPU every request burns on this worker, blocking it: the worker's capacity
+    /// drops, so requests sent to it faster than it can serve them queue up.
+    pub cpu_ms: u64,
 }
 
 impl FaultSpec {
@@ -30,6 +33,9 @@ impl FaultSpec {
                 "errorRate {} is not a percentage (0 to 100)",
                 self.error_rate
             ));
+        }
+        if self.cpu_ms > 1000 {
+            return Err(format!("cpuMs {} is over the 1000 ms limit", self.cpu_ms));
         }
         if self.delay_ms > 60_000 {
             return Err(format!(
@@ -46,6 +52,7 @@ impl FaultSpec {
 pub struct Faults {
     delay_ms: AtomicU64,
     error_rate: AtomicU32,
+    cpu_ms: AtomicU64,
     /// True while the burner thread should run; the thread checks it between short busy spells.
     burn: Arc<AtomicBool>,
 }
@@ -56,6 +63,7 @@ impl Faults {
         self.delay_ms.store(spec.delay_ms, Ordering::Relaxed);
         self.error_rate
             .store(spec.error_rate.min(100), Ordering::Relaxed);
+        self.cpu_ms.store(spec.cpu_ms, Ordering::Relaxed);
         if spec.burn_cpu {
             // Only the call that flips the flag starts a thread, so there is at most one burner.
             if !self.burn.swap(true, Ordering::Relaxed) {
@@ -73,6 +81,18 @@ impl Faults {
             delay_ms: self.delay_ms.load(Ordering::Relaxed),
             error_rate: self.error_rate.load(Ordering::Relaxed),
             burn_cpu: self.burn.load(Ordering::Relaxed),
+            cpu_ms: self.cpu_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Burns this request's `cpuMs` on the calling thread (the worker's only one).
+    pub fn burn_request(&self) {
+        let ms = self.cpu_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            let until = std::time::Instant::now() + Duration::from_millis(ms);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
         }
     }
 
@@ -110,7 +130,8 @@ mod tests {
             FaultSpec {
                 delay_ms: 50,
                 error_rate: 0,
-                burn_cpu: false
+                burn_cpu: false,
+                cpu_ms: 0,
             }
         );
         assert!(
@@ -137,6 +158,27 @@ mod tests {
         assert!((0..100).all(|_| f.should_fail()));
         f.apply(FaultSpec::default());
         assert!((0..100).all(|_| !f.should_fail()));
+    }
+
+    #[test]
+    fn cpu_ms_blocks_the_calling_thread_for_that_long_and_is_capped() {
+        let f = Faults::default();
+        f.apply(FaultSpec {
+            cpu_ms: 20,
+            ..FaultSpec::default()
+        });
+        let started = std::time::Instant::now();
+        f.burn_request();
+        assert!(
+            started.elapsed() >= Duration::from_millis(20),
+            "{:?}",
+            started.elapsed()
+        );
+        let too_much = FaultSpec {
+            cpu_ms: 1001,
+            ..FaultSpec::default()
+        };
+        assert!(too_much.validate().is_err());
     }
 
     #[test]

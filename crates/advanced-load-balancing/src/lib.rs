@@ -93,6 +93,7 @@ impl Settings {
                 s.parse::<bool>().ok()
             })?
             .unwrap_or(false),
+            cpu_ms: config::number(src, "FAULT_CPU_MS", 0, 0, 1000)?,
         };
         Ok(Self {
             strategy: Strategy::from_source(src, DEFAULT_STRATEGY)?,
@@ -255,6 +256,7 @@ async fn cpu(State(s): State<WorkerState>, Query(q): Query<CpuQuery>) -> Respons
 }
 
 fn reply(s: &WorkerState, chosen: u64, started: Instant) -> Response {
+    s.faults.burn_request();
     if s.faults.should_fail() {
         let body = json!({
             "error": "injected_fault",
