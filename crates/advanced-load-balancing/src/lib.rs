@@ -455,7 +455,7 @@ struct FaultChange {
     fault: Value,
 }
 
-/// `POST /lb/fault {"worker": 2, "delayMs": 50, "errorRate": 100, "burnCpu": true}`: replaces that
+/// `POST /lb/fault {"worker": 2, "delayMs": 50, "errorRate": 100, "burnCpu": true, "cpuMs": 8}`: replaces that
 /// worker's faults (omitted fields are 0/false, so `{"worker": 2}` clears them).
 async fn set_fault(
     State(lb): State<Lb>,

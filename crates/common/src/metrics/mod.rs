@@ -34,7 +34,7 @@ pub use monitor::{Monitor, Report};
 pub use recorder::Recorder;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Totals and gauges for one slot, shared by the edge, the supervisor and the stats routes.
@@ -54,13 +54,6 @@ pub struct SlotCounters {
     pub cpu_centi_percent: AtomicU64,
     /// The worker's last reported runtime lag, in microseconds.
     pub runtime_lag_us: AtomicU64,
-}
-
-impl SlotCounters {
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
 }
 
 /// How one proxied request ended, as the edge saw it.
