@@ -23,6 +23,10 @@ async fn health_reports_each_score_and_degrades_when_a_worker_scores_50_or_less(
         ],
     );
     let http = Http::new();
+    // The memory penalty needs the worker's first heartbeat, which carries its memory.
+    let sampled =
+        || async { http.health(&c.base()).await["workers"]["slots"][0]["healthScore"] != 100 };
+    assert!(eventually_async(Duration::from_secs(5), sampled).await);
     let h = http.health(&c.base()).await;
     assert_eq!(h["status"], "ok", "idle: only memory is over (80): {h}");
     assert_eq!(h["workers"]["slots"][0]["healthScore"], 80, "{h}");

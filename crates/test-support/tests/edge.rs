@@ -145,6 +145,56 @@ async fn a_large_body_streams_through_unchanged() {
     assert!(r.body == body, "the echoed body differs");
 }
 
+/// The payload of a chunked HTTP/1.1 body that starts at `body`.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk-size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after the chunk");
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_request_body_reaches_the_worker_whole() {
+    let resp = raw(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
+        Connection: close\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(dechunk(body), "hello world", "{resp}");
+}
+
+#[tokio::test]
+async fn a_streamed_response_arrives_whole_and_the_connection_serves_the_next_request() {
+    // Two pipelined requests on one connection: the first answer streams in five pieces of
+    // unknown length (chunked), and the second must still be understood after it.
+    let resp = raw(b"GET /chunks?n=5 HTTP/1.1\r\nHost: t\r\n\r\n\
+        GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    .await;
+    let (first, rest) = resp.split_once("\r\n\r\n").expect("a first response");
+    assert!(first.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        first
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{resp}"
+    );
+    let expected: String = (0..5).map(|i| format!("piece {i}\n")).collect();
+    assert_eq!(dechunk(rest), expected, "{resp}");
+    let second = &rest[rest.find("0\r\n\r\n").expect("the last chunk") + 5..];
+    assert!(second.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(second.contains("\"worker\""), "{resp}");
+}
+
 #[tokio::test]
 async fn a_body_over_max_body_size_gets_413() {
     let body = "x".repeat(1024 * 1024 + 1);

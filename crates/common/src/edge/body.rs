@@ -1,7 +1,7 @@
 //! The body types the edge moves: what it sends upstream and what it answers with.
 //!
 //! Both are plain enums instead of boxed trait objects so the proxied path allocates nothing for
-//! them. The upstream response body carries the connection [`Lease`]: when the body ends the
+//! them. A worker's streamed body carries the connection [`Lease`]: when the body ends the
 //! connection goes back to the pool, and the slot's in-flight count drops.
 
 use std::pin::Pin;
@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pool::Lease;
+use super::upstream::{BodyWriter, Decoder, Start};
 use crate::BoxError;
 
 /// The request body sent to a worker: the client's stream, capped at `MAX_BODY_SIZE`, or nothing
@@ -87,29 +88,41 @@ impl Body for RequestBody {
 /// What the edge answers with.
 #[derive(Debug)]
 pub enum EdgeBody {
-    /// A worker's response, streamed; holds the pooled connection until it ends.
-    Upstream {
-        /// The worker's body.
-        body: Incoming,
-        /// Returned to the pool when `body` ends; dropped (closing the connection) otherwise.
-        lease: Option<Lease>,
-    },
-    /// A response the edge made itself (errors).
+    /// A worker's response, streamed from its pooled connection.
+    Upstream(UpstreamBody),
+    /// A worker's answer to an upgrade request, over its dedicated hyper connection.
+    Tunnel(Incoming),
+    /// A complete body: a worker's that came with its head, or one the edge made itself.
     Full(Option<Bytes>),
     /// A response from a master-owned axum route.
     Axum(axum::body::Body),
 }
 
+/// A worker's response body still being read: holds the pooled connection (and the request's
+/// in-flight record) until the end, then gives the connection back.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    /// Released at the end of the body; dropped (closing the connection) if the body fails or
+    /// the client stops reading.
+    lease: Option<Lease>,
+    decoder: Decoder,
+    /// The rest of the request body, still being sent while the answer streams back.
+    writer: Option<Box<BodyWriter>>,
+}
+
 impl EdgeBody {
-    /// Wraps a worker's body; if it is already complete the connection is released at once.
-    pub(crate) fn upstream(body: Incoming, mut lease: Lease) -> Self {
-        if body.is_end_stream() {
-            lease.release();
-            return EdgeBody::Upstream { body, lease: None };
-        }
-        EdgeBody::Upstream {
-            body,
-            lease: Some(lease),
+    /// A worker's body: when it came whole with the head, the connection is released at once.
+    pub(crate) fn upstream(start: Start, writer: Option<BodyWriter>, mut lease: Lease) -> Self {
+        match start {
+            Start::Complete(data) => {
+                lease.release();
+                EdgeBody::Full((!data.is_empty()).then_some(data))
+            }
+            Start::Stream(decoder) => EdgeBody::Upstream(UpstreamBody {
+                lease: Some(lease),
+                decoder,
+                writer: writer.map(Box::new),
+            }),
         }
     }
 }
@@ -125,20 +138,8 @@ impl Body for EdgeBody {
         match self.get_mut() {
             EdgeBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             EdgeBody::Axum(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            EdgeBody::Upstream { body, lease } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => release(lease),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => release(lease),
-                    Poll::Ready(Some(Err(_))) => {
-                        if let Some(lease) = lease.take() {
-                            lease.fail();
-                        }
-                    }
-                    _ => {}
-                }
-                polled.map_err(Into::into)
-            }
+            EdgeBody::Tunnel(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            EdgeBody::Upstream(body) => body.poll_data(cx),
         }
     }
 
@@ -146,7 +147,8 @@ impl Body for EdgeBody {
         match self {
             EdgeBody::Full(data) => data.is_none(),
             EdgeBody::Axum(body) => body.is_end_stream(),
-            EdgeBody::Upstream { body, .. } => body.is_end_stream(),
+            EdgeBody::Tunnel(body) => body.is_end_stream(),
+            EdgeBody::Upstream(body) => body.lease.is_none(),
         }
     }
 
@@ -155,13 +157,62 @@ impl Body for EdgeBody {
             EdgeBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
             EdgeBody::Full(None) => SizeHint::with_exact(0),
             EdgeBody::Axum(body) => body.size_hint(),
-            EdgeBody::Upstream { body, .. } => body.size_hint(),
+            EdgeBody::Tunnel(body) => body.size_hint(),
+            EdgeBody::Upstream(body) => match body.decoder.exact_remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
         }
     }
 }
 
-fn release(lease: &mut Option<Lease>) {
-    if let Some(mut lease) = lease.take() {
-        lease.release();
+impl UpstreamBody {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(conn) = self.lease.as_mut().and_then(Lease::conn) else {
+            return Poll::Ready(None);
+        };
+        if let Some(writer) = &mut self.writer {
+            match conn.poll_send_body(writer, cx) {
+                Poll::Ready(Ok(())) => self.writer = None,
+                Poll::Ready(Err(e)) => {
+                    if let Some(lease) = self.lease.take() {
+                        lease.fail();
+                    }
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Pending => {}
+            }
+        }
+        match conn.poll_body(&mut self.decoder, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(data))) => {
+                if self.decoder == Decoder::Done {
+                    // Released now, not on the next poll, so the pool and the in-flight count
+                    // know at once and hyper sees the end of the body.
+                    self.release();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(None) => {
+                self.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(lease) = self.lease.take() {
+                    lease.fail();
+                }
+                Poll::Ready(Some(Err(e.into())))
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(mut lease) = self.lease.take() {
+            if self.writer.take().is_some() {
+                // The answer ended before the request did: the connection is out of step.
+                lease.discard_connection();
+            }
+            lease.release();
+        }
     }
 }

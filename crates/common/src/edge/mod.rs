@@ -3,6 +3,7 @@
 //! Layout:
 //! - `mod.rs`: the accept loop, connection limits and timeouts, master-owned routes;
 //! - [`pool`]: workers as upstreams, each with a bounded keep-alive connection pool;
+//! - `upstream`: the HTTP/1.1 client side of one pooled connection, driven by the request's task;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
 //! - [`body`]: the request and response body types, with no boxing on the proxied path;
 //! - [`handoff`]: the other dispatch mode, passing whole connections to workers (`DISPATCH=handoff`).
@@ -15,6 +16,7 @@ pub mod body;
 pub mod handoff;
 pub mod pool;
 pub mod proxy;
+mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

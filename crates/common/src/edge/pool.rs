@@ -1,5 +1,5 @@
 //! Workers as upstreams: one [`Backend`] per worker process, each with a bounded pool of
-//! keep-alive HTTP/1.1 connections to the worker's Unix socket.
+//! keep-alive HTTP/1.1 connections ([`upstream::Conn`]) to the worker's Unix socket.
 //!
 //! The bound matters (measured: with an unbounded pool, 10,000 client connections became 10,000
 //! upstream connections, the workers ballooned and 445 requests timed out; with 64 per worker,
@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
+use http::{HeaderValue, request};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::RequestBody;
+use super::upstream::{self, Added, Conn, Head};
 use crate::metrics::{Completion, Observers, Outcome, SlotCounters};
 
 /// One worker process that can take requests.
@@ -49,8 +49,10 @@ pub struct Backend {
 struct Shard {
     /// Bounds this thread's connections to the worker; requests past it queue here, in order.
     permits: Arc<Semaphore>,
-    /// Connections ready for another request.
-    idle: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    /// Connections ready for another request. Boxed because each one moves into a request's
+    /// lease and back, and the lease rides inside the response body.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Conn>>>,
 }
 
 thread_local! {
@@ -193,10 +195,10 @@ impl Backend {
         &self.shards[SHARD.get() % self.shards.len()]
     }
 
-    /// Opens a new connection to the worker. Upgrades are enabled only on dedicated connections.
-    pub(crate) async fn connect(
+    /// Opens a dedicated hyper connection to the worker for an HTTP upgrade (WebSocket): it is
+    /// spliced to the client afterwards and never pooled.
+    pub(crate) async fn connect_for_upgrade(
         &self,
-        upgrades: bool,
     ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
         let stream = UnixStream::connect(&self.socket)
             .await
@@ -206,25 +208,18 @@ impl Backend {
             .await
             .map_err(ConnectError::Handshake)?;
         let slot = self.slot;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(slot, error = %e, "upstream connection ended");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(slot, error = %e, "upstream connection ended");
-                }
-            });
-        }
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(slot, error = %e, "upgraded upstream connection ended");
+            }
+        });
         Ok(sender)
     }
 }
 
 impl Shard {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<http1::SendRequest<RequestBody>>> {
+    #[allow(clippy::vec_box)]
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<Conn>>> {
         // Only its own thread takes this lock, so it is never contended; a panic while holding it
         // cannot leave the Vec half-updated, so poison is ignored.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
@@ -297,7 +292,7 @@ impl Drop for InFlight {
 /// response may not have been read to the end, so it cannot carry another request.
 #[derive(Debug)]
 pub struct Lease {
-    sender: Option<http1::SendRequest<RequestBody>>,
+    conn: Option<Box<Conn>>,
     in_flight: InFlight,
     _permit: OwnedSemaphorePermit,
 }
@@ -312,12 +307,22 @@ impl Lease {
     pub(crate) fn release(&mut self) {
         self.in_flight.outcome = Outcome::Complete;
         let backend = self.in_flight.backend();
-        if let Some(sender) = self.sender.take()
-            && !sender.is_closed()
+        if let Some(conn) = self.conn.take()
+            && conn.is_reusable()
             && !backend.retired.load(Ordering::Relaxed)
         {
-            backend.shard().lock_idle().push(sender);
+            backend.shard().lock_idle().push(conn);
         }
+    }
+
+    /// Closes the connection instead of pooling it when the lease is released.
+    pub(crate) fn discard_connection(&mut self) {
+        self.conn = None;
+    }
+
+    /// The connection the response is read from.
+    pub(crate) fn conn(&mut self) -> Option<&mut Conn> {
+        self.conn.as_deref_mut()
     }
 
     /// The response failed mid-way: record a failure and close the connection.
@@ -347,10 +352,12 @@ impl std::fmt::Display for ConnectError {
 /// How sending to one backend went wrong.
 #[derive(Debug)]
 pub(crate) enum SendError {
-    /// Nothing reached the worker; the request is handed back and may go elsewhere.
-    NotSent(Box<Request<RequestBody>>, String),
+    /// Nothing reached the worker; the request may go elsewhere as it is.
+    NotSent(String),
     /// The request (or part of it) was written, then the connection failed before a response head.
-    Sent(hyper::Error),
+    Sent(String),
+    /// The client's request body failed.
+    Body(crate::BoxError),
     /// No response head within `UPSTREAM_TIMEOUT`.
     TimedOut,
 }
@@ -358,69 +365,68 @@ pub(crate) enum SendError {
 /// How many times one request may find a dead pooled connection before it gives up on this backend.
 const STALE_CONNECTION_TRIES: usize = 3;
 
-/// Sends `req` to `in_flight`'s backend over a pooled connection, waiting for a pool permit first;
-/// the whole wait for the response head is bounded by `timeout`.
+/// Sends the request to `in_flight`'s backend over a pooled connection, waiting for a pool permit
+/// first; the whole wait for the response head is bounded by `timeout`. `req` is only borrowed,
+/// and `body` is untouched when the answer is [`SendError::NotSent`], so the request can go to
+/// another worker as it is.
 ///
 /// Every failure is recorded as the worker's (`Outcome::Failed`) here, where it is known. Were this
 /// future dropped from outside instead, it is because the client went away, and the request ends
 /// as abandoned: not the worker's fault, so it must not count as an error or eject the worker.
 pub(crate) async fn send(
     mut in_flight: InFlight,
-    req: Request<RequestBody>,
+    req: &request::Parts,
+    added: Added<'_>,
+    body: &mut RequestBody,
     timeout: Duration,
-) -> Result<(Response<Incoming>, Lease), SendError> {
+    max_head: usize,
+) -> Result<(Head, Lease), SendError> {
     let backend = in_flight.backend().clone();
     if backend.retired.load(Ordering::SeqCst) {
         // It began draining after this request picked it: nothing was sent, so another worker can
         // take it, whatever its method; and this is no failure of the worker's.
-        return Err(SendError::NotSent(
-            Box::new(req),
-            "worker is draining".into(),
-        ));
+        return Err(SendError::NotSent("worker is draining".into()));
     }
     let sent = tokio::time::timeout(timeout, async {
-        let permit = match backend.shard().permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => {
-                return Err(SendError::NotSent(
-                    Box::new(req),
-                    "worker pool closed".into(),
-                ));
-            }
+        let Ok(permit) = backend.shard().permits.clone().acquire_owned().await else {
+            return Err(SendError::NotSent("worker pool closed".into()));
         };
-        let mut req = req;
         for _ in 0..STALE_CONNECTION_TRIES {
-            let mut sender = match pooled(&backend).await {
-                Some(sender) => sender,
-                None => match backend.connect(false).await {
-                    Ok(sender) => sender,
-                    Err(e) => return Err(SendError::NotSent(Box::new(req), e.to_string())),
-                },
+            let pooled = backend.shard().lock_idle().pop();
+            let fresh = pooled.is_none();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => Conn::connect(&backend.socket)
+                    .await
+                    .map_err(|e| SendError::NotSent(format!("connect to worker socket: {e}")))?,
             };
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, sender, permit)),
-                Err(mut e) => match e.take_message() {
-                    // The connection closed before the request was written: try a fresh one.
-                    Some(back) => req = back,
-                    None => return Err(SendError::Sent(e.into_error())),
-                },
+            match conn.send(req, added, body, max_head).await {
+                Ok(head) => return Ok((head, conn, permit)),
+                // A pooled connection the worker had closed: try another.
+                Err(upstream::Error::NotSent(_)) if !fresh => continue,
+                Err(upstream::Error::NotSent(e)) => {
+                    return Err(SendError::NotSent(format!("write to worker: {e}")));
+                }
+                Err(upstream::Error::Lost(why)) => return Err(SendError::Sent(why)),
+                Err(upstream::Error::Body(e)) => return Err(SendError::Body(e)),
             }
         }
         Err(SendError::NotSent(
-            Box::new(req),
             "worker keeps closing connections".into(),
         ))
     })
     .await;
     match sent {
-        Ok(Ok((resp, sender, permit))) => Ok((
-            resp,
+        Ok(Ok((head, conn, permit))) => Ok((
+            head,
             Lease {
-                sender: Some(sender),
+                conn: Some(conn),
                 in_flight,
                 _permit: permit,
             },
         )),
+        // The client's body failed: not the worker's doing, so the outcome stays "abandoned".
+        Ok(Err(e @ SendError::Body(_))) => Err(e),
         Ok(Err(e)) => {
             in_flight.outcome = Outcome::Failed;
             Err(e)
@@ -428,19 +434,6 @@ pub(crate) async fn send(
         Err(_elapsed) => {
             in_flight.outcome = Outcome::Failed;
             Err(SendError::TimedOut)
-        }
-    }
-}
-
-/// An idle connection that is still usable, if there is one.
-async fn pooled(backend: &Backend) -> Option<http1::SendRequest<RequestBody>> {
-    loop {
-        let mut sender = backend.shard().lock_idle().pop()?;
-        if sender.is_closed() {
-            continue;
-        }
-        if sender.is_ready() || sender.ready().await.is_ok() {
-            return Some(sender);
         }
     }
 }

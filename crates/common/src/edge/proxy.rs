@@ -13,15 +13,16 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, RETRY_AFTER, UPGRADE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, request};
 use hyper::body::Incoming;
 
 use super::Edge;
-use super::body::{EdgeBody, RequestBody};
+use super::body::{BodyTooLarge, EdgeBody, RequestBody};
 use super::pool::{self, Backend, InFlight, SendError};
+use super::upstream::Added;
 use crate::balance::RequestInfo;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Set on every proxied response: which slot answered.
 pub static X_WORKER_ID: HeaderName = HeaderName::from_static("x-worker-id");
@@ -165,15 +166,15 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 
 fn pick(
     edge: &Edge,
-    req: &Request<RequestBody>,
+    req: &request::Parts,
     client: SocketAddr,
     exclude: Option<u32>,
 ) -> Option<Arc<Backend>> {
     let ready = edge.upstreams.snapshot();
     let info = RequestInfo {
-        method: req.method(),
-        uri: req.uri(),
-        headers: req.headers(),
+        method: &req.method,
+        uri: &req.uri,
+        headers: &req.headers,
         client,
     };
     match exclude {
@@ -218,32 +219,23 @@ pub(crate) async fn forward(
     }
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    append_forwarded_for(&mut parts.headers, peer);
-    let request_id = match parts.headers.get(&X_REQUEST_ID) {
-        Some(id) => id.clone(),
-        None => {
-            let id = request_id();
-            parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-            id
-        }
+    let (request_id, generated) = match parts.headers.get(&X_REQUEST_ID) {
+        Some(id) => (id.clone(), false),
+        None => (request_id(), true),
     };
-    // Keep what is needed to resend a bodiless idempotent request if its worker dies mid-request.
-    let resend =
-        (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body)).then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        });
-    let body = RequestBody::Client {
+    let added = Added {
+        client_ip: peer.ip.as_bytes(),
+        request_id: generated.then_some(request_id.as_bytes()),
+    };
+    let mut body = RequestBody::Client {
         body,
         remaining: edge.limits.max_body_size,
     };
-    let req = Request::from_parts(parts, body);
+    // A bodiless idempotent request can be sent again if its worker dies before answering.
+    let resendable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
     edge.retry.deposit();
 
-    let Some(first) = pick(edge, &req, client, None) else {
+    let Some(first) = pick(edge, &parts, client, None) else {
         return with_id(
             error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -254,35 +246,28 @@ pub(crate) async fn forward(
         );
     };
     let failed_pid = first.pid();
-    let req = match attempt(edge, first, req).await {
+    match attempt(edge, first, &parts, added, &mut body).await {
         Attempt::Done(resp) => return with_id(resp, request_id),
-        Attempt::NotSent(req, why) => {
+        Attempt::NotSent(why) => {
             tracing::debug!(worker_pid = failed_pid, %why, "request not sent; retrying elsewhere");
-            req
         }
-        Attempt::Lost(why) => match resend {
-            Some((method, uri, headers)) => {
-                tracing::debug!(worker_pid = failed_pid, %why, "worker failed before answering; resending");
-                let mut req = Request::new(RequestBody::Empty);
-                *req.method_mut() = method;
-                *req.uri_mut() = uri;
-                *req.headers_mut() = headers;
-                req
-            }
-            None => {
-                return with_id(
-                    error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "bad_gateway",
-                        &format!("the worker failed before answering: {why}"),
-                    ),
-                    request_id,
-                );
-            }
-        },
-    };
+        Attempt::Lost(why) if resendable => {
+            tracing::debug!(worker_pid = failed_pid, %why, "worker failed before answering; resending");
+            body = RequestBody::Empty;
+        }
+        Attempt::Lost(why) => {
+            return with_id(
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    &format!("the worker failed before answering: {why}"),
+                ),
+                request_id,
+            );
+        }
+    }
     let retry_to = if edge.retry.withdraw() {
-        pick(edge, &req, client, Some(failed_pid))
+        pick(edge, &parts, client, Some(failed_pid))
     } else {
         None
     };
@@ -296,9 +281,9 @@ pub(crate) async fn forward(
             request_id,
         );
     };
-    let resp = match attempt(edge, second, req).await {
+    let resp = match attempt(edge, second, &parts, added, &mut body).await {
         Attempt::Done(resp) => resp,
-        Attempt::NotSent(_, why) | Attempt::Lost(why) => error_response(
+        Attempt::NotSent(why) | Attempt::Lost(why) => error_response(
             StatusCode::BAD_GATEWAY,
             "bad_gateway",
             &format!("two workers failed to answer: {why}"),
@@ -329,34 +314,62 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: &Peer) {
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
+// Only ever a return value, moved once: boxing the response would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     Done(Response<EdgeBody>),
-    NotSent(Request<RequestBody>, String),
+    NotSent(String),
     Lost(String),
 }
 
-async fn attempt(edge: &Edge, backend: Arc<Backend>, req: Request<RequestBody>) -> Attempt {
+async fn attempt(
+    edge: &Edge,
+    backend: Arc<Backend>,
+    req: &request::Parts,
+    added: Added<'_>,
+    body: &mut RequestBody,
+) -> Attempt {
     let in_flight = InFlight::new(backend.clone());
-    let sent = pool::send(in_flight, req, edge.limits.upstream_timeout).await;
+    let limits = &edge.limits;
+    let sent = pool::send(
+        in_flight,
+        req,
+        added,
+        body,
+        limits.upstream_timeout,
+        limits.max_header_size,
+    )
+    .await;
     match sent {
-        Ok((resp, mut lease)) => {
-            let (mut parts, body) = resp.into_parts();
-            lease.set_status(parts.status.as_u16());
-            strip_hop_by_hop(&mut parts.headers);
-            parts
+        Ok((mut head, mut lease)) => {
+            lease.set_status(head.parts.status.as_u16());
+            head.parts
                 .headers
                 .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
-            Attempt::Done(Response::from_parts(parts, EdgeBody::upstream(body, lease)))
+            Attempt::Done(Response::from_parts(
+                head.parts,
+                EdgeBody::upstream(head.body, head.writer, lease),
+            ))
         }
-        Err(SendError::NotSent(req, why)) => Attempt::NotSent(*req, why),
-        Err(SendError::Sent(e)) => Attempt::Lost(e.to_string()),
+        Err(SendError::NotSent(why)) => Attempt::NotSent(why),
+        Err(SendError::Sent(why)) => Attempt::Lost(why),
+        Err(SendError::Body(e)) if e.is::<BodyTooLarge>() => Attempt::Done(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is larger than MAX_BODY_SIZE",
+        )),
+        Err(SendError::Body(e)) => Attempt::Done(error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            &format!("reading the request body failed: {e}"),
+        )),
         Err(SendError::TimedOut) => Attempt::Done(error_response(
             StatusCode::GATEWAY_TIMEOUT,
             "gateway_timeout",
             &format!(
                 "worker {} did not answer within UPSTREAM_TIMEOUT ({} ms)",
                 backend.slot(),
-                edge.limits.upstream_timeout.as_millis()
+                limits.upstream_timeout.as_millis()
             ),
         )),
     }
@@ -370,6 +383,19 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     append_forwarded_for(&mut parts.headers, peer);
+    let Some(backend) = pick(edge, &parts, client, None) else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_worker_available",
+            "no worker is ready to take this connection",
+        );
+    };
+    let mut sender = match backend.connect_for_upgrade().await {
+        Ok(s) => s,
+        Err(e) => {
+            return error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &e.to_string());
+        }
+    };
     let req = Request::from_parts(
         parts,
         RequestBody::Client {
@@ -377,19 +403,6 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
             remaining: edge.limits.max_body_size,
         },
     );
-    let Some(backend) = pick(edge, &req, client, None) else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_worker_available",
-            "no worker is ready to take this connection",
-        );
-    };
-    let mut sender = match backend.connect(true).await {
-        Ok(s) => s,
-        Err(e) => {
-            return error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &e.to_string());
-        }
-    };
     let mut in_flight = InFlight::new(backend.clone());
     let mut resp =
         match tokio::time::timeout(edge.limits.upstream_timeout, sender.send_request(req)).await {
@@ -427,7 +440,7 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
     parts
         .headers
         .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
-    Response::from_parts(parts, EdgeBody::Upstream { body, lease: None })
+    Response::from_parts(parts, EdgeBody::Tunnel(body))
 }
 
 #[cfg(test)]

@@ -127,6 +127,20 @@ fn worker(ctx: &WorkerContext) -> Router {
         )
         .route("/echo", post(|req: Request| async move { req.into_body() }))
         .route(
+            "/chunks",
+            get(|Query(q): Query<Count>| async move {
+                // A body of unknown length, written a piece at a time: sent chunked.
+                let pieces = futures_util::stream::unfold(0, move |i| async move {
+                    if i == q.n {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Some((Ok::<_, std::io::Error>(format!("piece {i}\n")), i + 1))
+                });
+                axum::body::Body::from_stream(pieces)
+            }),
+        )
+        .route(
             "/headers",
             get(|headers: axum::http::HeaderMap| async move {
                 let map: serde_json::Map<String, serde_json::Value> = headers
@@ -194,6 +208,11 @@ struct Mb {
 #[derive(serde::Deserialize)]
 struct Ms {
     ms: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Count {
+    n: usize,
 }
 
 #[derive(serde::Deserialize)]
