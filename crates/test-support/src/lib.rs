@@ -394,6 +394,9 @@ impl Reply {
     }
 }
 
+/// The longest any one request of a test may take, body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A keep-alive HTTP/1.1 client.
 #[derive(Clone)]
 pub struct Http {
@@ -429,18 +432,28 @@ impl Http {
         let req = req
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| e.to_string())?;
-        let resp = self
-            .client
-            .request(req)
+        // A server that never answers fails the test instead of hanging the suite.
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok(Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|e| format!("{e:?}"))?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{method} {url}: no answer within {REQUEST_TIMEOUT:?}"
+                ))
+            })
     }
 
     /// `GET /health` on `base` (e.g. `http://127.0.0.1:1234`), parsed.
