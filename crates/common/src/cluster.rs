@@ -457,10 +457,12 @@ impl Cluster {
     async fn master_main(self) -> Result<bool, BoxError> {
         let config = self.config.clone();
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listeners = edge::bind(addr, config.edge_threads)
             .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT or HOST)"))?;
-        let local = listener.local_addr()?;
+        let local = match listeners.first() {
+            Some(first) => first.local_addr()?,
+            None => addr,
+        };
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find our own binary: {e}"))?;
         let run_dir = RunDir::create()?;
@@ -498,11 +500,10 @@ impl Cluster {
             retry: Default::default(),
         });
         let serving = edge::spawn_threads(
-            listener,
+            listeners,
             edge,
             stopped.clone(),
             config.shutdown_timeout,
-            config.edge_threads,
             config.dispatch,
         )
         .map_err(|e| format!("cannot start the edge threads: {e}"))?;

@@ -245,7 +245,7 @@ pub struct Config {
     /// `DISPATCH` = `proxy` (default) or `handoff`.
     pub dispatch: Dispatch,
     /// `EDGE_THREADS`, default: the CPU count: threads the master's edge runs on, each with its own
-    /// accept loop, runtime and share of every worker's connection pool.
+    /// listening socket, accept loop, runtime and share of every worker's connection pool.
     pub edge_threads: usize,
 }
 

@@ -159,6 +159,37 @@ async fn a_roll_whose_new_worker_fails_stops_and_keeps_the_old_one_serving() {
 }
 
 #[test]
+fn a_second_cluster_on_a_port_in_use_exits_with_an_error_instead_of_sharing_it() {
+    // The edge binds one SO_REUSEPORT socket per thread; without its first, exclusive bind,
+    // a second cluster of the same user would silently take half of the first one's connections.
+    let first = ClusterProcess::start(FIXTURE, &[("WORKERS", "1")]);
+    let port = first.addr.port().to_string();
+    let mut second = std::process::Command::new(FIXTURE)
+        .env("PORT", &port)
+        .env("WORKERS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the fixture");
+    let exited = eventually(Duration::from_secs(10), || {
+        matches!(second.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = second.kill();
+    }
+    let out = second
+        .wait_with_output()
+        .expect("the second cluster's output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(exited, "the second cluster is still running: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn killing_the_master_takes_its_workers_with_it() {
     let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);
     let workers = c.children();

@@ -164,7 +164,31 @@ impl Edge {
     }
 }
 
-/// Starts `threads` edge threads on clones of `listener`, each running its own current-thread
+/// Binds `addr` once per edge thread with `SO_REUSEPORT`, so the kernel spreads new connections
+/// evenly over the threads. (With one shared listener, measured: all 64 connections of a load test
+/// went to whichever thread happened to be accepting, and the other thread sat idle.)
+///
+/// `SO_REUSEPORT` would also let a second cluster started by the same user share the port
+/// silently, so the port is first claimed by an ordinary bind, which fails with "address in use"
+/// if anyone holds it, and which picks the port when `addr` asks for port 0.
+pub(crate) fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<Vec<TcpListener>> {
+    let at = std::net::TcpListener::bind(addr)?.local_addr()?;
+    let mut listeners = Vec::with_capacity(threads.max(1));
+    for _ in 0..threads.max(1) {
+        let socket = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(at)?;
+        listeners.push(socket.listen(1024)?);
+    }
+    Ok(listeners)
+}
+
+/// Starts one edge thread per listener (see [`bind`]), each running its own current-thread
 /// runtime and accept loop (`dispatch` says which). Resolves, once `shutdown` fired and every
 /// thread finished draining, to whether all of them drained within `drain`.
 ///
@@ -175,18 +199,16 @@ impl Edge {
 /// share of upstream connections, so a request never leaves its thread; the kernel spreads new
 /// connections over the threads that are waiting in accept.
 pub(crate) fn spawn_threads(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     edge: Arc<Edge>,
     shutdown: Shutdown,
     drain: Duration,
-    threads: usize,
     dispatch: Dispatch,
 ) -> std::io::Result<impl Future<Output = bool>> {
-    let listener = listener.into_std()?;
     let span = tracing::Span::current();
-    let mut finished = Vec::with_capacity(threads);
-    for index in 0..threads.max(1) {
-        let listener = listener.try_clone()?;
+    let mut finished = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let listener = listener.into_std()?;
         let (edge, shutdown, span) = (edge.clone(), shutdown.clone(), span.clone());
         let (done, finish) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
