@@ -196,6 +196,30 @@ async fn a_streamed_response_arrives_whole_and_the_connection_serves_the_next_re
 }
 
 #[tokio::test]
+async fn a_worker_answering_before_reading_the_body_leaves_no_broken_connection_behind() {
+    // The worker answers at once and never reads the 900 KB: the master must not wait for the
+    // body to go out before reading the answer, nor pool a connection still carrying body bytes.
+    let http = Http::new();
+    let body = "x".repeat(900_000);
+    for _ in 0..4 {
+        let r = http
+            .send("POST", &cluster().url("/status?code=201"), &[], &body)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(
+            r.header("connection"),
+            "close",
+            "the client's unread body ends its connection"
+        );
+        for _ in 0..4 {
+            let r = http.get(&cluster().url("/whoami")).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_body_over_max_body_size_gets_413() {
     let body = "x".repeat(1024 * 1024 + 1);
     let r = Http::new()

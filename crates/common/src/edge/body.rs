@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pool::Lease;
-use super::upstream::{BodyWriter, Decoder, Start};
+use super::upstream::{self, BodyWriter, Decoder, Start};
 use crate::BoxError;
 
 /// The request body sent to a worker: the client's stream, capped at `MAX_BODY_SIZE`, or nothing
@@ -174,12 +174,15 @@ impl UpstreamBody {
         if let Some(writer) = &mut self.writer {
             match conn.poll_send_body(writer, cx) {
                 Poll::Ready(Ok(())) => self.writer = None,
-                Poll::Ready(Err(e)) => {
-                    if let Some(lease) = self.lease.take() {
-                        lease.fail();
-                    }
+                Poll::Ready(Err(e @ upstream::Error::Body(_))) => {
+                    // The client's own body failed (it hung up): no fault of the worker's, so the
+                    // lease is just dropped, which records the request as abandoned.
+                    self.lease = None;
                     return Poll::Ready(Some(Err(e.into())));
                 }
+                // The worker stopped taking the request body; its answer may still come whole.
+                // The connection is already marked unfit for reuse.
+                Poll::Ready(Err(_)) => self.writer = None,
                 Poll::Pending => {}
             }
         }

@@ -346,6 +346,13 @@ async fn attempt(
             head.parts
                 .headers
                 .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
+            if head.request_cut_short {
+                // The rest of the client's body will not be read: say so, so the client opens a
+                // new connection for its next request instead of finding this one closed.
+                head.parts
+                    .headers
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             Attempt::Done(Response::from_parts(
                 head.parts,
                 EdgeBody::upstream(head.body, head.writer, lease),

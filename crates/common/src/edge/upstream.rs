@@ -79,6 +79,9 @@ pub(crate) struct Head {
     pub body: Start,
     /// The rest of the request body, when the worker answered before it was all sent.
     pub writer: Option<BodyWriter>,
+    /// The worker answered, whole, without taking the whole request body: the client's unread
+    /// rest leaves its connection unusable for another request.
+    pub request_cut_short: bool,
 }
 
 /// The start of a response body.
@@ -160,20 +163,33 @@ impl Conn {
             pending: None,
             ended: false,
         };
+        // A worker that answers without reading the body may close the connection, and the write
+        // then fails while its answer waits in our receive buffer: read on before giving up.
+        let mut write_failed = None;
         let mut head = std::future::poll_fn(|cx| {
-            if !writer.is_finished()
-                && let Poll::Ready(Err(e)) = self.poll_send_body(&mut writer, cx)
-            {
-                return Poll::Ready(Err(e));
+            if write_failed.is_none() && !writer.is_finished() {
+                match self.poll_send_body(&mut writer, cx) {
+                    Poll::Ready(Err(e @ Error::Body(_))) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Err(e)) => write_failed = Some(e),
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
+                }
             }
-            self.poll_head(cx, is_head, max_head)
+            match ready!(self.poll_head(cx, is_head, max_head)) {
+                Err(read) => Poll::Ready(Err(write_failed.take().unwrap_or(read))),
+                Ok(head) => Poll::Ready(Ok(head)),
+            }
         })
         .await?;
-        if !writer.is_finished() {
+        if write_failed.is_some() {
+            head.request_cut_short = true;
+        } else if !writer.is_finished() {
             match head.body {
                 Start::Stream(_) => head.writer = Some(writer),
                 // The whole answer came before the whole request: the connection is out of step.
-                Start::Complete(_) => self.reusable = false,
+                Start::Complete(_) => {
+                    self.reusable = false;
+                    head.request_cut_short = true;
+                }
             }
         }
         Ok(head)
@@ -600,6 +616,7 @@ fn parse_head(
         parts,
         body,
         writer: None,
+        request_cut_short: false,
     }))
 }
 

@@ -152,7 +152,8 @@ fn worker(ctx: &WorkerContext) -> Router {
         )
         .route(
             "/status",
-            get(|Query(q): Query<Code>| async move {
+            // Any method, and a body is never read: the answer comes before a large body is in.
+            any(|Query(q): Query<Code>| async move {
                 axum::http::StatusCode::from_u16(q.code)
                     .unwrap_or(axum::http::StatusCode::BAD_REQUEST)
             }),
