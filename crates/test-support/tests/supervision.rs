@@ -412,6 +412,28 @@ async fn a_client_hanging_up_is_not_a_worker_error_but_a_timeout_is() {
     );
     assert_eq!(http.health(&base).await["workers"]["slots"][0]["errors"], 0);
 
+    // 1b. The client hangs up in the middle of its body, while the worker echoes it back.
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 300_000]).await.unwrap();
+    let mut echoed = vec![0; 4096];
+    assert!(s.read(&mut echoed).await.unwrap() > 0, "the echo started");
+    drop(s);
+    assert!(eventually_async(Duration::from_secs(5), settled).await);
+    let o = http.get(&c.url("/fixture/observed")).await.json();
+    assert_eq!(
+        (
+            o["abandoned"].as_u64(),
+            o["failed"].as_u64(),
+            o["errors"].as_u64()
+        ),
+        (Some(2), Some(0), Some(0)),
+        "{o}"
+    );
+
     // 2. A worker slower than UPSTREAM_TIMEOUT: the client gets a 504 and the worker an error.
     let r = http.get(&c.url("/slow?ms=3000")).await;
     assert_eq!(r.status, 504);

@@ -28,7 +28,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_WORKER_ID: HeaderName = HeaderName::from_static("x-worker-id");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not be forwarded.
-static HOP_BY_HOP: [HeaderName; 6] = [
+pub(crate) static HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("te"),
@@ -297,21 +297,22 @@ fn with_id(mut resp: Response<EdgeBody>, id: HeaderValue) -> Response<EdgeBody> 
     resp
 }
 
+/// Writes the `X-Forwarded-For` value a worker should see into `out`: every hop the request already
+/// listed, then the client that connected to us.
+pub(crate) fn write_forwarded_for(out: &mut Vec<u8>, headers: &HeaderMap, client_ip: &[u8]) {
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        out.extend_from_slice(prior.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client_ip);
+}
+
 fn append_forwarded_for(headers: &mut HeaderMap, peer: &Peer) {
-    let value = match headers.get(&X_FORWARDED_FOR) {
-        None => peer.ip.clone(),
-        Some(prior) => {
-            let mut joined = Vec::with_capacity(prior.len() + 2 + peer.ip.len());
-            joined.extend_from_slice(prior.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(peer.ip.as_bytes());
-            match HeaderValue::from_bytes(&joined) {
-                Ok(v) => v,
-                Err(_) => return,
-            }
-        }
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), value);
+    let mut value = Vec::new();
+    write_forwarded_for(&mut value, headers, peer.ip.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
 }
 
 // Only ever a return value, moved once: boxing the response would cost an allocation per request.

@@ -28,7 +28,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::body::RequestBody;
-use super::proxy::X_FORWARDED_FOR;
+use super::proxy::{HOP_BY_HOP, X_FORWARDED_FOR, write_forwarded_for};
 use crate::BoxError;
 
 /// Most headers a worker's response may carry (hyper's default too).
@@ -309,13 +309,8 @@ fn encode_head(out: &mut Vec<u8>, req: &request::Parts, added: Added<'_>, chunke
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // One X-Forwarded-For: the hops the client's side listed, then the client itself.
     out.extend_from_slice(b"x-forwarded-for: ");
-    for prior in req.headers.get_all(&X_FORWARDED_FOR) {
-        out.extend_from_slice(prior.as_bytes());
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(added.client_ip);
+    write_forwarded_for(out, &req.headers, added.client_ip);
     out.extend_from_slice(b"\r\n");
     if let Some(id) = added.request_id {
         out.extend_from_slice(b"x-request-id: ");
@@ -542,7 +537,7 @@ fn parse_head(
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             continue;
         }
-        if is_hop_by_hop(&name) {
+        if HOP_BY_HOP.contains(&name) {
             continue;
         }
         if name == CONTENT_LENGTH {
@@ -618,14 +613,6 @@ fn parse_head(
         writer: None,
         request_cut_short: false,
     }))
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) besides `Connection` and `Transfer-Encoding`.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade"
-    )
 }
 
 /// Where a streamed response body stands.
