@@ -337,7 +337,11 @@ mod tests {
         assert_eq!(cfg.port, 8000);
         assert_eq!(cfg.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(cfg.restart, RestartPolicy::default());
-        assert_eq!(cfg.edge_threads, (2 * cpu_count()).min(64), "twice the cores");
+        assert_eq!(
+            cfg.edge_threads,
+            (2 * cpu_count()).min(64),
+            "twice the cores"
+        );
     }
 
     #[test]
