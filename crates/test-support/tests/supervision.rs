@@ -381,6 +381,20 @@ async fn observers_see_every_proxied_request_and_5xx_count_as_errors() {
     );
 }
 
+/// How the fixture's observer saw requests end, as (abandoned, failed, errors), with its JSON.
+async fn outcomes(
+    http: &Http,
+    c: &ClusterProcess,
+) -> ((Option<u64>, Option<u64>, Option<u64>), Value) {
+    let o = http.get(&c.url("/fixture/observed")).await.json();
+    let ended = (
+        o["abandoned"].as_u64(),
+        o["failed"].as_u64(),
+        o["errors"].as_u64(),
+    );
+    (ended, o)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_hanging_up_is_not_a_worker_error_but_a_timeout_is() {
     use tokio::io::AsyncWriteExt;
@@ -400,16 +414,8 @@ async fn a_client_hanging_up_is_not_a_worker_error_but_a_timeout_is() {
     drop(s);
     let settled = || async { http.health(&base).await["workers"]["slots"][0]["inFlight"] == 0 };
     assert!(eventually_async(Duration::from_secs(5), settled).await);
-    let o = http.get(&c.url("/fixture/observed")).await.json();
-    assert_eq!(
-        (
-            o["abandoned"].as_u64(),
-            o["failed"].as_u64(),
-            o["errors"].as_u64()
-        ),
-        (Some(1), Some(0), Some(0)),
-        "{o}"
-    );
+    let (ended, o) = outcomes(&http, &c).await;
+    assert_eq!(ended, (Some(1), Some(0), Some(0)), "{o}");
     assert_eq!(http.health(&base).await["workers"]["slots"][0]["errors"], 0);
 
     // 1b. The client hangs up in the middle of its body, while the worker echoes it back.
@@ -423,16 +429,8 @@ async fn a_client_hanging_up_is_not_a_worker_error_but_a_timeout_is() {
     assert!(s.read(&mut echoed).await.unwrap() > 0, "the echo started");
     drop(s);
     assert!(eventually_async(Duration::from_secs(5), settled).await);
-    let o = http.get(&c.url("/fixture/observed")).await.json();
-    assert_eq!(
-        (
-            o["abandoned"].as_u64(),
-            o["failed"].as_u64(),
-            o["errors"].as_u64()
-        ),
-        (Some(2), Some(0), Some(0)),
-        "{o}"
-    );
+    let (ended, o) = outcomes(&http, &c).await;
+    assert_eq!(ended, (Some(2), Some(0), Some(0)), "{o}");
 
     // 2. A worker slower than UPSTREAM_TIMEOUT: the client gets a 504 and the worker an error.
     let r = http.get(&c.url("/slow?ms=3000")).await;
