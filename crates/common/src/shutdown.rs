@@ -37,6 +37,13 @@ impl Shutdown {
         *self.0.borrow()
     }
 
+    /// True if the notice was sent since this handle was made: one atomic load, for loops that
+    /// must not re-register a waiter on every turn. (A notice sent before it was made does not
+    /// count: [`Shutdown::wait`] sees that one.)
+    pub(crate) fn changed(&self) -> bool {
+        self.0.has_changed().unwrap_or(false)
+    }
+
     /// Resolves when the notice is sent (at once if it already was). If every trigger was dropped
     /// without firing, it never resolves: nobody can ask for a shutdown any more.
     pub async fn wait(mut self) {

@@ -281,6 +281,83 @@ async fn a_worker_slower_than_upstream_timeout_gets_504() {
 }
 
 #[tokio::test]
+async fn a_worker_slower_than_header_timeout_but_within_upstream_timeout_answers() {
+    // HEADER_TIMEOUT (500 ms) times the client; the worker gets UPSTREAM_TIMEOUT (1000 ms).
+    let r = Http::new().get(&cluster().url("/slow?ms=700")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["slept"], 700);
+}
+
+/// Reads one response with a `Content-Length` body from `s`.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed mid-head: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_lives_while_used_and_closes_after_header_timeout_idle() {
+    let mut s = TcpStream::connect(cluster().addr).await.unwrap();
+    // Eight requests 150 ms apart: 1.2 s on one connection, more than twice HEADER_TIMEOUT, so
+    // the idle deadline must start again after every response.
+    for i in 0..8 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        s.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let resp = read_response(&mut s).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "request {i}: {resp}");
+    }
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "an idle connection must be closed after HEADER_TIMEOUT"
+    );
+    assert!(rest.is_empty(), "nothing after the last response: {rest:?}");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(450),
+        "closed after {:?}, before HEADER_TIMEOUT (500 ms)",
+        idle.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_response_streamed_for_longer_than_header_timeout_is_not_cut() {
+    // 150 pieces 5 ms apart: at least 750 ms of streaming, past HEADER_TIMEOUT, which must not
+    // run while a response is still going out.
+    let resp = raw(b"GET /chunks?n=150 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let expected: String = (0..150).map(|i| format!("piece {i}\n")).collect();
+    assert_eq!(dechunk(body), expected);
+}
+
+#[tokio::test]
 async fn a_websocket_stays_on_one_worker_for_its_life() {
     let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", cluster().addr))
         .await

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixDatagram};
@@ -243,17 +242,9 @@ async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdo
 async fn serve_here(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdown: Shutdown) {
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(edge.limits.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(edge.limits.max_header_size)
         // One request only: whatever follows on this connection must be routed afresh.
         .keep_alive(false);
-    let peer = super::proxy::Peer::new(client);
-    let service = hyper::service::service_fn(move |req| edge.clone().handle(req, peer.clone()));
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    if let Err(e) = crate::shutdown::drive(conn, shutdown).await {
-        tracing::debug!(%client, error = %e, "master-served connection ended with an error");
-    }
+    super::serve_connection(edge, &builder, stream, client, shutdown).await;
 }

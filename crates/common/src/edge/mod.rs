@@ -4,6 +4,7 @@
 //! - `mod.rs`: the accept loop, connection limits and timeouts, master-owned routes;
 //! - [`pool`]: workers as upstreams, each with a bounded keep-alive connection pool;
 //! - `upstream`: the HTTP/1.1 client side of one pooled connection, driven by the request's task;
+//! - `watchdog`: one timer per client connection for its header and upstream deadlines;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
 //! - [`body`]: the request and response body types, with no boxing on the proxied path;
 //! - [`handoff`]: the other dispatch mode, passing whole connections to workers (`DISPATCH=handoff`).
@@ -17,6 +18,7 @@ pub mod handoff;
 pub mod pool;
 pub mod proxy;
 mod upstream;
+mod watchdog;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +28,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -145,11 +147,7 @@ pub(crate) struct Edge {
 }
 
 impl Edge {
-    async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: proxy::Peer,
-    ) -> Result<Response<EdgeBody>, Infallible> {
+    async fn handle(&self, req: Request<Incoming>, peer: &proxy::Peer) -> Response<EdgeBody> {
         if self.master.owns(req.uri().path()) {
             let resp = self
                 .master
@@ -158,9 +156,40 @@ impl Edge {
                 .oneshot(req.map(axum::body::Body::new))
                 .await
                 .unwrap_or_else(|never| match never {});
-            return Ok(resp.map(EdgeBody::Axum));
+            return resp.map(EdgeBody::Axum);
         }
-        Ok(proxy::forward(&self, req, &peer).await)
+        proxy::forward(self, req, peer).await
+    }
+}
+
+/// Serves one client connection with `builder`'s settings until it ends or `stop` fires. Every
+/// request goes through [`Edge::handle`], under the connection's two deadlines (see [`watchdog`]:
+/// hyper's own header timer is left off).
+fn serve_connection(
+    edge: Arc<Edge>,
+    builder: &http1::Builder,
+    stream: TcpStream,
+    client: SocketAddr,
+    stop: Shutdown,
+) -> impl Future<Output = ()> + Send + 'static {
+    let peer = proxy::Peer::new(client);
+    let watch = peer.watch.clone();
+    let deadlines = watchdog::Deadlines::from(&edge.limits);
+    let service = hyper::service::service_fn(move |req| {
+        let (edge, peer) = (edge.clone(), peer.clone());
+        async move {
+            peer.watch.busy();
+            let resp = edge.handle(req, &peer).await;
+            Ok::<_, Infallible>(resp.map(|body| watchdog::Watched::new(body, peer.watch)))
+        }
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    async move {
+        if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
+            tracing::debug!(%client, error = %e, "client connection ended with an error");
+        }
     }
 }
 
@@ -316,25 +345,13 @@ pub(crate) async fn serve(
 ) -> bool {
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(edge.limits.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(edge.limits.max_header_size)
         .keep_alive(true);
     let max = edge.limits.max_connections;
     accept_until(listener, max, shutdown.clone(), drain, |stream, client| {
         let _ = stream.set_nodelay(true);
-        let edge = edge.clone();
-        let peer = proxy::Peer::new(client);
-        let service = hyper::service::service_fn(move |req| edge.clone().handle(req, peer.clone()));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let stop = shutdown.clone();
-        async move {
-            if let Err(e) = crate::shutdown::drive(conn, stop).await {
-                tracing::debug!(%client, error = %e, "client connection ended with an error");
-            }
-        }
+        serve_connection(edge.clone(), &builder, stream, client, shutdown.clone())
     })
     .await
 }

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{HeaderValue, request};
 use hyper::client::conn::http1;
@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::RequestBody;
 use super::upstream::{self, Added, Conn, Head};
+use super::watchdog::Watch;
 use crate::metrics::{Completion, Observers, Outcome, SlotCounters};
 
 /// One worker process that can take requests.
@@ -378,7 +379,7 @@ pub(crate) async fn send(
     req: &request::Parts,
     added: Added<'_>,
     body: &mut RequestBody,
-    timeout: Duration,
+    watch: &Watch,
     max_head: usize,
 ) -> Result<(Head, Lease), SendError> {
     let backend = in_flight.backend().clone();
@@ -387,37 +388,40 @@ pub(crate) async fn send(
         // take it, whatever its method; and this is no failure of the worker's.
         return Err(SendError::NotSent("worker is draining".into()));
     }
-    let sent = tokio::time::timeout(timeout, async {
-        let Ok(permit) = backend.shard().permits.clone().acquire_owned().await else {
-            return Err(SendError::NotSent("worker pool closed".into()));
-        };
-        for _ in 0..STALE_CONNECTION_TRIES {
-            let pooled = backend.shard().lock_idle().pop();
-            let fresh = pooled.is_none();
-            let mut conn = match pooled {
-                Some(conn) => conn,
-                None => Conn::connect(&backend.socket)
-                    .await
-                    .map_err(|e| SendError::NotSent(format!("connect to worker socket: {e}")))?,
+    watch.await_worker();
+    let sent = watch
+        .bound(async {
+            let Ok(permit) = backend.shard().permits.clone().acquire_owned().await else {
+                return Err(SendError::NotSent("worker pool closed".into()));
             };
-            match conn.send(req, added, body, max_head).await {
-                Ok(head) => return Ok((head, conn, permit)),
-                // A pooled connection the worker had closed: try another.
-                Err(upstream::Error::NotSent(_)) if !fresh => continue,
-                Err(upstream::Error::NotSent(e)) => {
-                    return Err(SendError::NotSent(format!("write to worker: {e}")));
+            for _ in 0..STALE_CONNECTION_TRIES {
+                let pooled = backend.shard().lock_idle().pop();
+                let fresh = pooled.is_none();
+                let mut conn = match pooled {
+                    Some(conn) => conn,
+                    None => Conn::connect(&backend.socket).await.map_err(|e| {
+                        SendError::NotSent(format!("connect to worker socket: {e}"))
+                    })?,
+                };
+                match conn.send(req, added, body, max_head).await {
+                    Ok(head) => return Ok((head, conn, permit)),
+                    // A pooled connection the worker had closed: try another.
+                    Err(upstream::Error::NotSent(_)) if !fresh => continue,
+                    Err(upstream::Error::NotSent(e)) => {
+                        return Err(SendError::NotSent(format!("write to worker: {e}")));
+                    }
+                    Err(upstream::Error::Lost(why)) => return Err(SendError::Sent(why)),
+                    Err(upstream::Error::Body(e)) => return Err(SendError::Body(e)),
                 }
-                Err(upstream::Error::Lost(why)) => return Err(SendError::Sent(why)),
-                Err(upstream::Error::Body(e)) => return Err(SendError::Body(e)),
             }
-        }
-        Err(SendError::NotSent(
-            "worker keeps closing connections".into(),
-        ))
-    })
-    .await;
+            Err(SendError::NotSent(
+                "worker keeps closing connections".into(),
+            ))
+        })
+        .await;
+    watch.busy();
     match sent {
-        Ok(Ok((head, conn, permit))) => Ok((
+        Some(Ok((head, conn, permit))) => Ok((
             head,
             Lease {
                 conn: Some(conn),
@@ -426,12 +430,12 @@ pub(crate) async fn send(
             },
         )),
         // The client's body failed: not the worker's doing, so the outcome stays "abandoned".
-        Ok(Err(e @ SendError::Body(_))) => Err(e),
-        Ok(Err(e)) => {
+        Some(Err(e @ SendError::Body(_))) => Err(e),
+        Some(Err(e)) => {
             in_flight.outcome = Outcome::Failed;
             Err(e)
         }
-        Err(_elapsed) => {
+        None => {
             in_flight.outcome = Outcome::Failed;
             Err(SendError::TimedOut)
         }

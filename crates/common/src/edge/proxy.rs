@@ -20,6 +20,7 @@ use super::Edge;
 use super::body::{BodyTooLarge, EdgeBody, RequestBody};
 use super::pool::{self, Backend, InFlight, SendError};
 use super::upstream::Added;
+use super::watchdog::Watch;
 use crate::balance::RequestInfo;
 
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -104,13 +105,19 @@ fn hex(mut n: u64, out: &mut [u8]) {
 pub(crate) struct Peer {
     pub addr: SocketAddr,
     ip: HeaderValue,
+    /// What the connection is waiting for, for its deadlines.
+    pub watch: Arc<Watch>,
 }
 
 impl Peer {
     pub(crate) fn new(addr: SocketAddr) -> Self {
         let ip = HeaderValue::try_from(addr.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { addr, ip }
+        Self {
+            addr,
+            ip,
+            watch: Arc::new(Watch::new()),
+        }
     }
 }
 
@@ -246,7 +253,7 @@ pub(crate) async fn forward(
         );
     };
     let failed_pid = first.pid();
-    match attempt(edge, first, &parts, added, &mut body).await {
+    match attempt(edge, first, &parts, added, &mut body, &peer.watch).await {
         Attempt::Done(resp) => return with_id(resp, request_id),
         Attempt::NotSent(why) => {
             tracing::debug!(worker_pid = failed_pid, %why, "request not sent; retrying elsewhere");
@@ -281,7 +288,7 @@ pub(crate) async fn forward(
             request_id,
         );
     };
-    let resp = match attempt(edge, second, &parts, added, &mut body).await {
+    let resp = match attempt(edge, second, &parts, added, &mut body, &peer.watch).await {
         Attempt::Done(resp) => resp,
         Attempt::NotSent(why) | Attempt::Lost(why) => error_response(
             StatusCode::BAD_GATEWAY,
@@ -329,18 +336,11 @@ async fn attempt(
     req: &request::Parts,
     added: Added<'_>,
     body: &mut RequestBody,
+    watch: &Watch,
 ) -> Attempt {
     let in_flight = InFlight::new(backend.clone());
     let limits = &edge.limits;
-    let sent = pool::send(
-        in_flight,
-        req,
-        added,
-        body,
-        limits.upstream_timeout,
-        limits.max_header_size,
-    )
-    .await;
+    let sent = pool::send(in_flight, req, added, body, watch, limits.max_header_size).await;
     match sent {
         Ok((mut head, mut lease)) => {
             lease.set_status(head.parts.status.as_u16());
