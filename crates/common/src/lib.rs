@@ -19,7 +19,9 @@
 //!   Prometheus and the observability routes;
 //! - [`session`]: session ids that name their slot, the cookie, and stores (memory, Redis);
 //! - [`config`]: environment parsing with errors that name the variable;
-//! - [`shutdown`]: a fire-once notice many tasks can wait on.
+//! - [`shutdown`]: a fire-once notice many tasks can wait on;
+//! - `watchdog`: one timer per HTTP connection for its header and upstream deadlines, and the loop
+//!   that drives a connection until it ends or the shutdown notice comes.
 
 pub mod balance;
 pub mod cluster;
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod session;
 pub mod shutdown;
 pub mod supervisor;
+mod watchdog;
 pub mod worker;
 
 pub use cluster::{Cluster, ClusterEvent, ClusterHandle, HealthScorer, is_worker};

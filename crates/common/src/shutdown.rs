@@ -52,30 +52,3 @@ impl Shutdown {
         }
     }
 }
-
-/// Serves one HTTP/1 connection until it ends; when `stop` fires, asks it to finish the request in
-/// progress and close (idle keep-alive connections close at once). hyper-util's
-/// `GracefulShutdown` cannot watch connections that allow upgrades, hence this.
-pub(crate) async fn drive<I, S, B>(
-    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
-    stop: Shutdown,
-) -> hyper::Result<()>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<crate::BoxError>,
-    B: http_body::Body + 'static,
-    B::Error: Into<crate::BoxError>,
-{
-    tokio::pin!(conn);
-    let stop = stop.wait();
-    tokio::pin!(stop);
-    tokio::select! {
-        // The connection first: it is what woke us nearly every time, and a fixed order spares
-        // select's random pick on every poll.
-        biased;
-        res = conn.as_mut() => return res,
-        () = &mut stop => conn.as_mut().graceful_shutdown(),
-    }
-    conn.await
-}

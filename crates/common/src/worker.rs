@@ -11,6 +11,7 @@
 //! per core is the unit of parallelism, and a handler that blocks the thread stops the heartbeats
 //! too, which is exactly what lets the master detect a hung worker.
 
+use std::convert::Infallible;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -30,6 +31,7 @@ use tower::Service;
 use crate::edge::handoff::HandoffChannel;
 use crate::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
 use crate::supervisor::spawn::env as keys;
+use crate::watchdog::{self, Deadlines, Watch, Watched};
 use crate::{BoxError, shutdown};
 
 /// `GET /ping` on every worker: the smallest real response, for health probes and benchmarks.
@@ -177,19 +179,12 @@ async fn serve(
     let router = router.route("/ping", get(ping));
     let (stop_accepting, accepting) = shutdown::channel();
     let connections = TaskTracker::new();
-    let mut from_master = hyper::server::conn::http1::Builder::new();
-    from_master
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(None);
-    let mut from_client = hyper::server::conn::http1::Builder::new();
-    from_client
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(boot.header_timeout);
+    // Deadlines are the watchdog's (one timer per connection), not hyper's (one per request).
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(true).header_read_timeout(None);
     let server = Server {
-        from_master,
-        from_client,
+        http,
+        client_deadlines: Deadlines::head(boot.header_timeout),
         router,
         counters: counters.clone(),
         stop: accepting,
@@ -266,9 +261,10 @@ async fn serve(
 struct Server {
     /// For the master's pooled connections: no idle or header timeout. The master owns their
     /// lifetime; a worker closing an idle one could race a request the master is writing onto it.
-    from_master: hyper::server::conn::http1::Builder,
-    /// For clients handed over directly (handoff mode): the usual header and idle timeout.
-    from_client: hyper::server::conn::http1::Builder,
+    http: hyper::server::conn::http1::Builder,
+    /// For clients handed over directly (handoff mode): the usual header and idle timeout. The
+    /// master's own connections have none.
+    client_deadlines: Deadlines,
     router: Router,
     counters: Arc<Counters>,
     stop: shutdown::Shutdown,
@@ -276,27 +272,33 @@ struct Server {
 }
 
 impl Server {
-    fn serve<IO>(&self, io: IO, http: &hyper::server::conn::http1::Builder)
+    fn serve<IO>(&self, io: IO, deadlines: Deadlines)
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let router = self.router.clone();
         let counters = self.counters.clone();
+        let watch = Arc::new(Watch::new(&deadlines));
+        let on_request = watch.clone();
         let service =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let mut router = router.clone();
                 let counters = counters.clone();
+                let watch = on_request.clone();
                 async move {
+                    watch.busy();
                     let _in_flight = InFlight::new(counters);
-                    router.call(req.map(axum::body::Body::new)).await
+                    let resp = router.call(req.map(axum::body::Body::new)).await?;
+                    Ok::<_, Infallible>(resp.map(|body| Watched::new(body, watch)))
                 }
             });
-        let conn = http
+        let conn = self
+            .http
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let stop = self.stop.clone();
         self.connections.spawn(async move {
-            if let Err(e) = shutdown::drive(conn, stop).await {
+            if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -319,7 +321,7 @@ async fn accept_loop(listener: UnixListener, server: Server) {
             },
             () = &mut stop => return,
         };
-        server.serve(stream, &server.from_master);
+        server.serve(stream, Deadlines::default());
     }
 }
 
@@ -344,7 +346,7 @@ async fn handoff_loop(channel: HandoffChannel, server: Server) {
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(std_stream));
         match stream {
-            Ok(stream) => server.serve(stream, &server.from_client),
+            Ok(stream) => server.serve(stream, server.client_deadlines),
             Err(e) => tracing::warn!(error = %e, "a handed-off descriptor is not a usable socket"),
         }
     }

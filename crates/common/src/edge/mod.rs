@@ -4,7 +4,6 @@
 //! - `mod.rs`: the accept loop, connection limits and timeouts, master-owned routes;
 //! - [`pool`]: workers as upstreams, each with a bounded keep-alive connection pool;
 //! - `upstream`: the HTTP/1.1 client side of one pooled connection, driven by the request's task;
-//! - `watchdog`: one timer per client connection for its header and upstream deadlines;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
 //! - [`body`]: the request and response body types, with no boxing on the proxied path;
 //! - [`handoff`]: the other dispatch mode, passing whole connections to workers (`DISPATCH=handoff`).
@@ -18,7 +17,6 @@ pub mod handoff;
 pub mod pool;
 pub mod proxy;
 mod upstream;
-mod watchdog;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -40,6 +38,7 @@ pub use pool::Backend;
 use crate::balance::Selector;
 use crate::config::{Config, Dispatch};
 use crate::shutdown::Shutdown;
+use crate::watchdog;
 
 /// The workers that may take traffic right now. Replaced whole (copy-on-write) when a worker
 /// becomes ready or leaves, so the request path only clones an `Arc` under a read lock.
@@ -163,8 +162,8 @@ impl Edge {
 }
 
 /// Serves one client connection with `builder`'s settings until it ends or `stop` fires. Every
-/// request goes through [`Edge::handle`], under the connection's two deadlines (see [`watchdog`]:
-/// hyper's own header timer is left off).
+/// request goes through [`Edge::handle`], under the connection's two deadlines (see
+/// [`watchdog`](crate::watchdog): hyper's own header timer is left off).
 fn serve_connection(
     edge: Arc<Edge>,
     builder: &http1::Builder,
@@ -172,9 +171,9 @@ fn serve_connection(
     client: SocketAddr,
     stop: Shutdown,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let peer = proxy::Peer::new(client);
-    let watch = peer.watch.clone();
     let deadlines = watchdog::Deadlines::from(&edge.limits);
+    let peer = proxy::Peer::new(client, &deadlines);
+    let watch = peer.watch.clone();
     let service = hyper::service::service_fn(move |req| {
         let (edge, peer) = (edge.clone(), peer.clone());
         async move {

@@ -19,8 +19,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::body::RequestBody;
 use super::upstream::{self, Added, Conn, Head};
-use super::watchdog::Watch;
 use crate::metrics::{Completion, Observers, Outcome, SlotCounters};
+use crate::watchdog::Watch;
 
 /// One worker process that can take requests.
 pub struct Backend {

@@ -20,8 +20,8 @@ use super::Edge;
 use super::body::{BodyTooLarge, EdgeBody, RequestBody};
 use super::pool::{self, Backend, InFlight, SendError};
 use super::upstream::Added;
-use super::watchdog::Watch;
 use crate::balance::RequestInfo;
+use crate::watchdog::{Deadlines, Watch};
 
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -110,13 +110,13 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr, deadlines: &Deadlines) -> Self {
         let ip = HeaderValue::try_from(addr.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self {
             addr,
             ip,
-            watch: Arc::new(Watch::new()),
+            watch: Arc::new(Watch::new(deadlines)),
         }
     }
 }

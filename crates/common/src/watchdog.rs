@@ -1,8 +1,9 @@
-//! One timer per client connection, for both of the waits that must not last forever.
+//! One timer per HTTP connection, for both of the waits that must not last forever.
 //!
-//! A client connection waits either for the client's next request head (`HEADER_TIMEOUT`, which
-//! is also how long an idle keep-alive connection stays open) or, once a request is in, for the
-//! worker's response head (`UPSTREAM_TIMEOUT`). The obvious way is a timer per wait: hyper's header
+//! A client connection at the master's edge waits either for the client's next request head
+//! (`HEADER_TIMEOUT`, which is also how long an idle keep-alive connection stays open) or, once a
+//! request is in, for the worker's response head (`UPSTREAM_TIMEOUT`). A connection handed to a
+//! worker (handoff mode) has only the first; the master's own connections to a worker, neither. The obvious way is a timer per wait: hyper's header
 //! timer allocates a fresh one for every request, and `tokio::time::timeout` registers and removes
 //! another. Measured with callgrind, those two timers were 2,300 of the master's 23,600
 //! instructions per proxied request, more than parsing the request.
@@ -25,7 +26,7 @@ use std::time::Duration;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::Limits;
+use crate::edge::Limits;
 use crate::shutdown::Shutdown;
 
 /// What a connection is waiting for, in the low two bits of [`Watch::state`].
@@ -45,14 +46,17 @@ pub(crate) struct Watch {
     born: Instant,
     /// `nanoseconds since born << 2 | phase`.
     state: AtomicU64,
+    /// False when no deadline applies: then nothing is recorded (not even a clock read).
+    timed: bool,
 }
 
 impl Watch {
     /// A new connection: waiting for its first request head, from now.
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(limits: &Deadlines) -> Self {
         Self {
             born: Instant::now(),
             state: AtomicU64::new(HEAD),
+            timed: limits.shortest().is_some(),
         }
     }
 
@@ -83,6 +87,9 @@ impl Watch {
     }
 
     fn start(&self, phase: u64) {
+        if !self.timed {
+            return;
+        }
         let since = self.born.elapsed().as_nanos() as u64;
         self.state
             .store(since << PHASE_BITS | phase, Ordering::Relaxed);
@@ -113,33 +120,44 @@ impl Watch {
     }
 }
 
-/// How long each wait may last.
-#[derive(Debug, Clone, Copy)]
+/// How long each wait may last; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Deadlines {
-    head: Duration,
-    worker: Duration,
+    head: Option<Duration>,
+    worker: Option<Duration>,
 }
 
 impl From<&Limits> for Deadlines {
     fn from(l: &Limits) -> Self {
         Self {
-            head: l.header_timeout,
-            worker: l.upstream_timeout,
+            head: Some(l.header_timeout),
+            worker: Some(l.upstream_timeout),
         }
     }
 }
 
 impl Deadlines {
+    /// Only the client's request heads are timed (a connection served directly by a worker).
+    pub(crate) fn head(timeout: Duration) -> Self {
+        Self {
+            head: Some(timeout),
+            worker: None,
+        }
+    }
+
     fn of(&self, phase: u64) -> Option<Duration> {
         match phase {
-            HEAD => Some(self.head),
-            WORKER => Some(self.worker),
+            HEAD => self.head,
+            WORKER => self.worker,
             _ => None,
         }
     }
 
-    fn shortest(&self) -> Duration {
-        self.head.min(self.worker)
+    fn shortest(&self) -> Option<Duration> {
+        match (self.head, self.worker) {
+            (Some(h), Some(w)) => Some(h.min(w)),
+            (h, w) => h.or(w),
+        }
     }
 }
 
@@ -186,11 +204,14 @@ where
             if alarm_armed && !alarm.is_elapsed() {
                 return Poll::Pending;
             }
+            let Some(shortest) = limits.shortest() else {
+                return Poll::Pending;
+            };
             // The alarm rang (or was never set): act on the current wait if it is over, else set
             // the alarm again, no later than one shortest timeout from now. Any wait that starts
             // after now ends after that, so the alarm never has to be moved when a wait starts.
             let now = Instant::now();
-            let next = now + limits.shortest();
+            let next = now + shortest;
             let (phase, since) = watch.load();
             let at = match limits.of(phase) {
                 Some(limit) => {
@@ -267,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_wait_records_its_phase_and_start() {
-        let w = Watch::new();
+        let w = Watch::new(&Deadlines::head(Duration::from_secs(1)));
         assert_eq!(w.load(), (HEAD, 0));
         w.await_worker();
         let (phase, since) = w.load();
@@ -282,7 +303,7 @@ mod tests {
 
     #[test]
     fn only_the_wait_that_ran_late_is_expired() {
-        let w = Watch::new();
+        let w = Watch::new(&Deadlines::head(Duration::from_secs(1)));
         w.await_worker();
         let (_, since) = w.load();
         w.expire(since + 1);
@@ -293,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn bound_gives_up_once_expired_and_not_before() {
-        let w = Watch::new();
+        let w = Watch::new(&Deadlines::head(Duration::from_secs(1)));
         assert_eq!(w.bound(async { 7 }).await, Some(7));
         w.await_worker();
         let (_, since) = w.load();
