@@ -96,7 +96,7 @@ impl Watch {
     }
 
     fn phase(&self) -> u64 {
-        self.state.load(Ordering::Relaxed) & ((1 << PHASE_BITS) - 1)
+        self.load().0
     }
 
     /// The phase, and when it started.
