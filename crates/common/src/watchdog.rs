@@ -161,22 +161,37 @@ impl Deadlines {
     }
 }
 
-/// Serves one HTTP/1 connection until it ends, enforcing the deadlines `watch` describes. When
-/// `stop` fires, asks the connection to finish the request in progress and close (idle keep-alive
-/// connections close at once); hyper-util's `GracefulShutdown` cannot watch connections that allow
-/// upgrades, hence this.
-pub(crate) async fn drive<I, S, B>(
-    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
-    stop: Shutdown,
-    watch: &Watch,
-    limits: Deadlines,
-) -> hyper::Result<()>
+/// A connection being served that can be asked to finish the request in progress and close.
+pub(crate) trait Graceful {
+    /// Idle keep-alive connections close at once; a request in progress is answered first.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
     S::Error: Into<crate::BoxError>,
     B: http_body::Body + 'static,
     B::Error: Into<crate::BoxError>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+/// Serves one HTTP/1 connection until it ends, enforcing the deadlines `watch` describes. When
+/// `stop` fires, asks the connection to finish the request in progress and close (idle keep-alive
+/// connections close at once); hyper-util's `GracefulShutdown` cannot watch connections that allow
+/// upgrades, hence this.
+pub(crate) async fn drive<C, E>(
+    conn: C,
+    stop: Shutdown,
+    watch: &Watch,
+    limits: Deadlines,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>> + Graceful,
 {
     let mut conn = std::pin::pin!(conn);
     let probe = stop.clone();

@@ -3,6 +3,8 @@
 //! Layout:
 //! - `mod.rs`: the accept loop, connection limits and timeouts, master-owned routes;
 //! - [`pool`]: workers as upstreams, each with a bounded keep-alive connection pool;
+//! - `h1`: the client side of a connection while its requests are plain (no body, no upgrade),
+//!   handing it to hyper for the rest of its life at the first one that is not;
 //! - `upstream`: the HTTP/1.1 client side of one pooled connection, driven by the request's task;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
 //! - [`body`]: the request and response body types, with no boxing on the proxied path;
@@ -13,6 +15,7 @@
 //! a worker chosen by the [`Selector`](crate::balance::Selector).
 
 pub mod body;
+mod h1;
 pub mod handoff;
 pub mod pool;
 pub mod proxy;
@@ -23,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, request};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -148,22 +151,58 @@ pub(crate) struct Edge {
 impl Edge {
     async fn handle(&self, req: Request<Incoming>, peer: &proxy::Peer) -> Response<EdgeBody> {
         if self.master.owns(req.uri().path()) {
-            let resp = self
-                .master
-                .router
-                .clone()
-                .oneshot(req.map(axum::body::Body::new))
-                .await
-                .unwrap_or_else(|never| match never {});
-            return resp.map(EdgeBody::Axum);
+            return self.master_route(req.map(axum::body::Body::new)).await;
         }
         proxy::forward(self, req, peer).await
     }
+
+    /// [`Edge::handle`] for a request without a body, read by [`h1`].
+    async fn handle_plain(&self, req: request::Parts, peer: &proxy::Peer) -> Response<EdgeBody> {
+        if self.master.owns(req.uri.path()) {
+            let req = Request::from_parts(req, axum::body::Body::empty());
+            return self.master_route(req).await;
+        }
+        proxy::forward_parts(self, req, RequestBody::Empty, peer).await
+    }
+
+    async fn master_route(&self, req: Request<axum::body::Body>) -> Response<EdgeBody> {
+        let resp = self
+            .master
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|never| match never {});
+        resp.map(EdgeBody::Axum)
+    }
 }
 
-/// Serves one client connection with `builder`'s settings until it ends or `stop` fires. Every
-/// request goes through [`Edge::handle`], under the connection's two deadlines (see
-/// [`watchdog`](crate::watchdog): hyper's own header timer is left off).
+/// hyper serving `io` with `builder`'s settings: every request goes through [`Edge::handle`], and
+/// the connection's deadlines are `peer.watch`'s (see [`watchdog`]: hyper's own header timer is
+/// left off).
+fn hyper_connection<I>(
+    edge: Arc<Edge>,
+    builder: &http1::Builder,
+    io: I,
+    peer: proxy::Peer,
+) -> impl Future<Output = hyper::Result<()>> + watchdog::Graceful + Send + 'static
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let (edge, peer) = (edge.clone(), peer.clone());
+        async move {
+            peer.watch.busy();
+            let resp = edge.handle(req, &peer).await;
+            Ok::<_, Infallible>(resp.map(|body| watchdog::Watched::new(body, peer.watch)))
+        }
+    });
+    builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+}
+
+/// Serves one client connection with hyper until it ends or `stop` fires.
 fn serve_connection(
     edge: Arc<Edge>,
     builder: &http1::Builder,
@@ -174,17 +213,7 @@ fn serve_connection(
     let deadlines = watchdog::Deadlines::from(&edge.limits);
     let peer = proxy::Peer::new(client, &deadlines);
     let watch = peer.watch.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let (edge, peer) = (edge.clone(), peer.clone());
-        async move {
-            peer.watch.busy();
-            let resp = edge.handle(req, &peer).await;
-            Ok::<_, Infallible>(resp.map(|body| watchdog::Watched::new(body, peer.watch)))
-        }
-    });
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let conn = hyper_connection(edge, builder, stream, peer);
     async move {
         if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
             tracing::debug!(%client, error = %e, "client connection ended with an error");
@@ -350,7 +379,16 @@ pub(crate) async fn serve(
     let max = edge.limits.max_connections;
     accept_until(listener, max, shutdown.clone(), drain, |stream, client| {
         let _ = stream.set_nodelay(true);
-        serve_connection(edge.clone(), &builder, stream, client, shutdown.clone())
+        let deadlines = watchdog::Deadlines::from(&edge.limits);
+        let peer = proxy::Peer::new(client, &deadlines);
+        let watch = peer.watch.clone();
+        let conn = h1::Conn::new(edge.clone(), builder.clone(), stream, peer);
+        let stop = shutdown.clone();
+        async move {
+            if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
+                tracing::debug!(%client, error = %e, "client connection ended with an error");
+            }
+        }
     })
     .await
 }

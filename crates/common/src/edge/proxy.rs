@@ -138,10 +138,19 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Whether `name` is one of [`HOP_BY_HOP`]: a match on the name's text, cheaper than comparing
+/// `HeaderName`s one by one when some are custom names.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" | "connection"
+    )
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass comparing the few names present (a cheap equality
     // for standard headers) beats a hashed removal for each of the six.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if let Some(conn) = headers.get(CONNECTION).cloned() {
@@ -207,7 +216,6 @@ pub(crate) async fn forward(
     req: Request<Incoming>,
     peer: &Peer,
 ) -> Response<EdgeBody> {
-    let client = peer.addr;
     if let Some(len) = req.headers().get(CONTENT_LENGTH)
         && len
             .to_str()
@@ -224,7 +232,22 @@ pub(crate) async fn forward(
     if is_upgrade(req.headers()) {
         return tunnel(edge, req, peer).await;
     }
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    let body = RequestBody::Client {
+        body,
+        remaining: edge.limits.max_body_size,
+    };
+    forward_parts(edge, parts, body, peer).await
+}
+
+/// Forwards a request whose body is already capped (see [`forward`]).
+pub(crate) async fn forward_parts(
+    edge: &Edge,
+    mut parts: request::Parts,
+    mut body: RequestBody,
+    peer: &Peer,
+) -> Response<EdgeBody> {
+    let client = peer.addr;
     strip_hop_by_hop(&mut parts.headers);
     let (request_id, generated) = match parts.headers.get(&X_REQUEST_ID) {
         Some(id) => (id.clone(), false),
@@ -233,10 +256,6 @@ pub(crate) async fn forward(
     let added = Added {
         client_ip: peer.ip.as_bytes(),
         request_id: generated.then_some(request_id.as_bytes()),
-    };
-    let mut body = RequestBody::Client {
-        body,
-        remaining: edge.limits.max_body_size,
     };
     // A bodiless idempotent request can be sent again if its worker dies before answering.
     let resendable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
@@ -472,6 +491,23 @@ mod tests {
         let mut out = [0u8; 4];
         hex(0xabc, &mut out);
         assert_eq!(&out, b"0abc");
+    }
+
+    #[test]
+    fn is_hop_by_hop_names_exactly_the_hop_by_hop_headers() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "x-upgrade",
+            "tea",
+        ] {
+            let name = HeaderName::from_static(name);
+            assert!(!is_hop_by_hop(&name), "{name}");
+        }
     }
 
     #[test]

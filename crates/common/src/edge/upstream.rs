@@ -28,7 +28,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::body::RequestBody;
-use super::proxy::{HOP_BY_HOP, X_FORWARDED_FOR, write_forwarded_for};
+use super::proxy::{X_FORWARDED_FOR, is_hop_by_hop, write_forwarded_for};
 use crate::BoxError;
 
 /// Most headers a worker's response may carry (hyper's default too).
@@ -537,7 +537,7 @@ fn parse_head(
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             continue;
         }
-        if HOP_BY_HOP.contains(&name) {
+        if is_hop_by_hop(&name) {
             continue;
         }
         if name == CONTENT_LENGTH {

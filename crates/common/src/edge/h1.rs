@@ -1,0 +1,553 @@
+//! The client side of a proxy-mode connection while its requests are plain, with hyper taking
+//! over at the first one that is not.
+//!
+//! Why not hyper for every request: measured with callgrind over 20,000 proxied `GET /ping`, the
+//! master ran 21,700 instructions per request, of which hyper's server side (its dispatcher,
+//! buffered I/O, keep-alive bookkeeping and response encoder, beyond parsing the head) was about
+//! 4,500, and that left the master's CPU per request level with nginx's instead of below it.
+//! Most proxied requests need none of that machinery: a *plain* request (HTTP/1.1, an
+//! origin-form target, no body, no `Connection`, `Upgrade` or `Expect`) is read whole with its
+//! head, so this loop parses the head with httparse (hyper's own parser), hands it to
+//! [`Edge`](super::Edge) and writes the answer back itself.
+//!
+//! The first request that is anything else (a body, an upgrade, HTTP/1.0, a head httparse rejects
+//! or one that outgrows `MAX_HEADER_SIZE`) hands the connection, with the bytes already read, to
+//! hyper for the rest of its life. So request bodies, `Expect: 100-continue`, upgrades and the
+//! error answers (400, 431) stay hyper's, and what is written here is small: reading heads,
+//! watching for a client that hangs up, and framing responses (RFC 9112 §6: `Content-Length`
+//! when the size is known, else chunked; none for HEAD, 204 and 304).
+
+use std::cell::RefCell;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, request};
+use http_body::Body;
+use hyper::server::conn::http1;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::Edge;
+use super::body::EdgeBody;
+use super::proxy::Peer;
+use crate::watchdog::Graceful;
+
+/// Most headers a request may carry (hyper's default too); more and hyper answers 431.
+const MAX_HEADERS: usize = 100;
+/// How much the read buffer grows by when it runs out of room.
+const READ_CHUNK: usize = 8 * 1024;
+/// Bodies up to this size are copied behind the head and go out in one write.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// hyper serving the rest of a connection.
+trait HyperConn: Future<Output = hyper::Result<()>> + Graceful + Send {}
+
+impl<T: Future<Output = hyper::Result<()>> + Graceful + Send> HyperConn for T {}
+
+type Hyper = Pin<Box<dyn HyperConn>>;
+
+/// One client connection: served here while its requests are plain, then by hyper.
+pub(crate) struct Conn {
+    state: State,
+    /// Set by [`Graceful::graceful_shutdown`]; read between requests.
+    closing: Arc<AtomicBool>,
+}
+
+enum State {
+    /// Resolves when the connection is done with, or to hyper's connection when it takes over.
+    Plain(Pin<Box<dyn Future<Output = Option<Hyper>> + Send>>),
+    Hyper(Hyper),
+}
+
+impl Conn {
+    pub(crate) fn new(edge: Arc<Edge>, builder: http1::Builder, io: TcpStream, peer: Peer) -> Self {
+        let closing = Arc::new(AtomicBool::new(false));
+        let plain = serve_plain(edge, builder, io, peer, closing.clone());
+        Self {
+            state: State::Plain(Box::pin(plain)),
+            closing,
+        }
+    }
+}
+
+impl Future for Conn {
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Plain(plain) => match ready!(plain.as_mut().poll(cx)) {
+                    None => return Poll::Ready(Ok(())),
+                    Some(mut hyper) => {
+                        if this.closing.load(Ordering::Relaxed) {
+                            hyper.as_mut().graceful_shutdown();
+                        }
+                        this.state = State::Hyper(hyper);
+                    }
+                },
+                State::Hyper(hyper) => return hyper.as_mut().poll(cx),
+            }
+        }
+    }
+}
+
+impl Graceful for Conn {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        // The plain loop sees the flag the next time it is polled, which the caller does next.
+        this.closing.store(true, Ordering::Relaxed);
+        if let State::Hyper(hyper) = &mut this.state {
+            hyper.as_mut().graceful_shutdown();
+        }
+    }
+}
+
+/// Serves plain requests until the connection ends (`None`) or a request that is not plain
+/// arrives (hyper's connection, holding every byte read so far).
+async fn serve_plain(
+    edge: Arc<Edge>,
+    builder: http1::Builder,
+    mut io: TcpStream,
+    peer: Peer,
+    closing: Arc<AtomicBool>,
+) -> Option<Hyper> {
+    let max_head = edge.limits.max_header_size;
+    let mut read = BytesMut::with_capacity(READ_CHUNK);
+    let mut write = Vec::with_capacity(1024);
+    loop {
+        let req = loop {
+            if !read.is_empty() {
+                match parse(&mut read, max_head) {
+                    Parsed::Plain(req) => break req,
+                    Parsed::Partial => {}
+                    Parsed::Other(head) => {
+                        let io = Rewind {
+                            unread: [head, read.freeze()],
+                            io,
+                        };
+                        let hyper = super::hyper_connection(edge, &builder, io, peer);
+                        return Some(Box::pin(hyper));
+                    }
+                }
+            }
+            reserve(&mut read);
+            let n = std::future::poll_fn(|cx| {
+                // Between requests, a shutdown closes the connection; in the middle of a head, the
+                // request is read and answered first.
+                if read.is_empty() && closing.load(Ordering::Relaxed) {
+                    return Poll::Ready(Ok(0));
+                }
+                tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut read)
+            })
+            .await;
+            match n {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading a client's request failed");
+                    return None;
+                }
+            }
+        };
+        peer.watch.busy();
+        let is_head = req.method == Method::HEAD;
+        // Pinned where it is made: moving the request's future into another costs a copy of it.
+        let answer = pin!(edge.handle_plain(req, &peer));
+        let Some(resp) = until_answered(&mut io, &mut read, answer, max_head).await else {
+            // The client hung up: dropping the request abandons it (and its worker connection).
+            return None;
+        };
+        let closing = closing.load(Ordering::Relaxed);
+        let close = match write_response(&mut io, &mut write, resp, is_head, closing).await {
+            Ok(close) => close,
+            Err(e) => {
+                tracing::debug!(error = %e, "writing a response to the client failed");
+                return None;
+            }
+        };
+        if close {
+            let _ = io.shutdown().await;
+            return None;
+        }
+        peer.watch.await_head();
+    }
+}
+
+/// What the bytes at the start of the read buffer are.
+enum Parsed {
+    /// A plain request, its head taken off the buffer.
+    Plain(request::Parts),
+    /// The start of a head: read more.
+    Partial,
+    /// Not a plain request, or not a valid one: hyper's to serve or to refuse. Holds the head
+    /// when it was already taken off the buffer.
+    Other(Bytes),
+}
+
+/// Where a header's name and value lie in the head.
+#[derive(Clone, Copy, Default)]
+struct HeaderAt {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Header positions kept on the stack; a head with more spills to the heap.
+const INLINE_HEADERS: usize = 16;
+
+fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
+    let mut inline = [HeaderAt::default(); INLINE_HEADERS];
+    let mut spilled = Vec::new();
+    let (len, method, target, at) = {
+        let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            read,
+            &mut headers,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if read.len() < max_head => return Parsed::Partial,
+            _ => return Parsed::Other(Bytes::new()),
+        };
+        if req.version != Some(1) {
+            return Parsed::Other(Bytes::new());
+        }
+        let (Some(method), Some(path)) = (req.method, req.path) else {
+            return Parsed::Other(Bytes::new());
+        };
+        let base = read.as_ptr() as usize;
+        let span = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            (start, start + part.len())
+        };
+        let count = req.headers.len();
+        let at = if count <= INLINE_HEADERS {
+            &mut inline[..count]
+        } else {
+            spilled.resize(count, HeaderAt::default());
+            &mut spilled[..]
+        };
+        for (slot, header) in at.iter_mut().zip(req.headers.iter()) {
+            *slot = HeaderAt {
+                name: span(header.name.as_bytes()),
+                value: span(header.value),
+            };
+        }
+        let method = match Method::from_bytes(method.as_bytes()) {
+            Ok(m) if m != Method::CONNECT => m,
+            _ => return Parsed::Other(Bytes::new()),
+        };
+        if !path.starts_with('/') {
+            return Parsed::Other(Bytes::new());
+        }
+        (len, method, span(path.as_bytes()), &*at)
+    };
+    let head = read.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(at.len());
+    for h in at {
+        let Ok(name) = HeaderName::from_bytes(&head[h.name.0..h.name.1]) else {
+            return Parsed::Other(head);
+        };
+        if name == CONTENT_LENGTH
+            || name == TRANSFER_ENCODING
+            || name == CONNECTION
+            || name == UPGRADE
+            || name == EXPECT
+        {
+            return Parsed::Other(head);
+        }
+        let value = head.slice(h.value.0..h.value.1);
+        // SAFETY: httparse accepted this value, and the bytes it accepts in a header value (tab,
+        // visible ASCII, space, obs-text) are exactly those `HeaderValue` allows. hyper builds
+        // its header values the same way. A slice of the shared head: no copy.
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(value) };
+        headers.append(name, value);
+    }
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
+        return Parsed::Other(head);
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Parsed::Plain(req.into_parts().0)
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 8 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// Runs `answer` to its end, reading on from the client meanwhile: `None` if the client hung up
+/// first. Bytes it sent meanwhile (pipelined requests) stay in `read` for after the answer.
+async fn until_answered<F>(
+    io: &mut TcpStream,
+    read: &mut BytesMut,
+    mut answer: Pin<&mut F>,
+    max_head: usize,
+) -> Option<Response<EdgeBody>>
+where
+    F: Future<Output = Response<EdgeBody>>,
+{
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(resp));
+        }
+        // A client that pipelines more than a head's worth can wait for this answer.
+        while read.len() < max_head {
+            match io.poll_read_ready(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(())) => {}
+            }
+            reserve(read);
+            match io.try_read_buf(read) {
+                Ok(0) => return Poll::Ready(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(None),
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// How a response body is delimited on the client's connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    /// No body may follow (HEAD, 204, 304): the head is sent as the worker wrote it.
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `resp` to the client; true if the connection must close after it, because `closing`
+/// says so (then the response says it too) or the response itself said `Connection: close`.
+async fn write_response(
+    io: &mut TcpStream,
+    out: &mut Vec<u8>,
+    resp: Response<EdgeBody>,
+    is_head: bool,
+    closing: bool,
+) -> io::Result<bool> {
+    let (parts, body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless =
+        is_head || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
+    let framing = if bodiless {
+        Framing::None
+    } else {
+        match body.size_hint().exact() {
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
+        }
+    };
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut dated = false;
+    let mut close = closing;
+    for (name, value) in &parts.headers {
+        // The body's framing is this connection's: written below, whatever the worker used.
+        let framing_header = *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING;
+        if framing_header && (framing != Framing::None || status == StatusCode::NO_CONTENT) {
+            continue;
+        }
+        if *name == CONNECTION {
+            if closing {
+                continue;
+            }
+            close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+        }
+        dated |= *name == DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            decimal(n, out);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if !dated {
+        date(out);
+    }
+    if closing {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    drop(parts);
+
+    if framing == Framing::None {
+        io.write_all(out).await?;
+        return Ok(close);
+    }
+    if let EdgeBody::Full(data) = body {
+        let data = data.unwrap_or_default();
+        if data.len() <= INLINE_BODY {
+            out.extend_from_slice(&data);
+            io.write_all(out).await?;
+        } else {
+            io.write_all(out).await?;
+            io.write_all(&data).await?;
+        }
+        return Ok(close);
+    }
+    io.write_all(out).await?;
+    let mut body = pin!(body);
+    let mut sent = 0u64;
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if framing == Framing::Chunked {
+            out.clear();
+            hex(data.len(), out);
+            out.extend_from_slice(b"\r\n");
+            io.write_all(out).await?;
+            io.write_all(&data).await?;
+            io.write_all(b"\r\n").await?;
+        } else {
+            io.write_all(&data).await?;
+        }
+    }
+    match framing {
+        Framing::Chunked => io.write_all(b"0\r\n\r\n").await?,
+        Framing::Length(n) if sent != n => {
+            return Err(io::Error::other(format!(
+                "the body ended after {sent} of its {n} bytes"
+            )));
+        }
+        _ => {}
+    }
+    Ok(close)
+}
+
+fn decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn hex(mut n: usize, out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Writes a `Date` header, formatted at most once a second per thread.
+fn date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// A client connection handed to hyper: the bytes already read come first.
+struct Rewind {
+    /// A head already taken off the read buffer (or nothing), then the rest of that buffer.
+    unread: [Bytes; 2],
+    io: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(unread) = this.unread.iter_mut().find(|b| !b.is_empty()) {
+            let n = unread.len().min(buf.remaining());
+            buf.put_slice(&unread[..n]);
+            unread.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
