@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use test_support::{ClusterProcess, Http, eventually, eventually_async, is_alive, load};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
 
 #[test]
@@ -45,7 +48,19 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0_leaving_no_process(
             tokio::spawn(async move { http.send("GET", &url, &[], "").await })
         })
         .collect();
-    // Wait until the edge counts all four in flight, then ask it to stop.
+    // Two raw keep-alive connections: one idle after a first answer, one with a request in flight.
+    let mut idle = TcpStream::connect(c.addr).await.unwrap();
+    idle.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let mut busy = TcpStream::connect(c.addr).await.unwrap();
+    busy.write_all(b"GET /slow?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Wait until the edge counts all five in flight, then ask it to stop.
     let base = c.base();
     let all_in_flight = || async {
         let h = http.health(&base).await;
@@ -57,13 +72,31 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0_leaving_no_process(
             .iter()
             .filter_map(|s| s["inFlight"].as_u64())
             .sum::<u64>()
-            == 4
+            == 5
     };
     assert!(
         eventually_async(Duration::from_secs(5), all_in_flight).await,
-        "four requests in flight"
+        "five requests in flight"
     );
     c.signal(Signal::SIGTERM);
+    // The idle connection is closed at once (well before the slow requests end); the busy one
+    // gets its answer, saying the connection closes, and then the end of the stream.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_millis(1000), idle.read_to_end(&mut rest));
+    assert!(closed.await.is_ok(), "an idle connection closes on SIGTERM");
+    let mut answer = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer));
+    assert!(
+        ended.await.is_ok(),
+        "the busy connection ends after its answer"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("}") && answer.contains("\"slept\":1500"),
+        "{answer}"
+    );
     for r in slow {
         let r = r.await.unwrap().expect("the in-flight request completed");
         assert_eq!(r.status, 200, "{}", r.body);

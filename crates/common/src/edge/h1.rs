@@ -167,8 +167,8 @@ async fn serve_plain(
             // The client hung up: dropping the request abandons it (and its worker connection).
             return None;
         };
-        let closing = closing.load(Ordering::Relaxed);
-        let close = match write_response(&mut io, &mut write, resp, is_head, closing).await {
+        let stopping = closing.load(Ordering::Relaxed);
+        let close = match write_response(&mut io, &mut write, resp, is_head, stopping).await {
             Ok(close) => close,
             Err(e) => {
                 tracing::debug!(error = %e, "writing a response to the client failed");
@@ -549,5 +549,94 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(raw: &[u8]) -> (Parsed, BytesMut) {
+        let mut read = BytesMut::from(raw);
+        (parse(&mut read, 1024), read)
+    }
+
+    #[test]
+    fn a_plain_request_is_parsed_and_taken_off_the_buffer() {
+        let (parsed, rest) =
+            parse_all(b"GET /a?b=1 HTTP/1.1\r\nHost: t\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next");
+        let Parsed::Plain(req) = parsed else {
+            panic!("plain")
+        };
+        assert_eq!(req.method, Method::GET);
+        assert_eq!(req.uri, "/a?b=1");
+        assert_eq!(req.headers["host"], "t");
+        let two: Vec<_> = req.headers.get_all("x-two").iter().collect();
+        assert_eq!(two, ["1", "2"]);
+        assert_eq!(&rest[..], b"GET /next", "the next request stays");
+    }
+
+    #[test]
+    fn a_head_cut_short_asks_for_more_until_it_outgrows_the_limit() {
+        assert!(matches!(
+            parse_all(b"GET / HTTP/1.1\r\nHost").0,
+            Parsed::Partial
+        ));
+        let mut long = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+        long.resize(1024, b'a');
+        assert!(matches!(parse_all(&long).0, Parsed::Other(_)));
+    }
+
+    #[test]
+    fn requests_that_are_not_plain_go_to_hyper_with_every_byte() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET http://example.com/ HTTP/1.1\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        ] {
+            let (parsed, rest) = parse_all(raw);
+            let Parsed::Other(head) = parsed else {
+                panic!("{}: not plain", String::from_utf8_lossy(raw))
+            };
+            let mut all = head.to_vec();
+            all.extend_from_slice(&rest);
+            assert_eq!(all, raw, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_full() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 4096, u64::MAX] {
+            out.clear();
+            decimal(n, &mut out);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for n in [0, 9, 10, 255, 4096] {
+            out.clear();
+            hex(n, &mut out);
+            assert_eq!(out, format!("{n:x}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_date_header_is_an_http_date() {
+        let mut out = Vec::new();
+        date(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let value = text
+            .strip_prefix("date: ")
+            .unwrap()
+            .strip_suffix("\r\n")
+            .unwrap();
+        let parsed = httpdate::parse_http_date(value).unwrap();
+        let age = SystemTime::now().duration_since(parsed).unwrap();
+        assert!(age.as_secs() < 5, "{value}");
     }
 }
