@@ -20,6 +20,8 @@
 //! - [`session`]: session ids that name their slot, the cookie, and stores (memory, Redis);
 //! - [`config`]: environment parsing with errors that name the variable;
 //! - [`shutdown`]: a fire-once notice many tasks can wait on;
+//! - `h1`: the lean HTTP/1.1 loop the edge and the workers serve plain requests with (no body, no
+//!   upgrade), handing a connection to hyper at its first request that is not plain;
 //! - `watchdog`: one timer per HTTP connection for its header and upstream deadlines, and the loop
 //!   that drives a connection until it ends or the shutdown notice comes.
 
@@ -27,6 +29,7 @@ pub mod balance;
 pub mod cluster;
 pub mod config;
 pub mod edge;
+mod h1;
 pub mod ipc;
 pub mod metrics;
 pub mod session;

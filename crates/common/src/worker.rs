@@ -32,7 +32,7 @@ use crate::edge::handoff::HandoffChannel;
 use crate::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
 use crate::supervisor::spawn::env as keys;
 use crate::watchdog::{self, Deadlines, Watch, Watched};
-use crate::{BoxError, shutdown};
+use crate::{BoxError, h1, shutdown};
 
 /// `GET /ping` on every worker: the smallest real response, for health probes and benchmarks.
 pub async fn ping() -> &'static str {
@@ -272,19 +272,68 @@ struct Server {
 }
 
 impl Server {
-    fn serve<IO>(&self, io: IO, deadlines: Deadlines)
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let router = self.router.clone();
-        let counters = self.counters.clone();
+    /// Serves one connection, plain requests by [`h1`] and the rest by hyper, until it ends or
+    /// the worker drains.
+    fn serve<IO: h1::Io>(&self, io: IO, deadlines: Deadlines) {
         let watch = Arc::new(Watch::new(&deadlines));
-        let on_request = watch.clone();
+        let plain = PlainWorker {
+            server: self.clone(),
+            watch: watch.clone(),
+        };
+        let conn = h1::Conn::new(plain, io);
+        let stop = self.stop.clone();
+        self.connections.spawn(async move {
+            if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Heads longer than this go to hyper, whose own limit (about 400 KB) then applies.
+const MAX_PLAIN_HEAD: usize = 64 * 1024;
+
+/// One connection's requests, answered by the lesson's router.
+struct PlainWorker {
+    server: Server,
+    watch: Arc<Watch>,
+}
+
+impl h1::Plain for PlainWorker {
+    type Body = axum::body::Body;
+
+    fn watch(&self) -> &Watch {
+        &self.watch
+    }
+
+    fn max_head(&self) -> usize {
+        MAX_PLAIN_HEAD
+    }
+
+    fn answer(
+        &self,
+        req: http::request::Parts,
+    ) -> impl Future<Output = http::Response<axum::body::Body>> + Send {
+        let mut router = self.server.router.clone();
+        let counters = self.server.counters.clone();
+        async move {
+            let _in_flight = InFlight::new(counters);
+            let req = http::Request::from_parts(req, axum::body::Body::empty());
+            router
+                .call(req)
+                .await
+                .unwrap_or_else(|never| match never {})
+        }
+    }
+
+    fn hand_over<I: h1::Io>(self, io: h1::Rewind<I>) -> h1::Hyper {
+        let PlainWorker { server, watch } = self;
+        let (router, counters) = (server.router, server.counters);
         let service =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let mut router = router.clone();
                 let counters = counters.clone();
-                let watch = on_request.clone();
+                let watch = watch.clone();
                 async move {
                     watch.busy();
                     let _in_flight = InFlight::new(counters);
@@ -292,16 +341,11 @@ impl Server {
                     Ok::<_, Infallible>(resp.map(|body| Watched::new(body, watch)))
                 }
             });
-        let conn = self
+        let conn = server
             .http
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
-        let stop = self.stop.clone();
-        self.connections.spawn(async move {
-            if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        Box::pin(conn)
     }
 }
 

@@ -3,8 +3,6 @@
 //! Layout:
 //! - `mod.rs`: the accept loop, connection limits and timeouts, master-owned routes;
 //! - [`pool`]: workers as upstreams, each with a bounded keep-alive connection pool;
-//! - `h1`: the client side of a connection while its requests are plain (no body, no upgrade),
-//!   handing it to hyper for the rest of its life at the first one that is not;
 //! - `upstream`: the HTTP/1.1 client side of one pooled connection, driven by the request's task;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
 //! - [`body`]: the request and response body types, with no boxing on the proxied path;
@@ -15,7 +13,6 @@
 //! a worker chosen by the [`Selector`](crate::balance::Selector).
 
 pub mod body;
-mod h1;
 pub mod handoff;
 pub mod pool;
 pub mod proxy;
@@ -41,7 +38,7 @@ pub use pool::Backend;
 use crate::balance::Selector;
 use crate::config::{Config, Dispatch};
 use crate::shutdown::Shutdown;
-use crate::watchdog;
+use crate::{h1, watchdog};
 
 /// The workers that may take traffic right now. Replaced whole (copy-on-write) when a worker
 /// becomes ready or leaves, so the request path only clones an `Arc` under a read lock.
@@ -200,6 +197,34 @@ where
     builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
+}
+
+/// A client connection's plain requests go through [`Edge::handle_plain`] (see [`h1`]); the
+/// rest of the connection after one that is not plain, through hyper and [`Edge::handle`].
+struct PlainEdge {
+    edge: Arc<Edge>,
+    builder: http1::Builder,
+    peer: proxy::Peer,
+}
+
+impl h1::Plain for PlainEdge {
+    type Body = EdgeBody;
+
+    fn watch(&self) -> &watchdog::Watch {
+        &self.peer.watch
+    }
+
+    fn max_head(&self) -> usize {
+        self.edge.limits.max_header_size
+    }
+
+    fn answer(&self, req: request::Parts) -> impl Future<Output = Response<EdgeBody>> + Send {
+        self.edge.handle_plain(req, &self.peer)
+    }
+
+    fn hand_over<I: h1::Io>(self, io: h1::Rewind<I>) -> h1::Hyper {
+        Box::pin(hyper_connection(self.edge, &self.builder, io, self.peer))
+    }
 }
 
 /// Serves one client connection with hyper until it ends or `stop` fires.
@@ -382,7 +407,12 @@ pub(crate) async fn serve(
         let deadlines = watchdog::Deadlines::from(&edge.limits);
         let peer = proxy::Peer::new(client, &deadlines);
         let watch = peer.watch.clone();
-        let conn = h1::Conn::new(edge.clone(), builder.clone(), stream, peer);
+        let plain = PlainEdge {
+            edge: edge.clone(),
+            builder: builder.clone(),
+            peer,
+        };
+        let conn = h1::Conn::new(plain, stream);
         let stop = shutdown.clone();
         async move {
             if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {

@@ -1,17 +1,17 @@
-//! The client side of a proxy-mode connection while its requests are plain, with hyper taking
-//! over at the first one that is not.
+//! A lean HTTP/1.1 loop for *plain* requests, with hyper taking a connection over at its first
+//! request that is not plain. The master's edge (proxy mode) and the workers serve with it.
 //!
 //! Why not hyper for every request: measured with callgrind over 20,000 proxied `GET /ping`, the
 //! master ran 21,700 instructions per request, of which hyper's server side (its dispatcher,
 //! buffered I/O, keep-alive bookkeeping and response encoder, beyond parsing the head) was about
-//! 4,500, and that left the master's CPU per request level with nginx's instead of below it.
-//! Most proxied requests need none of that machinery: a *plain* request (HTTP/1.1, an
-//! origin-form target, no body, no `Connection`, `Upgrade` or `Expect`) is read whole with its
-//! head, so this loop parses the head with httparse (hyper's own parser), hands it to
-//! [`Edge`](super::Edge) and writes the answer back itself.
+//! 4,300, and that left the master's CPU per request level with nginx's instead of below it.
+//! Most requests need none of that machinery: a plain request (HTTP/1.1, an origin-form target,
+//! no body, no `Connection`, `Upgrade` or `Expect`) is read whole with its head, so this loop
+//! parses the head with httparse (hyper's own parser), hands it to a [`Plain`] handler and writes
+//! the answer back itself.
 //!
 //! The first request that is anything else (a body, an upgrade, HTTP/1.0, a head httparse rejects
-//! or one that outgrows `MAX_HEADER_SIZE`) hands the connection, with the bytes already read, to
+//! or one that outgrows the head limit) hands the connection, with the bytes already read, to
 //! hyper for the rest of its life. So request bodies, `Expect: 100-continue`, upgrades and the
 //! error answers (400, 431) stay hyper's, and what is written here is small: reading heads,
 //! watching for a client that hangs up, and framing responses (RFC 9112 §6: `Content-Length`
@@ -32,14 +32,10 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body;
-use hyper::server::conn::http1;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
-use super::Edge;
-use super::body::EdgeBody;
-use super::proxy::Peer;
-use crate::watchdog::Graceful;
+use crate::BoxError;
+use crate::watchdog::{Graceful, Watch};
 
 /// Most headers a request may carry (hyper's default too); more and hyper answers 431.
 const MAX_HEADERS: usize = 100;
@@ -48,12 +44,34 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Bodies up to this size are copied behind the head and go out in one write.
 const INLINE_BODY: usize = 16 * 1024;
 
+/// Any byte stream a connection arrives on: a client's TCP socket, or a worker's Unix socket.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
 /// hyper serving the rest of a connection.
-trait HyperConn: Future<Output = hyper::Result<()>> + Graceful + Send {}
+pub(crate) trait HyperConn: Future<Output = hyper::Result<()>> + Graceful + Send {}
 
 impl<T: Future<Output = hyper::Result<()>> + Graceful + Send> HyperConn for T {}
 
-type Hyper = Pin<Box<dyn HyperConn>>;
+pub(crate) type Hyper = Pin<Box<dyn HyperConn>>;
+
+/// What answers the plain requests of one connection, and hands it to hyper when one is not.
+pub(crate) trait Plain: Send + 'static {
+    type Body: Body<Data = Bytes, Error: Into<BoxError> + Send> + Send;
+
+    /// The connection's deadlines: busy while a request is answered, waiting for a head after.
+    fn watch(&self) -> &Watch;
+
+    /// Heads longer than this go to hyper, which refuses them (431).
+    fn max_head(&self) -> usize;
+
+    /// Answers one plain request.
+    fn answer(&self, req: request::Parts) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// hyper serving the rest of the connection, starting with the bytes in `io`.
+    fn hand_over<I: Io>(self, io: Rewind<I>) -> Hyper;
+}
 
 /// One client connection: served here while its requests are plain, then by hyper.
 pub(crate) struct Conn {
@@ -69,9 +87,10 @@ enum State {
 }
 
 impl Conn {
-    pub(crate) fn new(edge: Arc<Edge>, builder: http1::Builder, io: TcpStream, peer: Peer) -> Self {
+    /// Serves `io` with `plain` until it ends.
+    pub(crate) fn new<P: Plain, I: Io>(plain: P, io: I) -> Self {
         let closing = Arc::new(AtomicBool::new(false));
-        let plain = serve_plain(edge, builder, io, peer, closing.clone());
+        let plain = serve_plain(plain, io, closing.clone());
         Self {
             state: State::Plain(Box::pin(plain)),
             closing,
@@ -114,14 +133,12 @@ impl Graceful for Conn {
 
 /// Serves plain requests until the connection ends (`None`) or a request that is not plain
 /// arrives (hyper's connection, holding every byte read so far).
-async fn serve_plain(
-    edge: Arc<Edge>,
-    builder: http1::Builder,
-    mut io: TcpStream,
-    peer: Peer,
+async fn serve_plain<P: Plain, I: Io>(
+    plain: P,
+    mut io: I,
     closing: Arc<AtomicBool>,
 ) -> Option<Hyper> {
-    let max_head = edge.limits.max_header_size;
+    let max_head = plain.max_head();
     let mut read = BytesMut::with_capacity(READ_CHUNK);
     let mut write = Vec::with_capacity(1024);
     loop {
@@ -135,8 +152,7 @@ async fn serve_plain(
                             unread: [head, read.freeze()],
                             io,
                         };
-                        let hyper = super::hyper_connection(edge, &builder, io, peer);
-                        return Some(Box::pin(hyper));
+                        return Some(plain.hand_over(io));
                     }
                 }
             }
@@ -159,10 +175,10 @@ async fn serve_plain(
                 }
             }
         };
-        peer.watch.busy();
+        plain.watch().busy();
         let is_head = req.method == Method::HEAD;
         // Pinned where it is made: moving the request's future into another costs a copy of it.
-        let answer = pin!(edge.handle_plain(req, &peer));
+        let answer = pin!(plain.answer(req));
         let Some(resp) = until_answered(&mut io, &mut read, answer, max_head).await else {
             // The client hung up: dropping the request abandons it (and its worker connection).
             return None;
@@ -179,7 +195,7 @@ async fn serve_plain(
             let _ = io.shutdown().await;
             return None;
         }
-        peer.watch.await_head();
+        plain.watch().await_head();
     }
 }
 
@@ -292,14 +308,14 @@ fn reserve(buf: &mut BytesMut) {
 
 /// Runs `answer` to its end, reading on from the client meanwhile: `None` if the client hung up
 /// first. Bytes it sent meanwhile (pipelined requests) stay in `read` for after the answer.
-async fn until_answered<F>(
-    io: &mut TcpStream,
+async fn until_answered<I: Io, F, B>(
+    io: &mut I,
     read: &mut BytesMut,
     mut answer: Pin<&mut F>,
     max_head: usize,
-) -> Option<Response<EdgeBody>>
+) -> Option<Response<B>>
 where
-    F: Future<Output = Response<EdgeBody>>,
+    F: Future<Output = Response<B>>,
 {
     std::future::poll_fn(|cx| {
         if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
@@ -307,17 +323,11 @@ where
         }
         // A client that pipelines more than a head's worth can wait for this answer.
         while read.len() < max_head {
-            match io.poll_read_ready(cx) {
-                Poll::Pending => break,
-                Poll::Ready(Err(_)) => return Poll::Ready(None),
-                Poll::Ready(Ok(())) => {}
-            }
             reserve(read);
-            match io.try_read_buf(read) {
-                Ok(0) => return Poll::Ready(None),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(None),
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
             }
         }
         Poll::Pending
@@ -336,13 +346,16 @@ enum Framing {
 
 /// Writes `resp` to the client; true if the connection must close after it, because `closing`
 /// says so (then the response says it too) or the response itself said `Connection: close`.
-async fn write_response(
-    io: &mut TcpStream,
+async fn write_response<I: Io, B>(
+    io: &mut I,
     out: &mut Vec<u8>,
-    resp: Response<EdgeBody>,
+    resp: Response<B>,
     is_head: bool,
     closing: bool,
-) -> io::Result<bool> {
+) -> io::Result<bool>
+where
+    B: Body<Data = Bytes, Error: Into<BoxError>>,
+{
     let (parts, body) = resp.into_parts();
     let status = parts.status;
     let bodiless =
@@ -403,22 +416,31 @@ async fn write_response(
         io.write_all(out).await?;
         return Ok(close);
     }
-    if let EdgeBody::Full(data) = body {
-        let data = data.unwrap_or_default();
-        if data.len() <= INLINE_BODY {
-            out.extend_from_slice(&data);
-            io.write_all(out).await?;
-        } else {
-            io.write_all(out).await?;
-            io.write_all(&data).await?;
+    let mut body = pin!(body);
+    if let Framing::Length(n) = framing
+        && n <= INLINE_BODY as u64
+    {
+        // Small and of known size (a complete body nearly always): behind the head, one write.
+        let mut sent = 0u64;
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            if let Ok(data) = frame.map_err(|e| io::Error::other(e.into()))?.into_data() {
+                sent += data.len() as u64;
+                if sent > n {
+                    break;
+                }
+                out.extend_from_slice(&data);
+            }
         }
+        if sent != n {
+            return Err(short_body(sent, n));
+        }
+        io.write_all(out).await?;
         return Ok(close);
     }
     io.write_all(out).await?;
-    let mut body = pin!(body);
     let mut sent = 0u64;
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(io::Error::other)?;
+        let frame = frame.map_err(|e| io::Error::other(e.into()))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers are not forwarded
         };
@@ -439,14 +461,16 @@ async fn write_response(
     }
     match framing {
         Framing::Chunked => io.write_all(b"0\r\n\r\n").await?,
-        Framing::Length(n) if sent != n => {
-            return Err(io::Error::other(format!(
-                "the body ended after {sent} of its {n} bytes"
-            )));
-        }
+        Framing::Length(n) if sent != n => return Err(short_body(sent, n)),
         _ => {}
     }
     Ok(close)
+}
+
+fn short_body(sent: u64, n: u64) -> io::Error {
+    io::Error::other(format!(
+        "the body gave {sent} of the {n} bytes it announced"
+    ))
 }
 
 fn decimal(mut n: u64, out: &mut Vec<u8>) {
@@ -498,14 +522,14 @@ fn date(out: &mut Vec<u8>) {
     });
 }
 
-/// A client connection handed to hyper: the bytes already read come first.
-struct Rewind {
+/// A connection handed to hyper: the bytes already read come first.
+pub(crate) struct Rewind<I> {
     /// A head already taken off the read buffer (or nothing), then the rest of that buffer.
     unread: [Bytes; 2],
-    io: TcpStream,
+    io: I,
 }
 
-impl AsyncRead for Rewind {
+impl<I: Io> AsyncRead for Rewind<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -522,7 +546,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<I: Io> AsyncWrite for Rewind<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
