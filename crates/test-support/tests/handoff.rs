@@ -67,6 +67,37 @@ async fn a_keep_alive_connection_stays_with_one_worker() {
 }
 
 #[tokio::test]
+async fn a_worker_answers_pipelined_requests_in_order_before_and_after_one_with_a_body() {
+    // The worker serves plain requests itself and hands the connection to hyper at the first
+    // one with a body, with the bytes it already read: all in one write, so they are.
+    let mut s = TcpStream::connect(cluster().addr).await.unwrap();
+    s.write_all(
+        b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n\
+        POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+        HEAD /whoami HTTP/1.1\r\nHost: x\r\n\r\n\
+        GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    let parts: Vec<&str> = out.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+    assert_eq!(parts.len(), 4, "four answers: {out}");
+    let first = worker_of(&format!(
+        "x\r\n\r\n{}",
+        parts[0].split("\r\n\r\n").nth(1).unwrap()
+    ));
+    let last = worker_of(&format!(
+        "x\r\n\r\n{}",
+        parts[3].split("\r\n\r\n").nth(1).unwrap()
+    ));
+    assert!(first.is_some() && first == last, "one worker: {out}");
+    assert!(parts[1].ends_with("\r\n\r\nhello"), "{out}");
+    assert!(parts[2].ends_with("\r\n\r\n"), "HEAD: no body: {out}");
+}
+
+#[tokio::test]
 async fn the_master_still_answers_its_own_routes_then_closes() {
     let reply = once("/health").await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
