@@ -22,6 +22,8 @@
 //! - [`shutdown`]: a fire-once notice many tasks can wait on;
 //! - `h1`: the lean HTTP/1.1 loop the edge and the workers serve plain requests with (no body, no
 //!   upgrade), handing a connection to hyper at its first request that is not plain;
+//! - `socket`: the master↔worker Unix stream, watched for readability only until a write would
+//!   block (spares a wake-up per request on each side);
 //! - `watchdog`: one timer per HTTP connection for its header and upstream deadlines, and the loop
 //!   that drives a connection until it ends or the shutdown notice comes.
 
@@ -34,6 +36,7 @@ pub mod ipc;
 pub mod metrics;
 pub mod session;
 pub mod shutdown;
+mod socket;
 pub mod supervisor;
 mod watchdog;
 pub mod worker;

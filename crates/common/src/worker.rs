@@ -30,6 +30,7 @@ use tower::Service;
 
 use crate::edge::handoff::HandoffChannel;
 use crate::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
+use crate::socket::WorkerSocket;
 use crate::supervisor::spawn::env as keys;
 use crate::watchdog::{self, Deadlines, Watch, Watched};
 use crate::{BoxError, h1, shutdown};
@@ -365,7 +366,10 @@ async fn accept_loop(listener: UnixListener, server: Server) {
             },
             () = &mut stop => return,
         };
-        server.serve(stream, Deadlines::default());
+        match WorkerSocket::from_tokio(stream) {
+            Ok(socket) => server.serve(socket, Deadlines::default()),
+            Err(e) => tracing::warn!(error = %e, "cannot register the master's connection"),
+        }
     }
 }
 

@@ -25,11 +25,11 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, TRANSFER_ENCO
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, request, response};
 use http_body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 use super::body::RequestBody;
 use super::proxy::{X_FORWARDED_FOR, is_hop_by_hop, write_forwarded_for};
 use crate::BoxError;
+use crate::socket::WorkerSocket;
 
 /// Most headers a worker's response may carry (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -41,7 +41,7 @@ const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// One connection to a worker.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    io: UnixStream,
+    io: WorkerSocket,
     read: BytesMut,
     /// The request head is built here; kept to reuse its allocation.
     write: Vec<u8>,
@@ -116,7 +116,7 @@ impl Conn {
     pub(crate) async fn connect(path: &Path) -> io::Result<Box<Self>> {
         // Boxed: a connection moves between the pool and the requests using it.
         Ok(Box::new(Self {
-            io: UnixStream::connect(path).await?,
+            io: WorkerSocket::connect(path).await?,
             read: BytesMut::with_capacity(READ_CHUNK),
             write: Vec::with_capacity(512),
             reusable: true,
@@ -284,7 +284,7 @@ fn reserve(buf: &mut BytesMut) {
 }
 
 fn poll_read_buf(
-    io: &mut UnixStream,
+    io: &mut WorkerSocket,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
@@ -324,7 +324,7 @@ fn encode_head(out: &mut Vec<u8>, req: &request::Parts, added: Added<'_>, chunke
 }
 
 /// Writes the head; a failure before the first byte is `NotSent`.
-async fn write_head(io: &mut UnixStream, head: &[u8]) -> Result<(), Error> {
+async fn write_head(io: &mut WorkerSocket, head: &[u8]) -> Result<(), Error> {
     let mut written = 0;
     while written < head.len() {
         match io.write(&head[written..]).await {
@@ -360,7 +360,11 @@ impl BodyWriter {
         self.ended && self.pending.is_none()
     }
 
-    fn poll_write(&mut self, io: &mut UnixStream, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_write(
+        &mut self,
+        io: &mut WorkerSocket,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
         loop {
             while let Some((prefix, data, suffix)) = &mut self.pending {
                 let slices = [
