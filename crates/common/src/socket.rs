@@ -108,11 +108,12 @@ impl AsyncRead for WorkerSocket {
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    guard.clear_ready();
-                    continue;
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => guard.clear_ready(),
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Poll::Ready(Err(e)),
                 }
-                return Poll::Ready(Err(e));
+                continue;
             }
             let n = n as usize;
             // Reading less than there was room for shows the socket is drained (epoll is edge
