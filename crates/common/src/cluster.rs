@@ -494,6 +494,7 @@ impl Cluster {
         }
         let edge = Arc::new(Edge {
             limits: (&config).into(),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             upstreams: shared.upstreams.clone(),
             selector: self.selector,
             master,

@@ -285,3 +285,96 @@ async fn json_logs_are_one_object_per_line_tagged_by_process() {
         "lines from the master and from worker 1: {lines}"
     );
 }
+
+/// Sends one request on `s`, reads its whole answer and returns the status line.
+async fn status_line(s: &mut TcpStream) -> String {
+    s.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_caps_the_whole_master_across_its_edge_threads() {
+    // Four edge threads, each with its own listener: the cap must hold for all of them together.
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("EDGE_THREADS", "4"),
+            ("MAX_CONNECTIONS", "2"),
+        ],
+    );
+    let mut first = TcpStream::connect(c.addr).await.unwrap();
+    let mut second = TcpStream::connect(c.addr).await.unwrap();
+    assert_eq!(status_line(&mut first).await, "HTTP/1.1 200 OK");
+    assert_eq!(status_line(&mut second).await, "HTTP/1.1 200 OK");
+
+    // Two served connections fill the cap: requests on more connections are not read.
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(c.addr).await.unwrap();
+        s.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        waiting.push(s);
+    }
+    for (i, s) in waiting.iter_mut().enumerate() {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte)).await;
+        assert!(
+            read.is_err(),
+            "connection {} beyond MAX_CONNECTIONS=2 got an answer: {read:?}",
+            i + 3
+        );
+    }
+
+    // Closing one served connection frees one slot: exactly one waiting connection is answered.
+    drop(first);
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        let reads = waiting.iter_mut().enumerate().map(|(i, s)| {
+            Box::pin(async move {
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head).await.map(|_| (i, head))
+            })
+        });
+        futures_util::future::select_all(reads).await.0
+    })
+    .await
+    .expect("a waiting connection is served once a slot frees")
+    .unwrap();
+    assert_eq!(&answered.1, b"HTTP/1.1 200");
+    for (i, s) in waiting.iter_mut().enumerate() {
+        if i == answered.0 {
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte)).await;
+        assert!(
+            read.is_err(),
+            "a second waiting connection got an answer from one freed slot"
+        );
+    }
+    assert_eq!(
+        status_line(&mut second).await,
+        "HTTP/1.1 200 OK",
+        "the other served connection lives on"
+    );
+}

@@ -173,10 +173,14 @@ pub(crate) async fn serve(
     shutdown: Shutdown,
     drain: Duration,
 ) -> bool {
-    let max = edge.limits.max_connections;
-    super::accept_until(listener, max, shutdown.clone(), drain, |stream, client| {
-        dispatch(stream, client, edge.clone(), shutdown.clone())
-    })
+    let slots = edge.connection_slots.clone();
+    super::accept_until(
+        listener,
+        &slots,
+        shutdown.clone(),
+        drain,
+        |stream, client| dispatch(stream, client, edge.clone(), shutdown.clone()),
+    )
     .await
 }
 

@@ -121,7 +121,6 @@ pub(crate) struct Limits {
     pub header_timeout: Duration,
     pub max_header_size: usize,
     pub max_body_size: u64,
-    pub max_connections: usize,
 }
 
 impl From<&Config> for Limits {
@@ -131,7 +130,6 @@ impl From<&Config> for Limits {
             header_timeout: c.header_timeout,
             max_header_size: c.max_header_size,
             max_body_size: c.max_body_size,
-            max_connections: c.max_connections,
         }
     }
 }
@@ -139,6 +137,9 @@ impl From<&Config> for Limits {
 /// Everything a request handler needs; shared by every connection.
 pub(crate) struct Edge {
     pub limits: Limits,
+    /// `MAX_CONNECTIONS` permits, shared by every edge thread: the cap is on the whole master,
+    /// however many threads accept.
+    pub connection_slots: Arc<Semaphore>,
     pub upstreams: Arc<Upstreams>,
     pub selector: Arc<dyn Selector>,
     pub master: MasterRoutes,
@@ -335,13 +336,15 @@ pub(crate) fn spawn_threads(
     })
 }
 
-/// Accepts until `shutdown` fires, never holding more than `max` connections (waiting for a slot
-/// before accepting pushes back on clients through the kernel's backlog instead of accepting sockets
-/// we cannot serve), and runs `serve_one` for each. Then waits up to `drain` for the connections
-/// still open; returns whether they all finished in time. Both dispatch modes accept this way.
+/// Accepts until `shutdown` fires and runs `serve_one` for each connection, never serving more
+/// at once than `slots` (shared with the other edge threads) has permits. At the cap each thread
+/// holds at most one accepted connection unserved and accepts no more, so further clients wait in
+/// the kernel's backlog rather than as sockets we cannot serve. Then waits up to `drain` for the
+/// connections still open; returns whether they all finished in time. Both dispatch modes accept
+/// this way.
 pub(crate) async fn accept_until<F, Fut>(
     listener: TcpListener,
-    max: usize,
+    slots: &Arc<Semaphore>,
     shutdown: Shutdown,
     drain: Duration,
     mut serve_one: F,
@@ -351,14 +354,9 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let connections = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(max));
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut stop => break,
-        };
         let (stream, client) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(conn) => conn,
@@ -369,6 +367,14 @@ where
                     continue;
                 }
             },
+            () = &mut stop => break,
+        };
+        // The slot is taken after the accept, not before: a thread idling in accept while holding
+        // a slot could leave a connection that the kernel queued on another thread's listener
+        // waiting although the master is below its cap. So each thread accepts one connection
+        // and, if the cap is reached, holds it unserved until a slot frees.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             () = &mut stop => break,
         };
         let served = serve_one(stream, client);
@@ -401,24 +407,30 @@ pub(crate) async fn serve(
         .header_read_timeout(None)
         .max_buf_size(edge.limits.max_header_size)
         .keep_alive(true);
-    let max = edge.limits.max_connections;
-    accept_until(listener, max, shutdown.clone(), drain, |stream, client| {
-        let _ = stream.set_nodelay(true);
-        let deadlines = watchdog::Deadlines::from(&edge.limits);
-        let peer = proxy::Peer::new(client, &deadlines);
-        let watch = peer.watch.clone();
-        let plain = PlainEdge {
-            edge: edge.clone(),
-            builder: builder.clone(),
-            peer,
-        };
-        let conn = h1::Conn::new(plain, stream);
-        let stop = shutdown.clone();
-        async move {
-            if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
-                tracing::debug!(%client, error = %e, "client connection ended with an error");
+    let slots = edge.connection_slots.clone();
+    accept_until(
+        listener,
+        &slots,
+        shutdown.clone(),
+        drain,
+        |stream, client| {
+            let _ = stream.set_nodelay(true);
+            let deadlines = watchdog::Deadlines::from(&edge.limits);
+            let peer = proxy::Peer::new(client, &deadlines);
+            let watch = peer.watch.clone();
+            let plain = PlainEdge {
+                edge: edge.clone(),
+                builder: builder.clone(),
+                peer,
+            };
+            let conn = h1::Conn::new(plain, stream);
+            let stop = shutdown.clone();
+            async move {
+                if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
+                    tracing::debug!(%client, error = %e, "client connection ended with an error");
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
