@@ -6,9 +6,9 @@
 //! buffered I/O, keep-alive bookkeeping and response encoder, beyond parsing the head) was about
 //! 4,300, and that left the master's CPU per request level with nginx's instead of below it.
 //! Most requests need none of that machinery: a plain request (HTTP/1.1, an origin-form target,
-//! no body, no `Connection`, `Upgrade` or `Expect`) is read whole with its head, so this loop
-//! parses the head with httparse (hyper's own parser), hands it to a [`Plain`] handler and writes
-//! the answer back itself.
+//! no body, no `Upgrade` or `Expect`, no `Connection` option but `close` or `keep-alive`) is read
+//! whole with its head, so this loop parses the head with httparse (hyper's own parser), hands it
+//! to a [`Plain`] handler and writes the answer back itself.
 //!
 //! The first request that is anything else (a body, an upgrade, HTTP/1.0, a head httparse rejects
 //! or one that outgrows the head limit) hands the connection, with the bytes already read, to
@@ -142,10 +142,10 @@ async fn serve_plain<P: Plain, I: Io>(
     let mut read = BytesMut::with_capacity(READ_CHUNK);
     let mut write = Vec::with_capacity(1024);
     loop {
-        let req = loop {
+        let (req, client_close) = loop {
             if !read.is_empty() {
                 match parse(&mut read, max_head) {
-                    Parsed::Plain(req) => break req,
+                    Parsed::Plain(req, close) => break (req, close),
                     Parsed::Partial => {}
                     Parsed::Other(head) => {
                         let io = Rewind {
@@ -183,7 +183,7 @@ async fn serve_plain<P: Plain, I: Io>(
             // The client hung up: dropping the request abandons it (and its worker connection).
             return None;
         };
-        let stopping = closing.load(Ordering::Relaxed);
+        let stopping = closing.load(Ordering::Relaxed) || client_close;
         let close = match write_response(&mut io, &mut write, resp, is_head, stopping).await {
             Ok(close) => close,
             Err(e) => {
@@ -201,8 +201,9 @@ async fn serve_plain<P: Plain, I: Io>(
 
 /// What the bytes at the start of the read buffer are.
 enum Parsed {
-    /// A plain request, its head taken off the buffer.
-    Plain(request::Parts),
+    /// A plain request, its head taken off the buffer, and whether the client asked to close the
+    /// connection after it (`Connection: close`).
+    Plain(request::Parts, bool),
     /// The start of a head: read more.
     Partial,
     /// Not a plain request, or not a valid one: hyper's to serve or to refuse. Holds the head
@@ -271,15 +272,25 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
     };
     let head = read.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(at.len());
+    let mut close = false;
     for h in at {
         let Ok(name) = HeaderName::from_bytes(&head[h.name.0..h.name.1]) else {
             return Parsed::Other(head);
         };
-        if name == CONTENT_LENGTH
-            || name == TRANSFER_ENCODING
-            || name == CONNECTION
-            || name == UPGRADE
-            || name == EXPECT
+        if name == CONNECTION {
+            // `close` and `keep-alive` are this connection's business alone: answered here, not
+            // passed on. Any other option names hop-by-hop headers; hyper deals with those.
+            let value = head[h.value.0..h.value.1].trim_ascii();
+            if value.eq_ignore_ascii_case(b"close") {
+                close = true;
+                continue;
+            }
+            if value.eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
+            return Parsed::Other(head);
+        }
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT
         {
             return Parsed::Other(head);
         }
@@ -297,7 +308,7 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    Parsed::Plain(req.into_parts().0)
+    Parsed::Plain(req.into_parts().0, close)
 }
 
 fn reserve(buf: &mut BytesMut) {
@@ -589,7 +600,7 @@ mod tests {
     fn a_plain_request_is_parsed_and_taken_off_the_buffer() {
         let (parsed, rest) =
             parse_all(b"GET /a?b=1 HTTP/1.1\r\nHost: t\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next");
-        let Parsed::Plain(req) = parsed else {
+        let Parsed::Plain(req, close) = parsed else {
             panic!("plain")
         };
         assert_eq!(req.method, Method::GET);
@@ -597,7 +608,30 @@ mod tests {
         assert_eq!(req.headers["host"], "t");
         let two: Vec<_> = req.headers.get_all("x-two").iter().collect();
         assert_eq!(two, ["1", "2"]);
+        assert!(!close, "no Connection header: keep-alive");
         assert_eq!(&rest[..], b"GET /next", "the next request stays");
+    }
+
+    #[test]
+    fn connection_close_and_keep_alive_are_plain_and_not_passed_on() {
+        for (raw, wants_close) in [
+            (
+                &b"GET / HTTP/1.1\r\nConnection: close\r\nHost: t\r\n\r\n"[..],
+                true,
+            ),
+            (b"GET / HTTP/1.1\r\nconnection:  CLOSE \r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", false),
+        ] {
+            let text = String::from_utf8_lossy(raw);
+            let Parsed::Plain(req, close) = parse_all(raw).0 else {
+                panic!("{text}: plain")
+            };
+            assert_eq!(close, wants_close, "{text}");
+            assert!(
+                req.headers.get(CONNECTION).is_none(),
+                "{text}: kept the hop-by-hop header"
+            );
+        }
     }
 
     #[test]
@@ -616,7 +650,8 @@ mod tests {
         for raw in [
             &b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"[..],
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: close, x-secret\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n",
             b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
             b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             b"GET / HTTP/1.0\r\n\r\n",
