@@ -287,6 +287,36 @@ pub async fn send_many(
         .await
 }
 
+/// Reads one response with a `Content-Length` body from a raw connection, byte by byte up to the
+/// end of the head so nothing after the response is consumed, and returns head and body as text.
+pub async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed mid-head: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
 /// The live (not zombie) children of `pid`, from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();

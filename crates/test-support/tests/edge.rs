@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use test_support::{Http, SharedCluster};
+use test_support::{Http, SharedCluster, read_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -385,33 +385,6 @@ async fn a_worker_slower_than_header_timeout_but_within_upstream_timeout_answers
 }
 
 /// Reads one response with a `Content-Length` body from `s`.
-async fn read_response(s: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).await.unwrap();
-        assert_eq!(
-            n,
-            1,
-            "connection closed mid-head: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8(buf).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("a content-length");
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    head + &String::from_utf8_lossy(&body)
-}
-
 #[tokio::test]
 async fn a_keep_alive_connection_lives_while_used_and_closes_after_header_timeout_idle() {
     let mut s = TcpStream::connect(cluster().addr).await.unwrap();

@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use test_support::{ClusterProcess, Http, eventually, eventually_async, is_alive, load};
+use test_support::{
+    ClusterProcess, Http, eventually, eventually_async, is_alive, load, read_response,
+};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -291,24 +293,8 @@ async fn status_line(s: &mut TcpStream) -> String {
     s.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed mid-head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("a content-length");
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    head.lines().next().unwrap_or_default().to_owned()
+    let answer = read_response(s).await;
+    answer.lines().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
