@@ -173,10 +173,9 @@ pub(crate) async fn serve(
     shutdown: Shutdown,
     drain: Duration,
 ) -> bool {
-    let slots = edge.connection_slots.clone();
     super::accept_until(
         listener,
-        &slots,
+        &edge.connection_slots,
         shutdown.clone(),
         drain,
         |stream, client| dispatch(stream, client, edge.clone(), shutdown.clone()),

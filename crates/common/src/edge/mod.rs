@@ -407,10 +407,9 @@ pub(crate) async fn serve(
         .header_read_timeout(None)
         .max_buf_size(edge.limits.max_header_size)
         .keep_alive(true);
-    let slots = edge.connection_slots.clone();
     accept_until(
         listener,
-        &slots,
+        &edge.connection_slots,
         shutdown.clone(),
         drain,
         |stream, client| {
