@@ -183,8 +183,10 @@ async fn serve_plain<P: Plain, I: Io>(
             // The client hung up: dropping the request abandons it (and its worker connection).
             return None;
         };
-        let stopping = closing.load(Ordering::Relaxed) || client_close;
-        let close = match write_response(&mut io, &mut write, resp, is_head, stopping).await {
+        // A shutdown under way or the client's own `Connection: close`: either way this answer
+        // is the connection's last, and says so.
+        let last = closing.load(Ordering::Relaxed) || client_close;
+        let close = match write_response(&mut io, &mut write, resp, is_head, last).await {
             Ok(close) => close,
             Err(e) => {
                 tracing::debug!(error = %e, "writing a response to the client failed");
