@@ -429,6 +429,13 @@ impl Cluster {
 
     fn run_master(self) -> ExitCode {
         raise_nofile_limit();
+        // Before any thread or worker starts, so all of them inherit it.
+        match crate::sched::apply(self.config.scheduling) {
+            Ok(policy) => tracing::debug!(policy, "scheduling policy"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set the scheduling policy; keeping the default")
+            }
+        }
         let span = tracing::info_span!("master");
         // The control runtime (supervisor, signals, IPC) is light work on the main thread; the edge
         // runs on threads of its own (see `edge::spawn_threads`).

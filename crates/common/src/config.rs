@@ -153,6 +153,16 @@ pub enum Dispatch {
     Handoff,
 }
 
+/// How the kernel schedules the cluster's threads (see [`crate::sched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    /// `SCHED_BATCH` (the default): a thread that wakes does not preempt the one running, so each
+    /// runs longer and handles more requests per turn.
+    Batch,
+    /// Whatever policy the master was started with, untouched.
+    Normal,
+}
+
 /// When to restart a worker that exited on its own, and when to give up on its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
@@ -254,6 +264,9 @@ pub struct Config {
     /// threads as workers the master was the bottleneck. Measured with `wrk -c64` on 2 cores, 2
     /// workers: 2 edge threads 87–94k req/s, 4 threads 101–106k, 6 threads 87k, 8 threads 79k.
     pub edge_threads: usize,
+    /// `SCHEDULING` = `batch` (default) or `normal`: the kernel scheduling policy of the master
+    /// and, inherited, of its workers (see [`crate::sched`]).
+    pub scheduling: Scheduling,
 }
 
 impl Config {
@@ -284,6 +297,12 @@ impl Config {
             _ => None,
         })?
         .unwrap_or(Dispatch::Proxy);
+        let scheduling = var(src, "SCHEDULING", "batch or normal", |s| match s {
+            "batch" => Some(Scheduling::Batch),
+            "normal" => Some(Scheduling::Normal),
+            _ => None,
+        })?
+        .unwrap_or(Scheduling::Batch);
         let restart = RestartPolicy {
             base: duration_ms(src, "RESTART_DELAY", ms(1000), ms(1))?,
             max: duration_ms(src, "RESTART_DELAY_MAX", ms(30_000), ms(1))?,
@@ -309,6 +328,7 @@ impl Config {
             log_format,
             dispatch,
             edge_threads: number(src, "EDGE_THREADS", (2 * cpu_count()).min(64), 1, 64)?,
+            scheduling,
         })
     }
 }
@@ -354,6 +374,19 @@ mod tests {
         );
         let err = Config::from_source(&[("PORT", "70000")], Defaults::default()).unwrap_err();
         assert_eq!(err.var, "PORT");
+    }
+
+    #[test]
+    fn scheduling_is_batch_unless_told_normal() {
+        let cfg = Config::from_source(&[], Defaults::default()).unwrap();
+        assert_eq!(cfg.scheduling, Scheduling::Batch);
+        let cfg = Config::from_source(&[("SCHEDULING", "normal")], Defaults::default()).unwrap();
+        assert_eq!(cfg.scheduling, Scheduling::Normal);
+        let err = Config::from_source(&[("SCHEDULING", "fast")], Defaults::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid SCHEDULING=\"fast\": expected batch or normal"
+        );
     }
 
     #[test]

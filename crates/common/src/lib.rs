@@ -20,6 +20,7 @@
 //! - [`session`]: session ids that name their slot, the cookie, and stores (memory, Redis);
 //! - [`config`]: environment parsing with errors that name the variable;
 //! - [`shutdown`]: a fire-once notice many tasks can wait on;
+//! - `sched`: the kernel scheduling policy the master and its workers run under (`SCHED_BATCH`);
 //! - `h1`: the lean HTTP/1.1 loop the edge and the workers serve plain requests with (no body, no
 //!   upgrade), handing a connection to hyper at its first request that is not plain;
 //! - `socket`: the master↔worker Unix stream, watched for readability only until a write would
@@ -34,6 +35,7 @@ pub mod edge;
 mod h1;
 pub mod ipc;
 pub mod metrics;
+mod sched;
 pub mod session;
 pub mod shutdown;
 mod socket;

@@ -19,6 +19,7 @@ fn bad_environment_values_exit_2_naming_the_variable() {
         ("PORT", "70000"),
         ("SHUTDOWN_TIMEOUT", "soon"),
         ("HOST", "my-laptop"),
+        ("SCHEDULING", "fast"),
     ] {
         let out = std::process::Command::new(FIXTURE)
             .env(var, value)
@@ -222,6 +223,47 @@ fn a_second_cluster_on_a_port_in_use_exits_with_an_error_instead_of_sharing_it()
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")) && stderr.contains("in use"),
         "{stderr}"
     );
+}
+
+/// The scheduling policy of every thread of `pid` (`/proc/<pid>/task/*/stat`, field 41).
+fn policies(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process is alive");
+    tasks
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.expect("a task").path().join("stat"))
+                .expect("its stat");
+            // The command name (field 2) may hold spaces: count from the parenthesis closing it.
+            let (_, rest) = stat.rsplit_once(')').expect("a stat line");
+            rest.split_whitespace()
+                .nth(41 - 3)
+                .and_then(|f| f.parse().ok())
+                .expect("a policy field")
+        })
+        .collect()
+}
+
+#[test]
+fn the_master_and_its_workers_run_under_sched_batch_unless_told_normal() {
+    const SCHED_BATCH: u32 = 3;
+    // `normal` leaves the policy the master was started with: this test's own.
+    let ours = policies(std::process::id())[0];
+    for (setting, want) in [(None, SCHED_BATCH), (Some("normal"), ours)] {
+        let env: Vec<_> = [("WORKERS", "2"), ("EDGE_THREADS", "2")]
+            .into_iter()
+            .chain(setting.map(|v| ("SCHEDULING", v)))
+            .collect();
+        let c = ClusterProcess::start(FIXTURE, &env);
+        let workers = c.children();
+        assert_eq!(workers.len(), 2);
+        for pid in std::iter::once(c.pid()).chain(workers) {
+            let got = policies(pid);
+            assert!(!got.is_empty(), "{pid} has threads");
+            assert!(
+                got.iter().all(|&p| p == want),
+                "SCHEDULING={setting:?}: process {pid}'s threads run under policies {got:?}, want {want}"
+            );
+        }
+    }
 }
 
 #[test]
