@@ -73,6 +73,24 @@ pub fn var<T>(
     }
 }
 
+/// One of a fixed set of words, or `default` when unset; the error lists the words.
+pub fn choice<T: Copy>(
+    src: &impl Source,
+    name: &str,
+    options: &[(&str, T)],
+    default: T,
+) -> Result<T, ConfigError> {
+    let words: Vec<_> = options.iter().map(|(word, _)| *word).collect();
+    let expected = match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => words.concat(),
+    };
+    let found = var(src, name, &expected, |s| {
+        options.iter().find(|(word, _)| *word == s).map(|(_, v)| *v)
+    })?;
+    Ok(found.unwrap_or(default))
+}
+
 /// A whole number in `min..=max`, or `default` when unset.
 pub fn number<T>(
     src: &impl Source,
@@ -285,24 +303,24 @@ impl Config {
             |s| s.parse::<IpAddr>().ok(),
         )?
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let log_format = var(src, "LOG_FORMAT", "text or json", |s| match s {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
-        })?
-        .unwrap_or(LogFormat::Text);
-        let dispatch = var(src, "DISPATCH", "proxy or handoff", |s| match s {
-            "proxy" => Some(Dispatch::Proxy),
-            "handoff" => Some(Dispatch::Handoff),
-            _ => None,
-        })?
-        .unwrap_or(Dispatch::Proxy);
-        let scheduling = var(src, "SCHEDULING", "batch or normal", |s| match s {
-            "batch" => Some(Scheduling::Batch),
-            "normal" => Some(Scheduling::Normal),
-            _ => None,
-        })?
-        .unwrap_or(Scheduling::Batch);
+        let log_format = choice(
+            src,
+            "LOG_FORMAT",
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            LogFormat::Text,
+        )?;
+        let dispatch = choice(
+            src,
+            "DISPATCH",
+            &[("proxy", Dispatch::Proxy), ("handoff", Dispatch::Handoff)],
+            Dispatch::Proxy,
+        )?;
+        let scheduling = choice(
+            src,
+            "SCHEDULING",
+            &[("batch", Scheduling::Batch), ("normal", Scheduling::Normal)],
+            Scheduling::Batch,
+        )?;
         let restart = RestartPolicy {
             base: duration_ms(src, "RESTART_DELAY", ms(1000), ms(1))?,
             max: duration_ms(src, "RESTART_DELAY_MAX", ms(30_000), ms(1))?,
@@ -387,6 +405,15 @@ mod tests {
             err.to_string(),
             "invalid SCHEDULING=\"fast\": expected batch or normal"
         );
+        let three = [("a", 1), ("b", 2), ("c", 3)];
+        assert_eq!(choice(&[("X", "b")], "X", &three, 0).unwrap(), 2);
+        assert_eq!(
+            choice(&[], "X", &three, 0).unwrap(),
+            0,
+            "unset: the default"
+        );
+        let err = choice(&[("X", "d")], "X", &three, 0).unwrap_err();
+        assert_eq!(err.to_string(), "invalid X=\"d\": expected a, b or c");
     }
 
     #[test]
