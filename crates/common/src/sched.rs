@@ -54,3 +54,57 @@ fn batch() -> Result<&'static str, std::io::Error> {
 fn batch() -> Result<&'static str, std::io::Error> {
     Ok("left as started (SCHED_BATCH is Linux-only)")
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use nix::libc;
+
+    /// Runs `f` on a thread of its own, so the policies it sets leave the test harness alone.
+    fn on_fresh_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(f).join().expect("the thread ran")
+    }
+
+    fn policy() -> i32 {
+        // SAFETY: reads the calling thread's policy; no pointers.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    fn set(policy: i32) {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: as in `batch`. SCHED_OTHER and SCHED_IDLE need no privilege.
+        let done = unsafe { libc::sched_setscheduler(0, policy, &param) };
+        assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
+    }
+
+    #[test]
+    fn the_default_policy_becomes_batch() {
+        let (said, after) = on_fresh_thread(|| {
+            // Whatever policy the harness itself was started under.
+            set(libc::SCHED_OTHER);
+            let said = apply(Scheduling::Batch).expect("SCHED_BATCH needs no privilege");
+            (said, policy())
+        });
+        assert_eq!((said, after), ("SCHED_BATCH", libc::SCHED_BATCH));
+    }
+
+    #[test]
+    fn a_policy_chosen_on_purpose_is_kept() {
+        let (said, after) = on_fresh_thread(|| {
+            set(libc::SCHED_IDLE);
+            (apply(Scheduling::Batch).expect("nothing to do"), policy())
+        });
+        assert_eq!(said, "left as started (not the default policy)");
+        assert_eq!(after, libc::SCHED_IDLE);
+    }
+
+    #[test]
+    fn normal_touches_nothing() {
+        let (said, after) = on_fresh_thread(|| {
+            set(libc::SCHED_OTHER);
+            (apply(Scheduling::Normal).expect("ok"), policy())
+        });
+        assert_eq!(said, "left as started (SCHEDULING=normal)");
+        assert_eq!(after, libc::SCHED_OTHER);
+    }
+}
