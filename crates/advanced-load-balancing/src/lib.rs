@@ -349,7 +349,7 @@ impl Lb {
             .workers()
             .into_iter()
             .map(|w| {
-                let backend = ready.iter().find(|b| Some(b.pid()) == w.pid);
+                let backend = ready.workers().iter().find(|b| Some(b.pid()) == w.pid);
                 let outlier = backend.map(|b| self.balancer.status(b, now));
                 let ejected_until = outlier.and_then(|o| o.ejected_until).map(|until| {
                     let at = wall + until.saturating_duration_since(now);

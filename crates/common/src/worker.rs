@@ -28,12 +28,14 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-use crate::edge::handoff::HandoffChannel;
-use crate::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
-use crate::socket::WorkerSocket;
-use crate::supervisor::spawn::env as keys;
-use crate::watchdog::{self, Deadlines, Watch, Watched};
-use crate::{BoxError, h1, shutdown};
+use crate::error::BoxError;
+use crate::http::deadline::{self, Deadlines, Watch, Watched};
+use crate::http::server as plain;
+use crate::shutdown;
+use crate::wire::env as keys;
+use crate::wire::handoff::HandoffChannel;
+use crate::wire::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
+use crate::wire::socket::WorkerSocket;
 
 /// `GET /ping` on every worker: the smallest real response, for health probes and benchmarks.
 pub async fn ping() -> &'static str {
@@ -275,16 +277,16 @@ struct Server {
 impl Server {
     /// Serves one connection, plain requests by [`h1`] and the rest by hyper, until it ends or
     /// the worker drains.
-    fn serve<IO: h1::Io>(&self, io: IO, deadlines: Deadlines) {
+    fn serve<IO: plain::Io>(&self, io: IO, deadlines: Deadlines) {
         let watch = Arc::new(Watch::new(&deadlines));
         let plain = PlainWorker {
             server: self.clone(),
             watch: watch.clone(),
         };
-        let conn = h1::Conn::new(plain, io);
+        let conn = plain::PlainConn::new(plain, io);
         let stop = self.stop.clone();
         self.connections.spawn(async move {
-            if let Err(e) = watchdog::drive(conn, stop, &watch, deadlines).await {
+            if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -300,7 +302,7 @@ struct PlainWorker {
     watch: Arc<Watch>,
 }
 
-impl h1::Plain for PlainWorker {
+impl plain::Plain for PlainWorker {
     type Body = axum::body::Body;
 
     fn watch(&self) -> &Watch {
@@ -327,7 +329,7 @@ impl h1::Plain for PlainWorker {
         }
     }
 
-    fn hand_over<I: h1::Io>(self, io: h1::Rewind<I>) -> h1::Hyper {
+    fn hand_over<I: plain::Io>(self, io: plain::Rewind<I>) -> plain::Hyper {
         let PlainWorker { server, watch } = self;
         let (router, counters) = (server.router, server.counters);
         let service =

@@ -9,13 +9,12 @@
 //! lookup skips slots that are not ready, so a restarting worker keeps its points and gets its keys
 //! back when it returns while its keys meanwhile spread over the other workers.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use http::HeaderName;
 
 use super::ring::{DEFAULT_VNODES, HashRing, hash_bytes};
-use super::{RequestInfo, Selector};
-use crate::edge::Backend;
+use super::selector::{RequestInfo, Selector, Worker};
 
 /// Routes by the hash of a header, or of the path without one.
 #[derive(Debug)]
@@ -44,7 +43,7 @@ impl ConsistentHash {
     }
 
     /// Puts slots not yet on the ring onto it; the write lock only when one is new.
-    fn learn(&self, ready: &[Arc<Backend>]) {
+    fn learn(&self, ready: &[Worker]) {
         let missing = {
             let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
             ready.iter().any(|b| !ring.contains(b.slot()))
@@ -59,7 +58,7 @@ impl ConsistentHash {
 }
 
 impl Selector for ConsistentHash {
-    fn select(&self, req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         self.learn(ready);
         let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
         ring.find_map(hash_bytes(self.key(req)), |slot| {
@@ -75,9 +74,9 @@ impl Selector for ConsistentHash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::pick::testing::{Req, backends};
+    use crate::balance::rotor::testing::{Req, backends};
 
-    fn slot(ch: &ConsistentHash, req: &Req, ready: &[Arc<Backend>]) -> usize {
+    fn slot(ch: &ConsistentHash, req: &Req, ready: &[Worker]) -> usize {
         ready[ch.select(&req.info(), ready).expect("a pick")].slot()
     }
 

@@ -4,13 +4,10 @@
 //! until it catches up. It is only as good as its counts. The Node course counted in the worker and
 //! reported over IPC, so 40 concurrent requests all read the same stale zeros and split 27/13. Here
 //! the edge counts a request at dispatch, in the master, before it leaves (see
-//! [`Backend::in_flight`]), so the next pick already sees it.
+//! [`Worker::in_flight`]), so the next pick already sees it.
 
-use std::sync::Arc;
-
-use super::pick::{Rotor, least_by};
-use super::{RequestInfo, Selector};
-use crate::edge::Backend;
+use super::rotor::{Rotor, least_by};
+use super::selector::{RequestInfo, Selector, Worker};
 
 /// The worker with the fewest requests in flight; equal workers take turns.
 #[derive(Debug, Default)]
@@ -27,7 +24,7 @@ impl LeastConnections {
 }
 
 impl Selector for LeastConnections {
-    fn select(&self, _req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, _req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         least_by(ready, self.rotor.start(ready.len()), |b| b.in_flight())
     }
 
@@ -39,7 +36,7 @@ impl Selector for LeastConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::pick::testing::{backends, pick, sequence, set_in_flight};
+    use crate::balance::rotor::testing::{backends, pick, sequence, set_in_flight};
 
     #[test]
     fn the_worker_with_fewer_requests_in_flight_is_chosen() {

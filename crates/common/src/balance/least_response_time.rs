@@ -23,14 +23,12 @@
 //! The estimate is learned from the edge's [`Completion`]s: register the selector as an observer
 //! too (`.observe(lrt.clone())`), or it never learns anything and stays a least-connections.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::pick::{Rotor, least_by};
-use super::{RequestInfo, Selector};
-use crate::edge::Backend;
-use crate::metrics::{Completion, Observer, Outcome};
+use super::rotor::{Rotor, least_by};
+use super::selector::{RequestInfo, Selector, Worker};
+use crate::slot::{Completion, Observer, Outcome};
 
 /// Slots tracked (1..=256, the most `WORKERS` allows); a slot beyond is routed as untried.
 const SLOTS: usize = 257;
@@ -111,12 +109,12 @@ impl LeastResponseTime {
     }
 
     /// The current estimate for `backend` at `at`, or `None` if this process was never measured.
-    pub fn estimate(&self, backend: &Backend, at: Instant) -> Option<Duration> {
+    pub fn estimate(&self, backend: &Worker, at: Instant) -> Option<Duration> {
         self.estimate_us(backend, self.since_epoch(at))
             .map(|us| Duration::from_secs_f64(us / 1e6))
     }
 
-    fn estimate_us(&self, backend: &Backend, now_ns: u64) -> Option<f64> {
+    fn estimate_us(&self, backend: &Worker, now_ns: u64) -> Option<f64> {
         let s = self.slots.get(backend.slot())?;
         if s.samples.load(Ordering::Relaxed) == 0 || s.pid.load(Ordering::Relaxed) != backend.pid()
         {
@@ -126,7 +124,7 @@ impl LeastResponseTime {
     }
 
     /// The pick at `at`; [`Selector::select`] calls it with `Instant::now()`, tests with their clock.
-    pub fn select_at(&self, ready: &[Arc<Backend>], at: Instant) -> Option<usize> {
+    pub fn select_at(&self, ready: &[Worker], at: Instant) -> Option<usize> {
         let now = self.since_epoch(at);
         // An unmeasured worker is as good as the best measured one: tried at once, but not flooded.
         let best_known = ready
@@ -154,7 +152,7 @@ fn half_lives(idle_ns: u64) -> f64 {
 }
 
 impl Selector for LeastResponseTime {
-    fn select(&self, _req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, _req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         self.select_at(ready, Instant::now())
     }
 
@@ -181,11 +179,11 @@ impl Observer for LeastResponseTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::pick::testing::{backends, set_in_flight};
+    use crate::balance::rotor::testing::{backends, set_in_flight};
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn pick_at(lrt: &LeastResponseTime, ready: &[Arc<Backend>], at: Instant) -> usize {
+    fn pick_at(lrt: &LeastResponseTime, ready: &[Worker], at: Instant) -> usize {
         ready[lrt.select_at(ready, at).expect("a pick")].slot()
     }
 
@@ -256,7 +254,7 @@ mod tests {
         lrt.record(2, 1002, 500 * MS, t);
         let old = &backends(&[2])[0];
         assert_eq!(lrt.estimate(old, t), Some(500 * MS));
-        let replaced = crate::balance::pick::testing::backend(2, 4242);
+        let replaced = crate::balance::rotor::testing::backend(2, 4242);
         assert_eq!(
             lrt.estimate(&replaced, t),
             None,

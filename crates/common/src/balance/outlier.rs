@@ -17,14 +17,13 @@
 //! The cost when nothing is ejected is one relaxed load per pick; a filtered list of workers is only
 //! allocated while some worker is out.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{RequestInfo, Selector};
+use super::selector::{RequestInfo, Selector, Worker};
 use crate::config::{self, ConfigError, Source};
-use crate::edge::Backend;
-use crate::metrics::{Completion, Observer, Outcome};
+use crate::slot::{Completion, Observer, Outcome};
 
 /// Slots tracked (1..=256, the most `WORKERS` allows); others are never ejected.
 const SLOTS: usize = 257;
@@ -163,7 +162,7 @@ impl<S: Selector> Outlier<S> {
     }
 
     /// `backend`'s state at `at`.
-    pub fn status(&self, backend: &Backend, at: Instant) -> OutlierStatus {
+    pub fn status(&self, backend: &Worker, at: Instant) -> OutlierStatus {
         let Some(h) = self.slots.get(backend.slot()) else {
             return OutlierStatus {
                 ejected_until: None,
@@ -266,7 +265,7 @@ impl<S: Selector> Outlier<S> {
 
     /// Whether `b` is ejected at `now_ms`; readmits it (once, whichever thread sees it first) if
     /// its time is up or it is a new process.
-    fn is_ejected(&self, b: &Backend, now_ms: u64) -> bool {
+    fn is_ejected(&self, b: &Worker, now_ms: u64) -> bool {
         let Some(h) = self.slots.get(b.slot()) else {
             return false;
         };
@@ -295,12 +294,7 @@ impl<S: Selector> Outlier<S> {
     }
 
     /// The pick at `at` ([`Selector::select`] with a clock).
-    pub fn select_at(
-        &self,
-        req: &RequestInfo<'_>,
-        ready: &[Arc<Backend>],
-        at: Instant,
-    ) -> Option<usize> {
+    pub fn select_at(&self, req: &RequestInfo<'_>, ready: &[Worker], at: Instant) -> Option<usize> {
         if self.ready_len.load(Ordering::Relaxed) != ready.len() {
             self.ready_len.store(ready.len(), Ordering::Relaxed);
         }
@@ -315,7 +309,7 @@ impl<S: Selector> Outlier<S> {
             // Nothing to hide; or everything would be hidden, and some service beats none.
             return self.inner.select(req, ready);
         }
-        let (kept, index): (Vec<Arc<Backend>>, Vec<usize>) = ready
+        let (kept, index): (Vec<Worker>, Vec<usize>) = ready
             .iter()
             .enumerate()
             .filter(|(i, _)| !out[*i])
@@ -327,7 +321,7 @@ impl<S: Selector> Outlier<S> {
 }
 
 impl<S: Selector> Selector for Outlier<S> {
-    fn select(&self, req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         self.select_at(req, ready, Instant::now())
     }
 
@@ -346,7 +340,7 @@ impl<S: Selector> Observer for Outlier<S> {
 mod tests {
     use super::*;
     use crate::balance::RoundRobin;
-    use crate::balance::pick::testing::{Req, backend, backends};
+    use crate::balance::rotor::testing::{Req, backend, backends};
 
     const SEC: Duration = Duration::from_secs(1);
 
@@ -359,7 +353,7 @@ mod tests {
         }
     }
 
-    fn done(b: &Backend, status: u16) -> Completion {
+    fn done(b: &Worker, status: u16) -> Completion {
         Completion {
             slot: b.slot(),
             pid: b.pid(),
@@ -370,7 +364,7 @@ mod tests {
     }
 
     /// `n` picks at `at`, as slots.
-    fn picks(o: &Outlier<RoundRobin>, ready: &[Arc<Backend>], n: usize, at: Instant) -> Vec<usize> {
+    fn picks(o: &Outlier<RoundRobin>, ready: &[Worker], n: usize, at: Instant) -> Vec<usize> {
         let req = Req::get("/");
         (0..n)
             .map(|_| ready[o.select_at(&req.info(), ready, at).expect("a pick")].slot())
@@ -387,7 +381,7 @@ mod tests {
         );
     }
 
-    fn fail(o: &Outlier<RoundRobin>, b: &Backend, times: usize, at: Instant) {
+    fn fail(o: &Outlier<RoundRobin>, b: &Worker, times: usize, at: Instant) {
         for _ in 0..times {
             o.record_at(&done(b, 500), at);
         }

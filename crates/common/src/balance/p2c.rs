@@ -11,11 +11,9 @@
 //! as tower's `Balance::from_rng` takes a seedable RNG, so a test sees the same candidates every run.
 //! SplitMix64's whole state is one counter, so it lives in an atomic and picking takes no lock.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{RequestInfo, Selector};
-use crate::edge::Backend;
+use super::selector::{RequestInfo, Selector, Worker};
 
 /// SplitMix64's increment, the golden ratio in 64 bits (Steele, Lea and Flood, 2014).
 const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -65,7 +63,7 @@ impl P2c {
 }
 
 impl Selector for P2c {
-    fn select(&self, _req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, _req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         match ready.len() {
             0 => None,
             1 => Some(0),
@@ -89,7 +87,7 @@ impl Selector for P2c {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::pick::testing::{backends, pick, sequence, set_in_flight};
+    use crate::balance::rotor::testing::{backends, pick, sequence, set_in_flight};
 
     #[test]
     fn the_same_seed_makes_the_same_choices() {

@@ -15,12 +15,10 @@
 //! the Node course's resource strategy sent 40 of 40 requests to one worker right there, and read
 //! its CPU figure as cumulative seconds rather than a percentage.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::pick::{Rotor, least_by};
-use super::{RequestInfo, Selector};
-use crate::edge::Backend;
+use super::rotor::{Rotor, least_by};
+use super::selector::{RequestInfo, Selector, Worker};
 
 /// How many queued requests one fully busy core is worth in the score.
 pub const CPU_WEIGHT: f64 = 4.0;
@@ -38,7 +36,7 @@ impl ResourceBased {
     }
 
     /// The score of `b` when the largest worker holds `max_rss` bytes; lower is better.
-    pub fn score(b: &Backend, max_rss: u64) -> f64 {
+    pub fn score(b: &Worker, max_rss: u64) -> f64 {
         let c = b.counters();
         // cpu_centi_percent is hundredths of a percent of one core: 10_000 is one core.
         let cores = c.cpu_centi_percent.load(Ordering::Relaxed) as f64 / 10_000.0;
@@ -52,7 +50,7 @@ impl ResourceBased {
 }
 
 impl Selector for ResourceBased {
-    fn select(&self, _req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, _req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         let max_rss = ready
             .iter()
             .map(|b| b.counters().rss_bytes.load(Ordering::Relaxed))
@@ -71,9 +69,9 @@ impl Selector for ResourceBased {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::pick::testing::{backends, pick, sequence, set_in_flight};
+    use crate::balance::rotor::testing::{backends, pick, sequence, set_in_flight};
 
-    fn sample(b: &Backend, cpu_percent: u64, rss: u64) {
+    fn sample(b: &Worker, cpu_percent: u64, rss: u64) {
         b.counters()
             .cpu_centi_percent
             .store(cpu_percent * 100, Ordering::Relaxed);

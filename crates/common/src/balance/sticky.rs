@@ -16,15 +16,14 @@
 //! (chosen by `md5(sessionId) % n`), so half the sessions were lost on their second request.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use http::HeaderMap;
 use serde::Serialize;
 
 use super::ring::{DEFAULT_VNODES, HashRing, hash_bytes};
-use super::{RequestInfo, Selector};
-use crate::edge::Backend;
+use super::selector::{RequestInfo, Selector, Worker};
 use crate::session::{COOKIE_NAME, cookie_value, parse_id};
 
 /// Slots with per-slot counters; beyond it a slot is still routed, just not counted apart.
@@ -213,7 +212,7 @@ impl Sticky {
     }
 
     /// Where a request would go, without counting it: `(index in ready, how)`. Generic over how a
-    /// slot is read from an element so the edge's `&[Arc<Backend>]` is used as it is (no allocation
+    /// slot is read from an element so the edge's `&[Worker]` is used as it is (no allocation
     /// on the request path) and tests can pass bare slot numbers.
     fn place<T>(
         &self,
@@ -292,7 +291,7 @@ enum Route {
 }
 
 impl Selector for Sticky {
-    fn select(&self, req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         let (i, route) = self.place(req.headers, req.client, ready, |b| b.slot())?;
         if let Some(b) = ready.get(i) {
             self.count(b.slot(), route);

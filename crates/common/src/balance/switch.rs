@@ -17,10 +17,10 @@ use super::least_connections::LeastConnections;
 use super::least_response_time::LeastResponseTime;
 use super::p2c::P2c;
 use super::resource::ResourceBased;
+use super::round_robin::RoundRobin;
+use super::selector::{RequestInfo, Selector, Worker};
 use super::strategy::Strategy;
 use super::weighted::Weighted;
-use super::{RequestInfo, RoundRobin, Selector};
-use crate::edge::Backend;
 
 /// How the strategies that take settings are built.
 #[derive(Debug, Clone, Default)]
@@ -105,7 +105,7 @@ impl Switch {
 }
 
 impl Selector for Switch {
-    fn select(&self, req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         // Relaxed: the table is immutable, so whichever index a pick reads, it finds a whole
         // strategy; no other memory has to be ordered with the switch.
         self.table[self.current.load(Ordering::Relaxed)].select(req, ready)
@@ -119,7 +119,7 @@ impl Selector for Switch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::pick::testing::{backends, sequence, set_in_flight};
+    use crate::balance::rotor::testing::{backends, sequence, set_in_flight};
 
     fn options() -> StrategyOptions {
         StrategyOptions {

@@ -13,10 +13,9 @@
 //! The running values are shared by every pick, so they sit behind one mutex held for a few
 //! additions; nginx holds a per-upstream lock for the same reason.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use super::{RequestInfo, Selector};
-use crate::edge::Backend;
+use super::selector::{RequestInfo, Selector, Worker};
 
 /// Smooth weighted round-robin over per-slot weights.
 #[derive(Debug)]
@@ -59,7 +58,7 @@ impl Weighted {
 }
 
 impl Selector for Weighted {
-    fn select(&self, _req: &RequestInfo<'_>, ready: &[Arc<Backend>]) -> Option<usize> {
+    fn select(&self, _req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
         // A panic cannot happen between the updates below, so a poisoned lock holds sane values.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let top = ready.iter().map(|b| b.slot()).max()?;
@@ -91,7 +90,7 @@ impl Selector for Weighted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::pick::testing::{backends, sequence};
+    use crate::balance::rotor::testing::{backends, sequence};
 
     #[test]
     fn three_to_one_is_smooth() {

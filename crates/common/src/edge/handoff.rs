@@ -15,97 +15,28 @@
 //! In exchange the master's cost per request drops to almost nothing: it never parses, copies or
 //! re-sends a byte after the handoff.
 //!
-//! Each worker has a second socketpair for this, a datagram one (message boundaries keep one
-//! descriptor per message): the payload is one byte, the descriptor rides in `SCM_RIGHTS`.
+//! Each worker has a second socketpair for this, a datagram one: see
+//! [`wire::handoff`](crate::wire::handoff).
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use hyper::server::conn::http1;
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream, UnixDatagram};
+use tokio::net::{TcpListener, TcpStream};
 
-use super::{Backend, Edge};
+use super::accept::accept_until;
+use super::serve::serve_connection;
+use super::state::Edge;
 use crate::balance::RequestInfo;
 use crate::shutdown::Shutdown;
 
 /// The most of a request head the master will look at.
 pub const PEEK_LIMIT: usize = 8 * 1024;
-
-/// The master's end of a worker's handoff channel.
-#[derive(Debug)]
-pub struct HandoffChannel(UnixDatagram);
-
-impl HandoffChannel {
-    /// Wraps one end of a non-blocking datagram socketpair.
-    pub(crate) fn new(fd: OwnedFd) -> io::Result<Self> {
-        let socket = std::os::unix::net::UnixDatagram::from(fd);
-        // An inherited descriptor keeps the blocking mode it was created with.
-        socket.set_nonblocking(true)?;
-        UnixDatagram::from_std(socket).map(Self)
-    }
-
-    /// Sends `conn`'s descriptor. The caller closes its copy afterwards; the worker's copy keeps
-    /// the connection open.
-    pub(crate) async fn send(&self, conn: RawFd) -> io::Result<()> {
-        let fds = [conn];
-        self.0
-            .async_io(tokio::io::Interest::WRITABLE, || {
-                let cmsg = [ControlMessage::ScmRights(&fds)];
-                sendmsg::<()>(
-                    self.0.as_raw_fd(),
-                    &[IoSlice::new(&[1])],
-                    &cmsg,
-                    MsgFlags::MSG_NOSIGNAL,
-                    None,
-                )
-                .map(|_| ())
-                .map_err(io::Error::from)
-            })
-            .await
-    }
-
-    /// Receives the next descriptor; `Ok(None)` when the master's end closed.
-    pub(crate) async fn recv(&self) -> io::Result<Option<OwnedFd>> {
-        self.0
-            .async_io(tokio::io::Interest::READABLE, || {
-                let mut byte = [0u8; 1];
-                let mut iov = [IoSliceMut::new(&mut byte)];
-                let mut space = nix::cmsg_space!([RawFd; 1]);
-                let msg = recvmsg::<()>(
-                    self.0.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut space),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                )
-                .map_err(io::Error::from)?;
-                if msg.bytes == 0 {
-                    return Ok(None);
-                }
-                let mut received = None;
-                for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                        for fd in fds {
-                            // SAFETY: the kernel just installed this descriptor in our table for us.
-                            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                            if received.is_none() {
-                                received = Some(owned);
-                            }
-                        }
-                    }
-                }
-                received
-                    .map(Some)
-                    .ok_or_else(|| io::Error::other("handoff message carried no descriptor"))
-            })
-            .await
-    }
-}
 
 /// The first request head of a connection, as far as the master needs it.
 struct Head {
@@ -173,7 +104,7 @@ pub(crate) async fn serve(
     shutdown: Shutdown,
     drain: Duration,
 ) -> bool {
-    super::accept_until(
+    accept_until(
         listener,
         &edge.connection_slots,
         shutdown.clone(),
@@ -202,15 +133,7 @@ async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdo
     let ready = edge.upstreams.snapshot();
     let mut tried: Option<u32> = None;
     for _ in 0..2 {
-        let candidates: Vec<Arc<Backend>> = match tried {
-            None => ready.to_vec(),
-            Some(pid) => ready.iter().filter(|b| b.pid() != pid).cloned().collect(),
-        };
-        let Some(backend) = (!candidates.is_empty())
-            .then(|| edge.selector.select(&info, &candidates))
-            .flatten()
-            .and_then(|i| candidates.get(i).cloned())
-        else {
+        let Some(backend) = ready.select(&*edge.selector, &info, tried) else {
             break;
         };
         let Some(channel) = backend.handoff() else {
@@ -249,5 +172,5 @@ async fn serve_here(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shut
         .max_buf_size(edge.limits.max_header_size)
         // One request only: whatever follows on this connection must be routed afresh.
         .keep_alive(false);
-    super::serve_connection(edge, &builder, stream, client, shutdown).await;
+    serve_connection(edge, &builder, stream, client, shutdown).await;
 }

@@ -1,5 +1,5 @@
 //! Workers as upstreams: one [`Backend`] per worker process, each with a bounded pool of
-//! keep-alive HTTP/1.1 connections ([`upstream::Conn`]) to the worker's Unix socket.
+//! keep-alive HTTP/1.1 connections ([`WorkerConn`]) to the worker's Unix socket.
 //!
 //! The bound matters (measured: with an unbounded pool, 10,000 client connections became 10,000
 //! upstream connections, the workers ballooned and 445 requests timed out; with 64 per worker,
@@ -17,19 +17,22 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::body::RequestBody;
-use super::upstream::{self, Added, Conn, Head};
-use crate::metrics::{Completion, Observers, Outcome, SlotCounters};
-use crate::watchdog::Watch;
+use super::request_body::RequestBody;
+use crate::balance::Worker;
+use crate::http::client::{self, Added, WorkerConn};
+use crate::http::deadline::Watch;
+use crate::slot::{Completion, Observers, Outcome, SlotCounters};
+use crate::wire::handoff::HandoffChannel;
+
+/// A response head from a worker, with the request body the client is still sending.
+pub(crate) type Head = client::Head<RequestBody>;
 
 /// One worker process that can take requests.
 pub struct Backend {
-    slot: usize,
-    pid: u32,
-    generation: u64,
+    /// Slot, pid, generation and counters, as selectors see them.
+    worker: Worker,
     /// Precomputed so the response path does not format a number per request.
     worker_id: HeaderValue,
-    counters: Arc<SlotCounters>,
     socket: PathBuf,
     /// One pool per edge thread: a connection is only ever used by the thread whose runtime drives
     /// it, so a request and its upstream connection never wake each other across threads.
@@ -43,7 +46,7 @@ pub struct Backend {
     /// Told about each request this backend served.
     observers: Observers,
     /// The worker's fd-passing channel, in handoff mode.
-    handoff: Option<super::handoff::HandoffChannel>,
+    handoff: Option<HandoffChannel>,
 }
 
 /// One edge thread's share of a backend's connections.
@@ -53,7 +56,7 @@ struct Shard {
     /// Connections ready for another request. Boxed because each one moves into a request's
     /// lease and back, and the lease rides inside the response body.
     #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<Conn>>>,
+    idle: Mutex<Vec<Box<WorkerConn>>>,
 }
 
 thread_local! {
@@ -78,9 +81,9 @@ pub(crate) struct PoolShape {
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
-            .field("slot", &self.slot)
-            .field("pid", &self.pid)
-            .field("generation", &self.generation)
+            .field("slot", &self.slot())
+            .field("pid", &self.pid())
+            .field("generation", &self.generation())
             .field("socket", &self.socket)
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
@@ -100,11 +103,8 @@ impl Backend {
         let shards = pool.shards.max(1);
         let per_shard = pool.connections.div_ceil(shards).max(1);
         Self {
-            slot,
-            pid,
-            generation,
+            worker: Worker::new(slot, pid, generation, counters),
             worker_id: HeaderValue::from(slot),
-            counters,
             socket,
             shards: (0..shards)
                 .map(|_| Shard {
@@ -119,58 +119,45 @@ impl Backend {
         }
     }
 
-    /// A backend for unit tests of selectors: slot, pid, fresh counters, no observers, and a socket
-    /// that does not exist (nothing is ever sent to it).
-    #[cfg(test)]
-    pub(crate) fn for_test(slot: usize, pid: u32) -> Self {
-        Self::new(
-            slot,
-            pid,
-            0,
-            PathBuf::from("/nonexistent"),
-            Arc::default(),
-            PoolShape {
-                connections: 1,
-                shards: 1,
-            },
-            Arc::from(Vec::<Arc<dyn crate::metrics::Observer>>::new()),
-        )
-    }
-
     /// Gives the backend its fd-passing channel (handoff mode).
-    pub(crate) fn with_handoff(mut self, channel: Option<super::handoff::HandoffChannel>) -> Self {
+    pub(crate) fn with_handoff(mut self, channel: Option<HandoffChannel>) -> Self {
         self.handoff = channel;
         self
     }
 
     /// The channel that passes connections to this worker (handoff mode only).
-    pub(crate) fn handoff(&self) -> Option<&super::handoff::HandoffChannel> {
+    pub(crate) fn handoff(&self) -> Option<&HandoffChannel> {
         self.handoff.as_ref()
+    }
+
+    /// The worker as selectors see it.
+    pub fn worker(&self) -> &Worker {
+        &self.worker
     }
 
     /// The worker's slot id (1..=N), stable across restarts.
     pub fn slot(&self) -> usize {
-        self.slot
+        self.worker.slot()
     }
 
     /// The worker's process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.worker.pid()
     }
 
     /// Which process of this slot this is (0 for the first, then one more per replacement).
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.worker.generation()
     }
 
     /// Requests dispatched to this slot that have not finished.
     pub fn in_flight(&self) -> u64 {
-        self.counters.in_flight.load(Ordering::Relaxed)
+        self.worker.in_flight()
     }
 
     /// The slot's counters.
     pub fn counters(&self) -> &Arc<SlotCounters> {
-        &self.counters
+        self.worker.counters()
     }
 
     pub(crate) fn worker_id_header(&self) -> &HeaderValue {
@@ -179,7 +166,7 @@ impl Backend {
 
     /// Stops pooling connections to this worker and closes the idle ones.
     pub(crate) fn retire(&self) {
-        // SeqCst, paired with `InFlight::new`'s increment and `send`'s check: either the
+        // SeqCst, paired with `Dispatched::new`'s increment and `send`'s check: either the
         // supervisor sees the request in `active`, or the request sees `retired`.
         self.retired.store(true, Ordering::SeqCst);
         for shard in self.shards.iter() {
@@ -208,7 +195,7 @@ impl Backend {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
-        let slot = self.slot;
+        let slot = self.slot();
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(slot, error = %e, "upgraded upstream connection ended");
@@ -220,7 +207,7 @@ impl Backend {
 
 impl Shard {
     #[allow(clippy::vec_box)]
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<Conn>>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Box<WorkerConn>>> {
         // Only its own thread takes this lock, so it is never contended; a panic while holding it
         // cannot leave the Vec half-updated, so poison is ignored.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
@@ -230,18 +217,18 @@ impl Shard {
 /// One request against one backend, from dispatch until dropped: holds the slot's in-flight count
 /// and, when dropped, records how the request ended (the one place every path goes through).
 #[derive(Debug)]
-pub(crate) struct InFlight {
+pub(crate) struct Dispatched {
     backend: Arc<Backend>,
     started: Instant,
     status: Option<u16>,
     outcome: Outcome,
 }
 
-impl InFlight {
+impl Dispatched {
     pub(crate) fn new(backend: Arc<Backend>) -> Self {
         backend.active.fetch_add(1, Ordering::SeqCst);
-        backend.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        backend.counters.requests.fetch_add(1, Ordering::Relaxed);
+        backend.counters().in_flight.fetch_add(1, Ordering::Relaxed);
+        backend.counters().requests.fetch_add(1, Ordering::Relaxed);
         Self {
             backend,
             started: Instant::now(),
@@ -268,14 +255,14 @@ impl InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Dispatched {
     fn drop(&mut self) {
-        let counters = &self.backend.counters;
+        let counters = self.backend.counters();
         counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.backend.active.fetch_sub(1, Ordering::SeqCst);
         let done = Completion {
-            slot: self.backend.slot,
-            pid: self.backend.pid,
+            slot: self.backend.slot(),
+            pid: self.backend.pid(),
             latency: self.started.elapsed(),
             status: self.status,
             outcome: self.outcome,
@@ -293,8 +280,8 @@ impl Drop for InFlight {
 /// response may not have been read to the end, so it cannot carry another request.
 #[derive(Debug)]
 pub struct Lease {
-    conn: Option<Box<Conn>>,
-    in_flight: InFlight,
+    conn: Option<Box<WorkerConn>>,
+    in_flight: Dispatched,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -322,7 +309,7 @@ impl Lease {
     }
 
     /// The connection the response is read from.
-    pub(crate) fn conn(&mut self) -> Option<&mut Conn> {
+    pub(crate) fn conn(&mut self) -> Option<&mut WorkerConn> {
         self.conn.as_deref_mut()
     }
 
@@ -358,7 +345,7 @@ pub(crate) enum SendError {
     /// The request (or part of it) was written, then the connection failed before a response head.
     Sent(String),
     /// The client's request body failed.
-    Body(crate::BoxError),
+    Body(crate::error::BoxError),
     /// No response head within `UPSTREAM_TIMEOUT`.
     TimedOut,
 }
@@ -375,7 +362,7 @@ const STALE_CONNECTION_TRIES: usize = 3;
 /// future dropped from outside instead, it is because the client went away, and the request ends
 /// as abandoned: not the worker's fault, so it must not count as an error or eject the worker.
 pub(crate) async fn send(
-    mut in_flight: InFlight,
+    mut in_flight: Dispatched,
     req: &request::Parts,
     added: Added<'_>,
     body: &mut RequestBody,
@@ -399,19 +386,19 @@ pub(crate) async fn send(
                 let fresh = pooled.is_none();
                 let mut conn = match pooled {
                     Some(conn) => conn,
-                    None => Conn::connect(&backend.socket).await.map_err(|e| {
+                    None => WorkerConn::connect(&backend.socket).await.map_err(|e| {
                         SendError::NotSent(format!("connect to worker socket: {e}"))
                     })?,
                 };
                 match conn.send(req, added, body, max_head).await {
                     Ok(head) => return Ok((head, conn, permit)),
                     // A pooled connection the worker had closed: try another.
-                    Err(upstream::Error::NotSent(_)) if !fresh => continue,
-                    Err(upstream::Error::NotSent(e)) => {
+                    Err(client::Error::NotSent(_)) if !fresh => continue,
+                    Err(client::Error::NotSent(e)) => {
                         return Err(SendError::NotSent(format!("write to worker: {e}")));
                     }
-                    Err(upstream::Error::Lost(why)) => return Err(SendError::Sent(why)),
-                    Err(upstream::Error::Body(e)) => return Err(SendError::Body(e)),
+                    Err(client::Error::Lost(why)) => return Err(SendError::Sent(why)),
+                    Err(client::Error::Body(e)) => return Err(SendError::Body(e)),
                 }
             }
             Err(SendError::NotSent(

@@ -10,12 +10,12 @@ use serde::Serialize;
 use super::health::{self, Alert, HealthInputs, Thresholds};
 use super::history::{History, HistoryPoint, WorkerPoint};
 use super::recorder::{MAX_SLOTS, Recorder};
+use super::view::ClusterView;
 use super::window::{
     Counts, LatencySummary, WINDOW_SECS, complete_seconds, rate, round3, window_histogram,
 };
 use super::{Completion, Observer};
-use crate::cluster::ClusterHandle;
-use crate::supervisor::{SlotState, WorkerInfo};
+use crate::slot::{SlotState, WorkerInfo};
 
 /// The rate windows, in seconds.
 pub const RATE_WINDOWS: [u64; 3] = [1, 10, 60];
@@ -256,7 +256,7 @@ impl Monitor {
         }
     }
 
-    /// The `/metrics` report for `workers` (from [`ClusterHandle::workers`]).
+    /// The `/metrics` report for `workers` (from [`ClusterView::workers`]).
     pub fn report(&self, workers: &[WorkerInfo], uptime: Duration) -> Report {
         let rec = &self.inner.recorder;
         let t = &self.inner.thresholds;
@@ -322,8 +322,8 @@ impl Monitor {
                     memory_mb: round1(rss as f64 / (1024.0 * 1024.0)),
                     rss_bytes: rss,
                     event_loop_lag: round3(lag_ms),
-                    requests_per_second: pick(&rates, HEADLINE_RATE_WINDOW).requests,
-                    errors_per_second: pick(&rates, HEADLINE_RATE_WINDOW).errors,
+                    requests_per_second: rates_over(&rates, HEADLINE_RATE_WINDOW).requests,
+                    errors_per_second: rates_over(&rates, HEADLINE_RATE_WINDOW).errors,
                     error_rate: round1(inputs.error_rate_percent()),
                     rates,
                 },
@@ -369,8 +369,8 @@ impl Monitor {
             start_time: self.inner.start_time_ms,
             total_requests: totals.requests,
             total_errors: totals.errors,
-            requests_per_second: pick(&rates, HEADLINE_RATE_WINDOW).requests,
-            errors_per_second: pick(&rates, HEADLINE_RATE_WINDOW).errors,
+            requests_per_second: rates_over(&rates, HEADLINE_RATE_WINDOW).requests,
+            errors_per_second: rates_over(&rates, HEADLINE_RATE_WINDOW).errors,
             error_rate: round1(cluster_inputs.error_rate_percent()),
             avg_response_time: latency.mean,
             min_response_time: latency.min,
@@ -393,8 +393,8 @@ impl Monitor {
     }
 
     /// [`Monitor::report`] for a running cluster.
-    pub fn report_for(&self, handle: &ClusterHandle) -> Report {
-        self.report(&handle.workers(), handle.uptime())
+    pub fn report_for(&self, cluster: &impl ClusterView) -> Report {
+        self.report(&cluster.workers(), cluster.uptime())
     }
 
     /// The alerts `report` raises: cluster error rate and p95; each ready worker's error rate, p95,
@@ -515,20 +515,20 @@ impl Monitor {
             .last(seconds)
     }
 
-    /// Snapshots `handle`'s cluster into the history every `every` (one second for `/history`);
+    /// Snapshots `cluster` into the history every `every` (one second for `/history`);
     /// runs until the runtime stops. Spawn it from [`Cluster::on_start`](crate::Cluster::on_start).
-    pub async fn keep_history(self, handle: ClusterHandle, every: Duration) {
+    pub async fn keep_history(self, cluster: impl ClusterView, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let report = self.report_for(&handle);
+            let report = self.report_for(&cluster);
             self.record_history(&report);
         }
     }
 }
 
-fn pick(rates: &Rates, window: u64) -> RatePair {
+fn rates_over(rates: &Rates, window: u64) -> RatePair {
     match window {
         1 => rates.s1,
         60 => rates.s60,

@@ -30,7 +30,7 @@ use prometheus_client::registry::Registry;
 
 use super::monitor::{Monitor, Report};
 use super::window::Counts;
-use crate::supervisor::SlotState;
+use crate::slot::SlotState;
 
 /// The `Content-Type` of the output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -245,7 +245,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::{Completion, Outcome, Thresholds};
-    use crate::supervisor::WorkerInfo;
+    use crate::slot::WorkerInfo;
 
     fn worker(id: usize) -> WorkerInfo {
         WorkerInfo {

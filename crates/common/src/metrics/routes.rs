@@ -12,8 +12,8 @@ use serde_json::json;
 use super::history::HISTORY_CAPACITY;
 use super::monitor::Monitor;
 use super::prometheus;
-use crate::cluster::ClusterHandle;
-use crate::edge::MasterRoutes;
+use super::view::ClusterView;
+use crate::http::routes::MasterRoutes;
 
 /// The paths [`routes`] answers.
 pub const PATHS: [&str; 4] = ["/metrics", "/metrics/prometheus", "/alerts", "/history"];
@@ -22,36 +22,36 @@ pub const PATHS: [&str; 4] = ["/metrics", "/metrics/prometheus", "/alerts", "/hi
 const DEFAULT_HISTORY_SECONDS: usize = 300;
 
 #[derive(Clone)]
-struct Ctx {
+struct Ctx<C> {
     monitor: Monitor,
-    handle: ClusterHandle,
+    cluster: C,
 }
 
-/// `/metrics`, `/metrics/prometheus`, `/alerts` and `/history` for `handle`'s cluster.
-pub fn routes(monitor: Monitor, handle: ClusterHandle) -> MasterRoutes {
+/// `/metrics`, `/metrics/prometheus`, `/alerts` and `/history` for `cluster` (a `ClusterHandle`).
+pub fn routes<C: ClusterView>(monitor: Monitor, cluster: C) -> MasterRoutes {
     let router = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/metrics/prometheus", get(prometheus_text))
-        .route("/alerts", get(alerts))
-        .route("/history", get(history))
-        .with_state(Ctx { monitor, handle });
+        .route("/metrics", get(metrics::<C>))
+        .route("/metrics/prometheus", get(prometheus_text::<C>))
+        .route("/alerts", get(alerts::<C>))
+        .route("/history", get(history::<C>))
+        .with_state(Ctx { monitor, cluster });
     MasterRoutes::new(&PATHS, router)
 }
 
-async fn metrics(State(c): State<Ctx>) -> impl IntoResponse {
-    Json(c.monitor.report_for(&c.handle))
+async fn metrics<C: ClusterView>(State(c): State<Ctx<C>>) -> impl IntoResponse {
+    Json(c.monitor.report_for(&c.cluster))
 }
 
-async fn prometheus_text(State(c): State<Ctx>) -> impl IntoResponse {
-    let report = c.monitor.report_for(&c.handle);
+async fn prometheus_text<C: ClusterView>(State(c): State<Ctx<C>>) -> impl IntoResponse {
+    let report = c.monitor.report_for(&c.cluster);
     (
         [(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)],
         prometheus::render(&c.monitor, &report),
     )
 }
 
-async fn alerts(State(c): State<Ctx>) -> impl IntoResponse {
-    let report = c.monitor.report_for(&c.handle);
+async fn alerts<C: ClusterView>(State(c): State<Ctx<C>>) -> impl IntoResponse {
+    let report = c.monitor.report_for(&c.cluster);
     let alerts = c.monitor.alerts(&report);
     Json(json!({
         "active": alerts.len(),
@@ -65,8 +65,8 @@ struct HistoryQuery {
     seconds: Option<usize>,
 }
 
-async fn history(
-    State(c): State<Ctx>,
+async fn history<C: ClusterView>(
+    State(c): State<Ctx<C>>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> axum::response::Response {
     let seconds = match query {

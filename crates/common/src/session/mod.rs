@@ -83,7 +83,7 @@ pub struct StoreError {
     /// What was being done, e.g. "load session".
     pub context: &'static str,
     /// The underlying failure.
-    pub source: crate::BoxError,
+    pub source: crate::error::BoxError,
 }
 
 impl fmt::Display for StoreError {

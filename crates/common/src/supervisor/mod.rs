@@ -20,9 +20,14 @@
 //! one keeps serving and the roll stops.
 
 pub mod backoff;
+mod sample;
+mod shared;
+mod slot;
 pub(crate) mod spawn;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+pub(crate) use shared::Shared;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -30,67 +35,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cluster::{ClusterEvent, Shared};
 use crate::config::Config;
 use crate::edge::Backend;
-use crate::ipc::{self, MasterMessage, WorkerMessage};
-use crate::metrics::SlotCounters;
+use crate::edge::pool::PoolShape;
+use crate::slot::{ClusterEvent, WorkerInfo};
+use crate::wire::handoff::HandoffChannel;
+use crate::wire::ipc::{self, MasterMessage, WorkerMessage};
 use backoff::Decision;
-
-/// Where a slot is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SlotState {
-    /// A process was started (or is about to be, after a backoff) and has not said Ready.
-    Starting,
-    /// Taking traffic.
-    Ready,
-    /// Finishing in-flight requests before it exits; takes no new ones.
-    Draining,
-    /// No process and none coming (scaled down, or shut down).
-    Stopped,
-    /// Restarted too often inside the window; left down until an operator acts.
-    Failed,
-}
-
-/// A worker slot as the outside world sees it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerInfo {
-    /// The slot id, 1..=N.
-    pub id: usize,
-    /// The serving (or starting) process, if any.
-    pub pid: Option<u32>,
-    /// The slot's state.
-    pub state: SlotState,
-    /// Replacements after crashes, kills and hangs (not rolling restarts) since the master started.
-    pub restarts: u64,
-    /// How long the current process has run, in milliseconds.
-    pub uptime_ms: u64,
-    /// How many processes this slot has had before the current one.
-    pub generation: u64,
-    /// Requests the edge sent to this slot, across restarts.
-    pub requests: u64,
-    /// Requests to this slot that ended in a 5xx or a transport error.
-    pub errors: u64,
-    /// Requests dispatched to this slot and not finished yet.
-    pub in_flight: u64,
-    /// The live counters, so readers see current figures rather than the last snapshot's.
-    #[serde(skip)]
-    pub(crate) counters: Arc<SlotCounters>,
-}
-
-impl WorkerInfo {
-    /// Re-reads the request counters from the slot.
-    pub(crate) fn refresh(&mut self) {
-        self.requests = self.counters.requests.load(Ordering::Relaxed);
-        self.errors = self.counters.errors.load(Ordering::Relaxed);
-        self.in_flight = self.counters.in_flight.load(Ordering::Relaxed);
-    }
-}
+use sample::Sampler;
+use slot::{ReplaceReply, Slot};
 
 /// What the cluster handle asks of the supervisor.
 pub(crate) enum Command {
@@ -140,20 +95,6 @@ struct Instance {
     told_to_stop: bool,
 }
 
-/// Told whether a replacement became Ready.
-type ReplaceReply = oneshot::Sender<Result<(), String>>;
-
-struct Slot {
-    counters: Arc<SlotCounters>,
-    history: VecDeque<Instant>,
-    next_generation: u64,
-    current: Option<u64>,
-    replacement: Option<(u64, Option<ReplaceReply>)>,
-    respawn_at: Option<Instant>,
-    failed: bool,
-    removed: bool,
-}
-
 pub(crate) struct Supervisor {
     config: Config,
     exe: PathBuf,
@@ -169,7 +110,7 @@ pub(crate) struct Supervisor {
     next_request: u64,
     shutdown: Option<(Instant, oneshot::Sender<bool>)>,
     killed_at_shutdown: bool,
-    sys: sysinfo::System,
+    sampler: Sampler,
 }
 
 impl Supervisor {
@@ -189,7 +130,7 @@ impl Supervisor {
             next_request: 0,
             shutdown: None,
             killed_at_shutdown: false,
-            sys: sysinfo::System::new(),
+            sampler: Sampler::default(),
         }
     }
 
@@ -251,19 +192,7 @@ impl Supervisor {
                         .remove(&id)
                         .map(|s| s.counters)
                         .unwrap_or_default();
-                    self.slots.insert(
-                        id,
-                        Slot {
-                            counters,
-                            history: VecDeque::new(),
-                            next_generation: 0,
-                            current: None,
-                            replacement: None,
-                            respawn_at: None,
-                            failed: false,
-                            removed: false,
-                        },
-                    );
+                    self.slots.insert(id, Slot::new(counters));
                     self.start(id, Role::Current);
                     add -= 1;
                 }
@@ -327,11 +256,7 @@ impl Supervisor {
         };
         let pid = spawned.pid;
         let counters = slot.counters.clone();
-        let handoff = match spawned
-            .handoff
-            .take()
-            .map(crate::edge::handoff::HandoffChannel::new)
-        {
+        let handoff = match spawned.handoff.take().map(HandoffChannel::new) {
             Some(Ok(channel)) => Some(channel),
             Some(Err(e)) => {
                 tracing::error!(slot = id, error = %e, "cannot register the handoff channel");
@@ -352,7 +277,7 @@ impl Supervisor {
                 generation,
                 socket,
                 counters,
-                crate::edge::pool::PoolShape {
+                PoolShape {
                     connections: self.config.pool_size,
                     shards: self.config.edge_threads,
                 },
@@ -794,32 +719,24 @@ impl Supervisor {
 
     /// Samples each worker's CPU and memory by pid, and replaces workers over `MAX_MEMORY`.
     fn sample(&mut self) {
-        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate};
-        if self.procs.is_empty() {
-            return;
-        }
-        let pids: Vec<Pid> = self.procs.values().map(|p| Pid::from_u32(p.pid)).collect();
-        self.sys.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&pids),
-            true,
-            ProcessRefreshKind::nothing().with_cpu().with_memory(),
-        );
+        let pids: Vec<u32> = self.procs.values().map(|p| p.pid).collect();
+        let usage = self.sampler.sample(&pids);
         let mut over = Vec::new();
         for ((id, _), p) in &self.procs {
-            let Some(proc_) = self.sys.process(Pid::from_u32(p.pid)) else {
+            let Some(u) = usage.get(&p.pid) else {
                 continue;
             };
             let counters = p.backend.counters();
-            counters.rss_bytes.store(proc_.memory(), Ordering::Relaxed);
+            counters.rss_bytes.store(u.rss_bytes, Ordering::Relaxed);
             counters
                 .cpu_centi_percent
-                .store((proc_.cpu_usage() * 100.0) as u64, Ordering::Relaxed);
+                .store(u.cpu_centi_percent, Ordering::Relaxed);
             if let Some(limit) = self.config.max_memory
                 && p.role == Role::Current
                 && p.ready
-                && proc_.memory() > limit
+                && u.rss_bytes > limit
             {
-                over.push((*id, proc_.memory(), limit));
+                over.push((*id, u.rss_bytes, limit));
             }
         }
         for (id, rss, limit) in over {
@@ -853,14 +770,10 @@ impl Supervisor {
                     .procs
                     .iter()
                     .any(|((i, _), p)| i == id && p.role == Role::Draining);
-                let state = match (s.failed, current) {
-                    (true, _) => SlotState::Failed,
-                    (false, Some((_, p))) if p.ready && p.role == Role::Current => SlotState::Ready,
-                    (false, Some(_)) => SlotState::Starting,
-                    (false, None) if s.respawn_at.is_some() => SlotState::Starting,
-                    (false, None) if draining => SlotState::Draining,
-                    (false, None) => SlotState::Stopped,
-                };
+                let state = s.state(
+                    current.map(|(_, p)| p.ready && p.role == Role::Current),
+                    draining,
+                );
                 WorkerInfo {
                     id: *id,
                     pid: current.map(|(_, p)| p.pid),

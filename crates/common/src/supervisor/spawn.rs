@@ -14,25 +14,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-/// The environment a worker reads (see [`crate::worker`]).
-pub mod env {
-    /// `true` in workers; absent in the master.
-    pub const WORKER: &str = "CLUSTER_WORKER";
-    /// The worker's slot, 1..=WORKERS.
-    pub const WORKER_ID: &str = "CLUSTER_WORKER_ID";
-    /// How many processes this slot had before.
-    pub const GENERATION: &str = "CLUSTER_GENERATION";
-    /// The inherited control channel's descriptor number.
-    pub const IPC_FD: &str = "CLUSTER_IPC_FD";
-    /// The Unix socket path to serve HTTP on.
-    pub const SOCKET: &str = "CLUSTER_SOCKET";
-    /// The master's pid, to detect being orphaned at start.
-    pub const MASTER_PID: &str = "CLUSTER_MASTER_PID";
-    /// How often to heartbeat, in milliseconds.
-    pub const HEARTBEAT_MS: &str = "CLUSTER_HEARTBEAT_MS";
-    /// In handoff mode, the datagram socket accepted connections arrive on.
-    pub const HANDOFF_FD: &str = "CLUSTER_HANDOFF_FD";
-}
+use crate::wire::env;
 
 /// A started worker process and the master's end of its control channel.
 pub(crate) struct Spawned {

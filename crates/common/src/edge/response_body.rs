@@ -1,8 +1,8 @@
-//! The body types the edge moves: what it sends upstream and what it answers with.
+//! [`EdgeBody`]: what the edge answers a client with.
 //!
-//! Both are plain enums instead of boxed trait objects so the proxied path allocates nothing for
-//! them. A worker's streamed body carries the connection [`Lease`]: when the body ends the
-//! connection goes back to the pool, and the slot's in-flight count drops.
+//! A plain enum instead of a boxed trait object, so the proxied path allocates nothing for it. A
+//! worker's streamed body carries the connection [`Lease`]: when the body ends the connection goes
+//! back to the pool, and the slot's in-flight count drops.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,78 +12,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::pool::Lease;
-use super::upstream::{self, BodyWriter, Decoder, Start};
-use crate::BoxError;
-
-/// The request body sent to a worker: the client's stream, capped at `MAX_BODY_SIZE`, or nothing
-/// (a retried bodiless request).
-#[derive(Debug)]
-pub enum RequestBody {
-    /// Streamed from the client.
-    Client {
-        /// The client's body.
-        body: Incoming,
-        /// Bytes still allowed before the body is cut off.
-        remaining: u64,
-    },
-    /// No body.
-    Empty,
-}
-
-/// The request body grew past `MAX_BODY_SIZE` while streaming.
-#[derive(Debug)]
-pub struct BodyTooLarge;
-
-impl std::fmt::Display for BodyTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body is larger than MAX_BODY_SIZE")
-    }
-}
-
-impl std::error::Error for BodyTooLarge {}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Client { body, remaining } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        let len = data.len() as u64;
-                        if len > *remaining {
-                            return Poll::Ready(Some(Err(BodyTooLarge.into())));
-                        }
-                        *remaining -= len;
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Client { body, .. } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Client { body, .. } => body.size_hint(),
-        }
-    }
-}
+use super::request_body::RequestBody;
+use crate::error::BoxError;
+use crate::http::client::{self, BodyWriter, Decoder, Start};
 
 /// What the edge answers with.
 #[derive(Debug)]
@@ -107,12 +38,16 @@ pub struct UpstreamBody {
     lease: Option<Lease>,
     decoder: Decoder,
     /// The rest of the request body, still being sent while the answer streams back.
-    writer: Option<Box<BodyWriter>>,
+    writer: Option<Box<BodyWriter<RequestBody>>>,
 }
 
 impl EdgeBody {
     /// A worker's body: when it came whole with the head, the connection is released at once.
-    pub(crate) fn upstream(start: Start, writer: Option<BodyWriter>, mut lease: Lease) -> Self {
+    pub(crate) fn upstream(
+        start: Start,
+        writer: Option<BodyWriter<RequestBody>>,
+        mut lease: Lease,
+    ) -> Self {
         match start {
             Start::Complete(data) => {
                 lease.release();
@@ -174,7 +109,7 @@ impl UpstreamBody {
         if let Some(writer) = &mut self.writer {
             match conn.poll_send_body(writer, cx) {
                 Poll::Ready(Ok(())) => self.writer = None,
-                Poll::Ready(Err(e @ upstream::Error::Body(_))) => {
+                Poll::Ready(Err(e @ client::Error::Body(_))) => {
                     // The client's own body failed (it hung up): no fault of the worker's, so the
                     // lease is just dropped, which records the request as abandoned.
                     self.lease = None;

@@ -26,7 +26,6 @@ use std::time::Duration;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use crate::edge::Limits;
 use crate::shutdown::Shutdown;
 
 /// What a connection is waiting for, in the low two bits of [`Watch::state`].
@@ -127,16 +126,15 @@ pub(crate) struct Deadlines {
     worker: Option<Duration>,
 }
 
-impl From<&Limits> for Deadlines {
-    fn from(l: &Limits) -> Self {
+impl Deadlines {
+    /// Both waits timed: a client connection at the edge (`HEADER_TIMEOUT`, `UPSTREAM_TIMEOUT`).
+    pub(crate) fn edge(header: Duration, upstream: Duration) -> Self {
         Self {
-            head: Some(l.header_timeout),
-            worker: Some(l.upstream_timeout),
+            head: Some(header),
+            worker: Some(upstream),
         }
     }
-}
 
-impl Deadlines {
     /// Only the client's request heads are timed (a connection served directly by a worker).
     pub(crate) fn head(timeout: Duration) -> Self {
         Self {
@@ -171,9 +169,9 @@ impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, 
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<crate::BoxError>,
+    S::Error: Into<crate::error::BoxError>,
     B: http_body::Body + 'static,
-    B::Error: Into<crate::BoxError>,
+    B::Error: Into<crate::error::BoxError>,
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);

@@ -48,21 +48,20 @@ pub(crate) mod testing {
 
     use http::{HeaderMap, HeaderValue, Method, Uri};
 
-    use crate::balance::{RequestInfo, Selector};
-    use crate::edge::Backend;
+    use crate::balance::{RequestInfo, Selector, Worker};
 
     /// One backend per slot (pid = 1000 + slot), no observers, a socket that does not exist.
-    pub(crate) fn backends(slots: &[usize]) -> Vec<Arc<Backend>> {
+    pub(crate) fn backends(slots: &[usize]) -> Vec<Worker> {
         slots.iter().map(|&s| backend(s, 1000 + s as u32)).collect()
     }
 
     /// A backend for `slot` running as `pid`.
-    pub(crate) fn backend(slot: usize, pid: u32) -> Arc<Backend> {
-        Arc::new(Backend::for_test(slot, pid))
+    pub(crate) fn backend(slot: usize, pid: u32) -> Worker {
+        Worker::new(slot, pid, 0, Arc::default())
     }
 
     /// Sets a backend's in-flight count, as the edge would after dispatching that many requests.
-    pub(crate) fn set_in_flight(b: &Backend, n: u64) {
+    pub(crate) fn set_in_flight(b: &Worker, n: u64) {
         b.counters().in_flight.store(n, Ordering::Relaxed);
     }
 
@@ -103,7 +102,7 @@ pub(crate) mod testing {
     }
 
     /// The slot `selector` picks from `ready` for a plain `GET /`.
-    pub(crate) fn pick(selector: &dyn Selector, ready: &[Arc<Backend>]) -> usize {
+    pub(crate) fn pick(selector: &dyn Selector, ready: &[Worker]) -> usize {
         let req = Req::get("/");
         let i = selector
             .select(&req.info(), ready)
@@ -112,11 +111,7 @@ pub(crate) mod testing {
     }
 
     /// `n` picks in a row with nothing in flight, as slot numbers.
-    pub(crate) fn sequence(
-        selector: &dyn Selector,
-        ready: &[Arc<Backend>],
-        n: usize,
-    ) -> Vec<usize> {
+    pub(crate) fn sequence(selector: &dyn Selector, ready: &[Worker], n: usize) -> Vec<usize> {
         (0..n).map(|_| pick(selector, ready)).collect()
     }
 }

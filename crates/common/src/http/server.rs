@@ -34,13 +34,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, r
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::BoxError;
-use crate::watchdog::{Graceful, Watch};
+use super::deadline::{Graceful, Watch};
+use super::head::{MAX_HEADERS, READ_CHUNK, Spans, offset, reserve};
+use crate::error::BoxError;
 
-/// Most headers a request may carry (hyper's default too); more and hyper answers 431.
-const MAX_HEADERS: usize = 100;
-/// How much the read buffer grows by when it runs out of room.
-const READ_CHUNK: usize = 8 * 1024;
 /// Bodies up to this size are copied behind the head and go out in one write.
 const INLINE_BODY: usize = 16 * 1024;
 
@@ -74,7 +71,7 @@ pub(crate) trait Plain: Send + 'static {
 }
 
 /// One client connection: served here while its requests are plain, then by hyper.
-pub(crate) struct Conn {
+pub(crate) struct PlainConn {
     state: State,
     /// Set by [`Graceful::graceful_shutdown`]; read between requests.
     closing: Arc<AtomicBool>,
@@ -86,7 +83,7 @@ enum State {
     Hyper(Hyper),
 }
 
-impl Conn {
+impl PlainConn {
     /// Serves `io` with `plain` until it ends.
     pub(crate) fn new<P: Plain, I: Io>(plain: P, io: I) -> Self {
         let closing = Arc::new(AtomicBool::new(false));
@@ -98,7 +95,7 @@ impl Conn {
     }
 }
 
-impl Future for Conn {
+impl Future for PlainConn {
     type Output = hyper::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -120,7 +117,7 @@ impl Future for Conn {
     }
 }
 
-impl Graceful for Conn {
+impl Graceful for PlainConn {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         let this = self.get_mut();
         // The plain loop sees the flag the next time it is polled, which the caller does next.
@@ -213,20 +210,9 @@ enum Parsed {
     Other(Bytes),
 }
 
-/// Where a header's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
-struct HeaderAt {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
-/// Header positions kept on the stack; a head with more spills to the heap.
-const INLINE_HEADERS: usize = 16;
-
 fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
-    let mut inline = [HeaderAt::default(); INLINE_HEADERS];
-    let mut spilled = Vec::new();
-    let (len, method, target, at) = {
+    let mut spans = Spans::new();
+    let (len, method, target) = {
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -245,44 +231,30 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
         let (Some(method), Some(path)) = (req.method, req.path) else {
             return Parsed::Other(Bytes::new());
         };
-        let base = read.as_ptr() as usize;
-        let span = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            (start, start + part.len())
-        };
-        let count = req.headers.len();
-        let at = if count <= INLINE_HEADERS {
-            &mut inline[..count]
-        } else {
-            spilled.resize(count, HeaderAt::default());
-            &mut spilled[..]
-        };
-        for (slot, header) in at.iter_mut().zip(req.headers.iter()) {
-            *slot = HeaderAt {
-                name: span(header.name.as_bytes()),
-                value: span(header.value),
-            };
-        }
+        spans.record(read, req.headers);
         let method = match Method::from_bytes(method.as_bytes()) {
             Ok(m) if m != Method::CONNECT => m,
             _ => return Parsed::Other(Bytes::new()),
         };
+        // Only origin-form targets (RFC 9112 §3.2.1) are plain; absolute-form and the rest are
+        // hyper's to judge.
         if !path.starts_with('/') {
             return Parsed::Other(Bytes::new());
         }
-        (len, method, span(path.as_bytes()), &*at)
+        (len, method, offset(read, path.as_bytes()))
     };
     let head = read.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(at.len());
+    let spans = spans.as_slice();
+    let mut headers = HeaderMap::with_capacity(spans.len());
     let mut close = false;
-    for h in at {
-        let Ok(name) = HeaderName::from_bytes(&head[h.name.0..h.name.1]) else {
+    for h in spans {
+        let Ok(name) = HeaderName::from_bytes(h.name(&head)) else {
             return Parsed::Other(head);
         };
         if name == CONNECTION {
             // `close` and `keep-alive` are this connection's business alone: answered here, not
             // passed on. Any other option names hop-by-hop headers; hyper deals with those.
-            let value = head[h.value.0..h.value.1].trim_ascii();
+            let value = h.value(&head).trim_ascii();
             if value.eq_ignore_ascii_case(b"close") {
                 close = true;
                 continue;
@@ -292,18 +264,19 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
             }
             return Parsed::Other(head);
         }
+        // A body (RFC 9112 §6.3), an upgrade or an expectation: not plain.
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT
         {
             return Parsed::Other(head);
         }
-        let value = head.slice(h.value.0..h.value.1);
+        let value = h.value_shared(&head);
         // SAFETY: httparse accepted this value, and the bytes it accepts in a header value (tab,
         // visible ASCII, space, obs-text) are exactly those `HeaderValue` allows. hyper builds
         // its header values the same way. A slice of the shared head: no copy.
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(value) };
         headers.append(name, value);
     }
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)) else {
         return Parsed::Other(head);
     };
     let mut req = Request::new(());
@@ -311,12 +284,6 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     Parsed::Plain(req.into_parts().0, close)
-}
-
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 8 {
-        buf.reserve(READ_CHUNK);
-    }
 }
 
 /// Runs `answer` to its end, reading on from the client meanwhile: `None` if the client hung up
@@ -411,7 +378,7 @@ where
         Framing::None => {}
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            decimal(n, out);
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -463,7 +430,7 @@ where
         sent += data.len() as u64;
         if framing == Framing::Chunked {
             out.clear();
-            hex(data.len(), out);
+            write_chunk_size(data.len(), out);
             out.extend_from_slice(b"\r\n");
             io.write_all(out).await?;
             io.write_all(&data).await?;
@@ -486,21 +453,8 @@ fn short_body(sent: u64, n: u64) -> io::Error {
     ))
 }
 
-fn decimal(mut n: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-fn hex(mut n: usize, out: &mut Vec<u8>) {
+/// Writes `n` in hex, as a chunk-size line wants it (RFC 9112 §7.1): no leading zeros, no prefix.
+pub(crate) fn write_chunk_size(mut n: usize, out: &mut Vec<u8>) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
     let mut i = digits.len();
@@ -672,16 +626,11 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_written_in_full() {
+    fn chunk_sizes_are_written_in_full_hex() {
         let mut out = Vec::new();
-        for n in [0, 7, 10, 4096, u64::MAX] {
+        for n in [0, 9, 10, 255, 4096, usize::MAX] {
             out.clear();
-            decimal(n, &mut out);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
-        for n in [0, 9, 10, 255, 4096] {
-            out.clear();
-            hex(n, &mut out);
+            write_chunk_size(n, &mut out);
             assert_eq!(out, format!("{n:x}").as_bytes());
         }
     }

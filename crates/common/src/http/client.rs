@@ -26,21 +26,17 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, request, respons
 use http_body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::body::RequestBody;
-use super::proxy::{X_FORWARDED_FOR, is_hop_by_hop, write_forwarded_for};
-use crate::BoxError;
-use crate::socket::WorkerSocket;
-
-/// Most headers a worker's response may carry (hyper's default too).
-const MAX_HEADERS: usize = 100;
-/// How much the read buffer grows by when it runs out of room.
-const READ_CHUNK: usize = 8 * 1024;
+use super::head::{MAX_HEADERS, READ_CHUNK, Spans, reserve};
+use super::headers::{X_FORWARDED_FOR, is_hop_by_hop, write_forwarded_for};
+use super::server::write_chunk_size;
+use crate::error::BoxError;
+use crate::wire::socket::WorkerSocket;
 /// Longest chunk-size line or trailer section accepted in a chunked body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// One connection to a worker.
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub(crate) struct WorkerConn {
     io: WorkerSocket,
     read: BytesMut,
     /// The request head is built here; kept to reuse its allocation.
@@ -74,11 +70,11 @@ impl std::error::Error for Error {}
 
 /// A response head, hop-by-hop headers removed, and how its body follows.
 #[derive(Debug)]
-pub(crate) struct Head {
+pub(crate) struct Head<B> {
     pub parts: response::Parts,
     pub body: Start,
     /// The rest of the request body, when the worker answered before it was all sent.
-    pub writer: Option<BodyWriter>,
+    pub writer: Option<BodyWriter<B>>,
     /// The worker answered, whole, without taking the whole request body: the client's unread
     /// rest leaves its connection unusable for another request.
     pub request_cut_short: bool,
@@ -92,6 +88,15 @@ pub(crate) enum Start {
     /// More is to be read from the connection with this decoder.
     Stream(Decoder),
 }
+
+/// What a request body must be for the client to send it: a stream of `Bytes` whose default is
+/// the empty body (what is left behind once the body has moved into a [`BodyWriter`]).
+pub(crate) trait RequestBody:
+    Body<Data = Bytes, Error = BoxError> + Default + Unpin
+{
+}
+
+impl<B: Body<Data = Bytes, Error = BoxError> + Default + Unpin> RequestBody for B {}
 
 /// Headers the edge adds to every request it forwards. Written straight into the request head
 /// rather than inserted into the client's header map, which would hash and often regrow it.
@@ -111,7 +116,7 @@ enum Framing {
     Chunked,
 }
 
-impl Conn {
+impl WorkerConn {
     /// Connects to the worker listening on `path`.
     pub(crate) async fn connect(path: &Path) -> io::Result<Box<Self>> {
         // Boxed: a connection moves between the pool and the requests using it.
@@ -131,13 +136,13 @@ impl Conn {
 
     /// Sends one request and reads the response head (and the body too, when it came along).
     /// `body` is left untouched unless the head reached the worker.
-    pub(crate) async fn send(
+    pub(crate) async fn send<B: RequestBody>(
         &mut self,
         req: &request::Parts,
         added: Added<'_>,
-        body: &mut RequestBody,
+        body: &mut B,
         max_head: usize,
-    ) -> Result<Head, Error> {
+    ) -> Result<Head<B>, Error> {
         let framing = if body.is_end_stream() {
             Framing::None
         } else if req.headers.contains_key(CONTENT_LENGTH) {
@@ -158,7 +163,7 @@ impl Conn {
         // worker may answer early (413) or stream its answer while it reads (an echo); waiting
         // for the whole body to be written first could wait forever.
         let mut writer = BodyWriter {
-            body: std::mem::replace(body, RequestBody::Empty),
+            body: std::mem::take(body),
             chunked: framing == Framing::Chunked,
             pending: None,
             ended: false,
@@ -196,9 +201,9 @@ impl Conn {
     }
 
     /// Writes as much of the request body as the socket takes; ready once all of it is written.
-    pub(crate) fn poll_send_body(
+    pub(crate) fn poll_send_body<B: RequestBody>(
         &mut self,
-        writer: &mut BodyWriter,
+        writer: &mut BodyWriter<B>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
         let result = ready!(writer.poll_write(&mut self.io, cx));
@@ -209,12 +214,12 @@ impl Conn {
     }
 
     /// Reads until a final (non-1xx) response head is complete, and parses it.
-    fn poll_head(
+    fn poll_head<B>(
         &mut self,
         cx: &mut Context<'_>,
         is_head: bool,
         max_head: usize,
-    ) -> Poll<Result<Head, Error>> {
+    ) -> Poll<Result<Head<B>, Error>> {
         loop {
             while !self.read.is_empty() {
                 let before = self.read.len();
@@ -274,12 +279,6 @@ impl Conn {
                 }
             }
         }
-    }
-}
-
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 8 {
-        buf.reserve(READ_CHUNK);
     }
 }
 
@@ -346,8 +345,8 @@ fn lost_or_not(written: usize, e: io::Error) -> Error {
 
 /// The client's request body on its way to the worker: as is (`Content-Length`) or chunk by chunk.
 #[derive(Debug)]
-pub(crate) struct BodyWriter {
-    body: RequestBody,
+pub(crate) struct BodyWriter<B> {
+    body: B,
     chunked: bool,
     /// Taken from the body and not yet written: a chunk-size line, the data, the closing bytes.
     pending: Option<(Bytes, Bytes, &'static [u8])>,
@@ -355,7 +354,7 @@ pub(crate) struct BodyWriter {
     ended: bool,
 }
 
-impl BodyWriter {
+impl<B: RequestBody> BodyWriter<B> {
     fn is_finished(&self) -> bool {
         self.ended && self.pending.is_none()
     }
@@ -407,7 +406,10 @@ impl BodyWriter {
                         && !data.is_empty()
                     {
                         self.pending = Some(if self.chunked {
-                            let size = Bytes::from(format!("{:x}\r\n", data.len()));
+                            let mut line = Vec::with_capacity(18);
+                            write_chunk_size(data.len(), &mut line);
+                            line.extend_from_slice(b"\r\n");
+                            let size = Bytes::from(line);
                             (size, data, b"\r\n")
                         } else {
                             (Bytes::new(), data, b"")
@@ -423,28 +425,16 @@ fn lost_writing(e: io::Error) -> Error {
     Error::Lost(format!("writing the request body: {e}"))
 }
 
-/// Where a header's name and value sit in the head (offsets; a head is at most MAX_HEADER_SIZE).
-#[derive(Clone, Copy, Default)]
-struct HeaderIndices {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
-/// Headers whose positions are kept on the stack; a response with more spills to the heap.
-/// (Zeroing room for all of `MAX_HEADERS` on every response was 10% of the master's instructions.)
-const INLINE_HEADERS: usize = 16;
-
 /// Parses a response head at the start of `buf`: `None` when more bytes are needed. Informational
 /// (1xx) responses are skipped.
-fn parse_head(
+fn parse_head<B>(
     buf: &mut BytesMut,
     reusable: &mut bool,
     is_head: bool,
     max_head: usize,
-) -> Result<Option<Head>, Error> {
-    let mut inline = [HeaderIndices::default(); INLINE_HEADERS];
-    let mut spilled = Vec::new();
-    let (len, code, version, indices) = {
+) -> Result<Option<Head<B>>, Error> {
+    let mut spans = Spans::new();
+    let (len, code, version) = {
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -468,25 +458,8 @@ fn parse_head(
                 )));
             }
         };
-        let count = resp.headers.len();
-        let indices = if count <= INLINE_HEADERS {
-            &mut inline[..count]
-        } else {
-            spilled.resize(count, HeaderIndices::default());
-            &mut spilled[..]
-        };
-        let base = buf.as_ptr() as usize;
-        let offset = |part: &[u8]| {
-            let start = (part.as_ptr() as usize - base) as u32;
-            (start, start + part.len() as u32)
-        };
-        for (slot, header) in indices.iter_mut().zip(resp.headers.iter()) {
-            *slot = HeaderIndices {
-                name: offset(header.name.as_bytes()),
-                value: offset(header.value),
-            };
-        }
-        (len, resp.code.unwrap_or(0), resp.version, &*indices)
+        spans.record(buf, resp.headers);
+        (len, resp.code.unwrap_or(0), resp.version)
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| {
@@ -511,18 +484,18 @@ fn parse_head(
     let mut keep_alive = version == Version::HTTP_11;
     // Room for the two headers the edge adds (X-Worker-Id, X-Request-Id), so adding them does not
     // grow the map.
-    let mut headers = HeaderMap::with_capacity(indices.len() + 2);
+    let spans = spans.as_slice();
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
     let mut length: Option<u64> = None;
     let mut chunked: Option<bool> = None;
     let mut connection: Option<Bytes> = None;
-    for at in indices {
-        let range = |(start, end): (u32, u32)| start as usize..end as usize;
-        let name = HeaderName::from_bytes(&head[range(at.name)]);
+    for at in spans {
+        let name = HeaderName::from_bytes(at.name(&head));
         let Ok(name) = name else {
             *reusable = false;
             return Err(Error::Lost("the worker sent an invalid header name".into()));
         };
-        let raw = head.slice(range(at.value));
+        let raw = at.value_shared(&head);
         if name == CONNECTION {
             for token in raw.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -757,6 +730,9 @@ impl Decoder {
 mod tests {
     use super::*;
 
+    /// The body type is immaterial to parsing a response head.
+    type Head = super::Head<http_body_util::Empty<Bytes>>;
+
     fn head(raw: &[u8], is_head: bool) -> (Result<Option<Head>, Error>, bool, BytesMut) {
         let mut buf = BytesMut::from(raw);
         let mut reusable = true;
@@ -789,7 +765,7 @@ mod tests {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx: "[..]);
         buf.extend_from_slice(&[b'a'; 100]);
         let mut reusable = true;
-        let parsed = parse_head(&mut buf, &mut reusable, false, 64);
+        let parsed = parse_head::<()>(&mut buf, &mut reusable, false, 64);
         assert!(matches!(parsed, Err(Error::Lost(_))));
         assert!(!reusable);
     }
@@ -813,10 +789,10 @@ mod tests {
         );
         let mut reusable = true;
         assert!(matches!(
-            parse_head(&mut buf, &mut reusable, false, 1024),
+            parse_head::<()>(&mut buf, &mut reusable, false, 1024),
             Ok(None)
         ));
-        let h = parse_head(&mut buf, &mut reusable, false, 1024)
+        let h = parse_head::<()>(&mut buf, &mut reusable, false, 1024)
             .unwrap()
             .unwrap();
         assert_eq!(h.parts.status, 201);

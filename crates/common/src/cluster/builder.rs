@@ -1,0 +1,166 @@
+//! [`Cluster`]: the builder a lesson's `main` fills in (the worker's router, the master's own
+//! routes, the strategy, observers) and runs.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::Router;
+
+use super::handle::ClusterHandle;
+use super::health::HealthScorer;
+use super::logging;
+use super::master::{self, BuildMaster, Master, OnStart};
+use crate::balance::{RoundRobin, Selector};
+use crate::config::{Config, Defaults};
+use crate::http::routes::MasterRoutes;
+use crate::metrics::Observer;
+use crate::slot::WorkerInfo;
+use crate::wire::env;
+use crate::worker::{RequestHandler, WorkerContext};
+
+/// True in a worker process (started by a master with `CLUSTER_WORKER=true`), false in the master:
+/// for the rare setup only one of them should do, such as checking an external store once.
+pub fn is_worker() -> bool {
+    std::env::var(env::WORKER).is_ok_and(|v| v == "true")
+}
+
+/// Builds the worker's router.
+type BuildWorker = Box<dyn Fn(&WorkerContext) -> Router + Send + Sync>;
+
+/// A cluster: what workers serve, what the master answers itself, and how requests are balanced.
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use common::{Cluster, config::{Config, Defaults}};
+///
+/// fn main() -> std::process::ExitCode {
+///     Cluster::new("hello", Config::from_env_or_exit(Defaults::default()))
+///         .worker(|ctx| {
+///             let id = ctx.id;
+///             Router::new().route("/", get(move || async move { format!("hello from worker {id}\n") }))
+///         })
+///         .run()
+/// }
+/// ```
+pub struct Cluster {
+    name: &'static str,
+    config: Config,
+    build_worker: BuildWorker,
+    build_master: Option<BuildMaster>,
+    selector: Arc<dyn Selector>,
+    on_request: Option<RequestHandler>,
+    on_start: Option<OnStart>,
+    observers: Vec<Arc<dyn Observer>>,
+    scorer: Option<HealthScorer>,
+    hints: Vec<String>,
+}
+
+impl Cluster {
+    /// A cluster named `name` (shown in the banner and logs), configured by `config`.
+    pub fn new(name: &'static str, config: Config) -> Self {
+        Self {
+            name,
+            config,
+            build_worker: Box::new(|_| Router::new()),
+            build_master: None,
+            selector: Arc::new(RoundRobin::default()),
+            on_request: None,
+            on_start: None,
+            observers: Vec::new(),
+            scorer: None,
+            hints: Vec::new(),
+        }
+    }
+
+    /// The router each worker serves (`GET /ping` is added to it).
+    pub fn worker(
+        mut self,
+        build: impl Fn(&WorkerContext) -> Router + Send + Sync + 'static,
+    ) -> Self {
+        self.build_worker = Box::new(build);
+        self
+    }
+
+    /// Routes the master answers itself (`/health` is always there).
+    pub fn master(
+        mut self,
+        build: impl FnOnce(ClusterHandle) -> MasterRoutes + Send + 'static,
+    ) -> Self {
+        self.build_master = Some(Box::new(build));
+        self
+    }
+
+    /// The load-balancing strategy (default: round-robin).
+    pub fn selector(mut self, selector: impl Selector) -> Self {
+        self.selector = Arc::new(selector);
+        self
+    }
+
+    /// Adds an observer, told about every proxied request when it ends (latency, status, outcome):
+    /// how latency-aware strategies, metrics and outlier detection learn what happened.
+    pub fn observe(mut self, observer: impl Observer) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Scores each slot for `/health` (see [`HealthScorer`]); without one, `/health` reports
+    /// only states.
+    pub fn health_scorer(
+        mut self,
+        scorer: impl Fn(&[WorkerInfo]) -> Vec<(usize, u8, &'static str)> + Send + Sync + 'static,
+    ) -> Self {
+        self.scorer = Some(Arc::new(scorer));
+        self
+    }
+
+    /// How workers answer [`ClusterHandle::request`].
+    pub fn on_request(
+        mut self,
+        handler: impl Fn(&WorkerContext, serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.on_request = Some(Arc::new(handler));
+        self
+    }
+
+    /// Called in the master once it is serving, with a handle (e.g. to watch events).
+    pub fn on_start(mut self, f: impl FnOnce(ClusterHandle) + Send + 'static) -> Self {
+        self.on_start = Some(Box::new(f));
+        self
+    }
+
+    /// A line for the banner's "try" list, e.g. `curl -c cookies.txt {url}/`; `{url}` is replaced.
+    pub fn hint(mut self, line: impl Into<String>) -> Self {
+        self.hints.push(line.into());
+        self
+    }
+
+    /// Runs as master or worker, whichever this process is, and returns its exit code.
+    pub fn run(self) -> ExitCode {
+        logging::init(self.config.log_format);
+        if is_worker() {
+            return crate::worker::run(
+                &*self.build_worker,
+                self.on_request,
+                self.config.header_timeout,
+            );
+        }
+        master::run(Master {
+            name: self.name,
+            config: self.config,
+            build_master: self.build_master,
+            selector: self.selector,
+            on_start: self.on_start,
+            observers: self.observers,
+            scorer: self.scorer,
+            hints: self.hints,
+        })
+    }
+}
+
+/// Returns the default config for a lesson that wants `workers` by default.
+pub fn config_with_workers(workers: usize) -> Config {
+    Config::from_env_or_exit(Defaults {
+        workers,
+        ..Defaults::default()
+    })
+}

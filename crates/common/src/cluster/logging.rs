@@ -1,0 +1,20 @@
+//! Logging for master and workers: one subscriber each, writing to stderr (workers inherit the
+//! master's), as text or JSON lines.
+
+use crate::config::LogFormat;
+
+/// Installs the subscriber; `RUST_LOG` filters, `info` by default.
+pub(super) fn init(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    // Workers inherit stderr, so every line says which process wrote it: the span carries
+    // `master` or `worker{id=N}`, and the master's runtime threads enter it too.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,26 @@
+//! The entry point a lesson calls: [`Cluster`] builds the cluster, [`ClusterHandle`] steers it.
+//!
+//! The same binary is both master and worker. [`Cluster::run`] looks at `CLUSTER_WORKER`: unset,
+//! this process is the master (it binds the edge, starts the supervisor and the workers, handles
+//! signals); set, it serves the lesson's worker `Router` on the socket the master chose.
+//!
+//! Layout:
+//! - [`builder`]: [`Cluster`], what a lesson fills in, and [`is_worker`];
+//! - [`handle`]: [`ClusterHandle`], which steers the running cluster;
+//! - [`health`]: `/health`'s answer;
+//! - `master`: the master's life from bind to exit;
+//! - `signals`, `run_dir`, `logging`: the master's signals, socket directory and log output.
+//!
+//! The top of the crate: it imports everything below and nothing imports it.
+
+pub mod builder;
+pub mod handle;
+pub mod health;
+mod logging;
+mod master;
+mod run_dir;
+mod signals;
+
+pub use builder::{Cluster, config_with_workers, is_worker};
+pub use handle::ClusterHandle;
+pub use health::{Health, HealthCounts, HealthScorer, SlotHealth};

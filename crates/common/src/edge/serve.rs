@@ -1,0 +1,165 @@
+//! Proxy dispatch (`DISPATCH=proxy`, the default): each client connection is served here, its
+//! plain requests by the lean loop of [`http::server`](crate::http::server) and the rest by hyper,
+//! and every request is either answered by the master's own routes or forwarded to a worker.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, request};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use super::accept::accept_until;
+use super::proxy::{self, Peer};
+use super::request_body::RequestBody;
+use super::response_body::EdgeBody;
+use super::state::Edge;
+use crate::http::deadline::{self, Graceful, Watch, Watched};
+use crate::http::server::{self as plain, PlainConn};
+use crate::shutdown::Shutdown;
+
+impl Edge {
+    async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<EdgeBody> {
+        if self.master.owns(req.uri().path()) {
+            return self.master_route(req.map(axum::body::Body::new)).await;
+        }
+        proxy::forward(self, req, peer).await
+    }
+
+    /// [`Edge::handle`] for a request without a body, read by the plain loop.
+    async fn handle_plain(&self, req: request::Parts, peer: &Peer) -> Response<EdgeBody> {
+        if self.master.owns(req.uri.path()) {
+            let req = Request::from_parts(req, axum::body::Body::empty());
+            return self.master_route(req).await;
+        }
+        proxy::forward_parts(self, req, RequestBody::Empty, peer).await
+    }
+
+    async fn master_route(&self, req: Request<axum::body::Body>) -> Response<EdgeBody> {
+        let resp = self
+            .master
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|never| match never {});
+        resp.map(EdgeBody::Axum)
+    }
+}
+
+/// hyper serving `io` with `builder`'s settings: every request goes through [`Edge::handle`], and
+/// the connection's deadlines are `peer.watch`'s (see [`deadline`]: hyper's own header timer is
+/// left off).
+fn hyper_connection<I>(
+    edge: Arc<Edge>,
+    builder: &http1::Builder,
+    io: I,
+    peer: Peer,
+) -> impl Future<Output = hyper::Result<()>> + Graceful + Send + 'static
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let (edge, peer) = (edge.clone(), peer.clone());
+        async move {
+            peer.watch.busy();
+            let resp = edge.handle(req, &peer).await;
+            Ok::<_, Infallible>(resp.map(|body| Watched::new(body, peer.watch)))
+        }
+    });
+    builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+}
+
+/// A client connection's plain requests go through [`Edge::handle_plain`]; the
+/// rest of the connection after one that is not plain, through hyper and [`Edge::handle`].
+struct PlainEdge {
+    edge: Arc<Edge>,
+    builder: http1::Builder,
+    peer: Peer,
+}
+
+impl plain::Plain for PlainEdge {
+    type Body = EdgeBody;
+
+    fn watch(&self) -> &Watch {
+        &self.peer.watch
+    }
+
+    fn max_head(&self) -> usize {
+        self.edge.limits.max_header_size
+    }
+
+    fn answer(&self, req: request::Parts) -> impl Future<Output = Response<EdgeBody>> + Send {
+        self.edge.handle_plain(req, &self.peer)
+    }
+
+    fn hand_over<I: plain::Io>(self, io: plain::Rewind<I>) -> plain::Hyper {
+        Box::pin(hyper_connection(self.edge, &self.builder, io, self.peer))
+    }
+}
+
+/// Serves one client connection with hyper until it ends or `stop` fires.
+pub(crate) fn serve_connection(
+    edge: Arc<Edge>,
+    builder: &http1::Builder,
+    stream: TcpStream,
+    client: SocketAddr,
+    stop: Shutdown,
+) -> impl Future<Output = ()> + Send + 'static {
+    let deadlines = edge.limits.deadlines();
+    let peer = Peer::new(client, &deadlines);
+    let watch = peer.watch.clone();
+    let conn = hyper_connection(edge, builder, stream, peer);
+    async move {
+        if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
+            tracing::debug!(%client, error = %e, "client connection ended with an error");
+        }
+    }
+}
+
+/// Proxy mode: serves HTTP on `listener` until `shutdown` fires, forwarding requests to workers;
+/// then lets in-flight requests finish for up to `drain`. True if every connection closed in time.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: Shutdown,
+    drain: Duration,
+) -> bool {
+    let mut builder = http1::Builder::new();
+    builder
+        .header_read_timeout(None)
+        .max_buf_size(edge.limits.max_header_size)
+        .keep_alive(true);
+    accept_until(
+        listener,
+        &edge.connection_slots,
+        shutdown.clone(),
+        drain,
+        |stream, client| {
+            let _ = stream.set_nodelay(true);
+            let deadlines = edge.limits.deadlines();
+            let peer = Peer::new(client, &deadlines);
+            let watch = peer.watch.clone();
+            let plain = PlainEdge {
+                edge: edge.clone(),
+                builder: builder.clone(),
+                peer,
+            };
+            let conn = PlainConn::new(plain, stream);
+            let stop = shutdown.clone();
+            async move {
+                if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
+                    tracing::debug!(%client, error = %e, "client connection ended with an error");
+                }
+            }
+        },
+    )
+    .await
+}

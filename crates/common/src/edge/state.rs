@@ -1,0 +1,54 @@
+//! What every client connection of the edge shares: its limits, the ready workers, the strategy,
+//! the master's own routes and the retry budget. Built once by the cluster, read on every request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tower::retry::budget::TpsBudget;
+
+use super::upstreams::Upstreams;
+use crate::balance::Selector;
+use crate::config::Config;
+use crate::http::deadline::Deadlines;
+use crate::http::routes::MasterRoutes;
+
+/// Settings the edge needs, taken from [`Config`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub upstream_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_body_size: u64,
+}
+
+impl Limits {
+    /// The deadlines of one client connection.
+    pub(crate) fn deadlines(&self) -> Deadlines {
+        Deadlines::edge(self.header_timeout, self.upstream_timeout)
+    }
+}
+
+impl From<&Config> for Limits {
+    fn from(c: &Config) -> Self {
+        Self {
+            upstream_timeout: c.upstream_timeout,
+            header_timeout: c.header_timeout,
+            max_header_size: c.max_header_size,
+            max_body_size: c.max_body_size,
+        }
+    }
+}
+
+/// Everything a request handler needs; shared by every connection.
+pub(crate) struct Edge {
+    pub limits: Limits,
+    /// `MAX_CONNECTIONS` permits, shared by every edge thread: the cap is on the whole master,
+    /// however many threads accept.
+    pub connection_slots: Arc<Semaphore>,
+    pub upstreams: Arc<Upstreams>,
+    pub selector: Arc<dyn Selector>,
+    pub master: MasterRoutes,
+    /// Retries draw on it, so a cluster in trouble is not hit with twice its load.
+    pub retry: TpsBudget,
+}
