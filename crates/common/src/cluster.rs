@@ -331,6 +331,7 @@ pub struct Cluster {
     observers: Vec<Arc<dyn Observer>>,
     scorer: Option<HealthScorer>,
     hints: Vec<String>,
+    banner_lines: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -347,6 +348,7 @@ impl Cluster {
             observers: Vec::new(),
             scorer: None,
             hints: Vec::new(),
+            banner_lines: Vec::new(),
         }
     }
 
@@ -409,6 +411,13 @@ impl Cluster {
     /// A line for the banner's "try" list, e.g. `curl -c cookies.txt {url}/`; `{url}` is replaced.
     pub fn hint(mut self, line: impl Into<String>) -> Self {
         self.hints.push(line.into());
+        self
+    }
+
+    /// A labelled banner line after the workers, e.g. `banner_line("store", "memory")` prints
+    /// `  store:   memory`.
+    pub fn banner_line(mut self, label: impl Into<String>, text: impl Into<String>) -> Self {
+        self.banner_lines.push((label.into(), text.into()));
         self
     }
 
@@ -520,7 +529,7 @@ impl Cluster {
             f(handle.clone());
         }
         wait_ready(&handle, config.ready_timeout).await;
-        print_banner(self.name, local, &handle, &self.hints);
+        print_banner(self.name, local, &handle, &self.hints, &self.banner_lines);
 
         stopped.wait().await;
         tracing::info!("shutting down: draining in-flight requests");
@@ -568,7 +577,13 @@ async fn wait_ready(handle: &ClusterHandle, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, settled).await;
 }
 
-fn print_banner(name: &str, addr: SocketAddr, handle: &ClusterHandle, hints: &[String]) {
+fn print_banner(
+    name: &str,
+    addr: SocketAddr,
+    handle: &ClusterHandle,
+    hints: &[String],
+    lines: &[(String, String)],
+) {
     use std::io::Write;
     let url = format!("http://{addr}");
     let workers: Vec<String> = handle
@@ -586,6 +601,9 @@ fn print_banner(name: &str, addr: SocketAddr, handle: &ClusterHandle, hints: &[S
         std::process::id()
     );
     let _ = writeln!(out, "  workers: {}", workers.join(", "));
+    for (label, text) in lines {
+        let _ = writeln!(out, "  {:<9}{text}", format!("{label}:"));
+    }
     let _ = writeln!(out, "  try:     curl {url}/health");
     for hint in hints {
         let _ = writeln!(out, "           {}", hint.replace("{url}", &url));
