@@ -111,7 +111,7 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
         .hint("open {url}/dashboard")
         .hint("curl {url}/metrics")
         .hint("curl {url}/metrics/prometheus")
-        .hint("ab -n 2000 -c 20 {url}/work")
+        .hint("ab -l -n 2000 -c 20 {url}/work")
 }
 
 /// The master's routes: the monitor's JSON and Prometheus routes, and the dashboard.

@@ -151,6 +151,10 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
         StoreKind::Memory => "memory",
         StoreKind::Redis(_) => "redis",
     };
+    let store_line = match &settings.store {
+        StoreKind::Memory => "memory (each worker keeps its own sessions)".to_owned(),
+        StoreKind::Redis(url) => format!("{url} (shared by every worker)"),
+    };
     let for_master = sticky.clone();
     Cluster::new("sticky-sessions", config)
         .worker(move |ctx| worker_router(ctx, &settings))
@@ -160,6 +164,7 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
             Some(store) => json!({ "store": store.name(), "stats": store.stats() }),
             None => json!({ "error": "no session store" }),
         })
+        .banner_line("store", store_line)
         .hint("curl -c cookies.txt {url}/")
         .hint("curl -b cookies.txt {url}/session")
         .hint("curl {url}/sticky-stats")

@@ -114,7 +114,10 @@ impl HashRing {
     /// The same key on a ring with the same nodes gives the same node, in any process, whatever order
     /// the nodes were added in: that is what makes a session sticky without any shared state.
     pub fn get(&self, key: &[u8]) -> Option<u32> {
-        todo!("find the node that owns key {key:?}: hash it, then look its position up on the ring")
+        todo!(
+            "find the node that owns key {:?}: hash it, then look its position up on the ring",
+            String::from_utf8_lossy(key)
+        )
     }
 
     /// The node that owns ring position `position`, or `None` if the ring is empty.

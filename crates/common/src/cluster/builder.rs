@@ -53,6 +53,7 @@ pub struct Cluster {
     observers: Vec<Arc<dyn Observer>>,
     scorer: Option<HealthScorer>,
     hints: Vec<String>,
+    banner_lines: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -69,6 +70,7 @@ impl Cluster {
             observers: Vec::new(),
             scorer: None,
             hints: Vec::new(),
+            banner_lines: Vec::new(),
         }
     }
 
@@ -134,6 +136,13 @@ impl Cluster {
         self
     }
 
+    /// A labelled banner line after the workers, e.g. `banner_line("store", "memory")` prints
+    /// `  store:   memory`.
+    pub fn banner_line(mut self, label: impl Into<String>, text: impl Into<String>) -> Self {
+        self.banner_lines.push((label.into(), text.into()));
+        self
+    }
+
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
         logging::init(self.config.log_format);
@@ -153,6 +162,7 @@ impl Cluster {
             observers: self.observers,
             scorer: self.scorer,
             hints: self.hints,
+            banner_lines: self.banner_lines,
         })
     }
 }

@@ -44,6 +44,8 @@ pub(super) struct Master {
     pub observers: Vec<Arc<dyn Observer>>,
     pub scorer: Option<HealthScorer>,
     pub hints: Vec<String>,
+    /// Labelled lines the banner prints after the workers.
+    pub banner_lines: Vec<(String, String)>,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -82,7 +84,17 @@ pub(super) fn run(master: Master) -> ExitCode {
 
 /// Returns whether everything drained without being killed.
 async fn master_main(master: Master) -> Result<bool, BoxError> {
-    let config = master.config.clone();
+    let Master {
+        name,
+        config,
+        build_master,
+        selector,
+        on_start,
+        observers,
+        scorer,
+        hints,
+        banner_lines,
+    } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = accept::bind(addr, config.edge_threads)
         .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT or HOST)"))?;
@@ -100,11 +112,11 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         events,
         shutting_down: AtomicBool::new(false),
         started: Instant::now(),
-        observers: master.observers.into(),
+        observers: observers.into(),
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (stop, stopped) = shutdown::channel();
-    let handle = ClusterHandle::new(shared.clone(), cmd_tx, stop.clone(), master.scorer);
+    let handle = ClusterHandle::new(shared.clone(), cmd_tx, stop.clone(), scorer);
     let supervisor = Supervisor::new(
         config.clone(),
         exe,
@@ -114,14 +126,14 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
     let mut supervisor = tokio::spawn(supervisor.run(cmd_rx));
 
     let mut routes = health_routes(handle.clone());
-    if let Some(build) = master.build_master {
+    if let Some(build) = build_master {
         routes = routes.merge(build(handle.clone()));
     }
     let edge = Arc::new(Edge {
         limits: (&config).into(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         upstreams: shared.upstreams.clone(),
-        selector: master.selector,
+        selector,
         master: routes,
         retry: TpsBudget::default(),
     });
@@ -134,11 +146,11 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
     )
     .map_err(|e| format!("cannot start the edge threads: {e}"))?;
     tokio::spawn(signals::handle(handle.clone()));
-    if let Some(f) = master.on_start {
+    if let Some(f) = on_start {
         f(handle.clone());
     }
     wait_ready(&handle, config.ready_timeout).await;
-    print_banner(master.name, local, &handle, &master.hints);
+    print_banner(name, local, &handle, &hints, &banner_lines);
 
     stopped.wait().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -185,7 +197,13 @@ async fn wait_ready(handle: &ClusterHandle, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, settled).await;
 }
 
-fn print_banner(name: &str, addr: SocketAddr, handle: &ClusterHandle, hints: &[String]) {
+fn print_banner(
+    name: &str,
+    addr: SocketAddr,
+    handle: &ClusterHandle,
+    hints: &[String],
+    lines: &[(String, String)],
+) {
     use std::io::Write;
     let url = format!("http://{addr}");
     let workers: Vec<String> = handle
@@ -203,6 +221,9 @@ fn print_banner(name: &str, addr: SocketAddr, handle: &ClusterHandle, hints: &[S
         std::process::id()
     );
     let _ = writeln!(out, "  workers: {}", workers.join(", "));
+    for (label, text) in lines {
+        let _ = writeln!(out, "  {:<9}{text}", format!("{label}:"));
+    }
     let _ = writeln!(out, "  try:     curl {url}/health");
     for hint in hints {
         let _ = writeln!(out, "           {}", hint.replace("{url}", &url));
