@@ -25,12 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use hyper::server::conn::http1;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::accept::accept_until;
-use super::serve::serve_connection;
+use super::serve::{hyper_builder, serve_connection};
 use super::state::Edge;
 use crate::balance::RequestInfo;
 use crate::shutdown::Shutdown;
@@ -166,11 +165,7 @@ async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdo
 
 /// The master answers this connection itself (its own routes, or bad input), then closes it.
 async fn serve_here(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdown: Shutdown) {
-    let mut builder = http1::Builder::new();
-    builder
-        .header_read_timeout(None)
-        .max_buf_size(edge.limits.max_header_size)
-        // One request only: whatever follows on this connection must be routed afresh.
-        .keep_alive(false);
+    // One request only: whatever follows on this connection must be routed afresh.
+    let builder = hyper_builder(&edge, false);
     serve_connection(edge, &builder, stream, client, shutdown).await;
 }

@@ -6,6 +6,7 @@
 //! none). A request first takes a permit from the backend's semaphore, so past the bound it queues
 //! at the master, in order, instead of opening yet another socket.
 
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,9 +18,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::request_body::RequestBody;
+use super::request_body::{RequestBody, RequestBodyError};
 use crate::balance::Worker;
-use crate::http::client::{self, Added, WorkerConn};
+use crate::http::client::{self, Added, Lost, WorkerConn};
 use crate::http::deadline::Watch;
 use crate::slot::{Completion, Observers, Outcome, SlotCounters};
 use crate::wire::handoff::HandoffChannel;
@@ -337,17 +338,45 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// How sending to one backend went wrong.
+/// How sending to one backend went wrong: the cases the proxy decides on (retry as is, resend
+/// if safe, answer the client's own error, or 504).
 #[derive(Debug)]
 pub(crate) enum SendError {
     /// Nothing reached the worker; the request may go elsewhere as it is.
-    NotSent(String),
+    NotSent(NotSent),
     /// The request (or part of it) was written, then the connection failed before a response head.
-    Sent(String),
+    Sent(Lost),
     /// The client's request body failed.
-    Body(crate::error::BoxError),
+    Body(RequestBodyError),
     /// No response head within `UPSTREAM_TIMEOUT`.
     TimedOut,
+}
+
+/// Why a request never reached its worker.
+#[derive(Debug)]
+pub(crate) enum NotSent {
+    /// The worker began draining after this request picked it.
+    Draining,
+    /// The backend is gone (its pool was closed).
+    PoolClosed,
+    /// The worker's socket refused or vanished.
+    Connect(io::Error),
+    /// Writing the first byte failed.
+    Write(io::Error),
+    /// Every pooled connection tried had been closed by the worker.
+    KeepsClosing,
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotSent::Draining => f.write_str("the worker is draining"),
+            NotSent::PoolClosed => f.write_str("the worker's pool is closed"),
+            NotSent::Connect(e) => write!(f, "connect to worker socket: {e}"),
+            NotSent::Write(e) => write!(f, "write to worker: {e}"),
+            NotSent::KeepsClosing => f.write_str("the worker keeps closing connections"),
+        }
+    }
 }
 
 /// How many times one request may find a dead pooled connection before it gives up on this backend.
@@ -373,37 +402,35 @@ pub(crate) async fn send(
     if backend.retired.load(Ordering::SeqCst) {
         // It began draining after this request picked it: nothing was sent, so another worker can
         // take it, whatever its method; and this is no failure of the worker's.
-        return Err(SendError::NotSent("worker is draining".into()));
+        return Err(SendError::NotSent(NotSent::Draining));
     }
     watch.await_worker();
     let sent = watch
         .bound(async {
             let Ok(permit) = backend.shard().permits.clone().acquire_owned().await else {
-                return Err(SendError::NotSent("worker pool closed".into()));
+                return Err(SendError::NotSent(NotSent::PoolClosed));
             };
             for _ in 0..STALE_CONNECTION_TRIES {
                 let pooled = backend.shard().lock_idle().pop();
                 let fresh = pooled.is_none();
                 let mut conn = match pooled {
                     Some(conn) => conn,
-                    None => WorkerConn::connect(&backend.socket).await.map_err(|e| {
-                        SendError::NotSent(format!("connect to worker socket: {e}"))
-                    })?,
+                    None => WorkerConn::connect(&backend.socket)
+                        .await
+                        .map_err(|e| SendError::NotSent(NotSent::Connect(e)))?,
                 };
                 match conn.send(req, added, body, max_head).await {
                     Ok(head) => return Ok((head, conn, permit)),
                     // A pooled connection the worker had closed: try another.
                     Err(client::Error::NotSent(_)) if !fresh => continue,
                     Err(client::Error::NotSent(e)) => {
-                        return Err(SendError::NotSent(format!("write to worker: {e}")));
+                        return Err(SendError::NotSent(NotSent::Write(e)));
                     }
                     Err(client::Error::Lost(why)) => return Err(SendError::Sent(why)),
                     Err(client::Error::Body(e)) => return Err(SendError::Body(e)),
                 }
             }
-            Err(SendError::NotSent(
-                "worker keeps closing connections".into(),
-            ))
+            Err(SendError::NotSent(NotSent::KeepsClosing))
         })
         .await;
     watch.busy();

@@ -15,14 +15,14 @@ use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, request};
 use hyper::body::Incoming;
 
-use super::pool::{self, Backend, Dispatched, SendError};
-use super::request_body::{BodyTooLarge, RequestBody};
+use super::pool::{self, Backend, Dispatched, NotSent, SendError};
+use super::request_body::{RequestBody, RequestBodyError};
 use super::response_body::EdgeBody;
 use super::state::Edge;
 use tower::retry::budget::Budget;
 
 use crate::balance::RequestInfo;
-use crate::http::client::Added;
+use crate::http::client::{Added, Lost};
 use crate::http::deadline::{Deadlines, Watch};
 use crate::http::headers::{
     X_FORWARDED_FOR, X_REQUEST_ID, X_WORKER_ID, is_upgrade, mint_request_id, strip_hop_by_hop,
@@ -189,13 +189,18 @@ pub(crate) async fn forward_parts(
     };
     let resp = match attempt(edge, second, &parts, added, &mut body, &peer.watch).await {
         Attempt::Done(resp) => resp,
-        Attempt::NotSent(why) | Attempt::Lost(why) => error_response(
-            StatusCode::BAD_GATEWAY,
-            "bad_gateway",
-            &format!("two workers failed to answer: {why}"),
-        ),
+        Attempt::NotSent(why) => two_failed(&why),
+        Attempt::Lost(why) => two_failed(&why),
     };
     with_id(resp, request_id)
+}
+
+fn two_failed(why: &dyn std::fmt::Display) -> Response<EdgeBody> {
+    error_response(
+        StatusCode::BAD_GATEWAY,
+        "bad_gateway",
+        &format!("two workers failed to answer: {why}"),
+    )
 }
 
 fn with_id(mut resp: Response<EdgeBody>, id: HeaderValue) -> Response<EdgeBody> {
@@ -215,8 +220,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: &Peer) {
 #[allow(clippy::large_enum_variant)]
 enum Attempt {
     Done(Response<EdgeBody>),
-    NotSent(String),
-    Lost(String),
+    NotSent(NotSent),
+    Lost(Lost),
 }
 
 async fn attempt(
@@ -250,12 +255,12 @@ async fn attempt(
         }
         Err(SendError::NotSent(why)) => Attempt::NotSent(why),
         Err(SendError::Sent(why)) => Attempt::Lost(why),
-        Err(SendError::Body(e)) if e.is::<BodyTooLarge>() => Attempt::Done(error_response(
+        Err(SendError::Body(RequestBodyError::TooLarge)) => Attempt::Done(error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             "request body is larger than MAX_BODY_SIZE",
         )),
-        Err(SendError::Body(e)) => Attempt::Done(error_response(
+        Err(SendError::Body(e @ RequestBodyError::Client(_))) => Attempt::Done(error_response(
             StatusCode::BAD_REQUEST,
             "bad_request",
             &format!("reading the request body failed: {e}"),

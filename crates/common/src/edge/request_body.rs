@@ -9,8 +9,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::error::BoxError;
-
 /// The request body sent to a worker: the client's stream, capped at `MAX_BODY_SIZE`, or nothing
 /// (a retried bodiless request).
 #[derive(Debug, Default)]
@@ -27,26 +25,42 @@ pub enum RequestBody {
     Empty,
 }
 
-/// The request body grew past `MAX_BODY_SIZE` while streaming.
+/// Why the client's request body could not be read to its end. An enum, not a boxed error, so
+/// the proxy tells a 413 from a 400 by matching rather than by downcasting.
 #[derive(Debug)]
-pub struct BodyTooLarge;
+pub enum RequestBodyError {
+    /// It grew past `MAX_BODY_SIZE` while streaming.
+    TooLarge,
+    /// The client's connection failed or sent bad framing.
+    Client(hyper::Error),
+}
 
-impl std::fmt::Display for BodyTooLarge {
+impl std::fmt::Display for RequestBodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body is larger than MAX_BODY_SIZE")
+        match self {
+            RequestBodyError::TooLarge => f.write_str("request body is larger than MAX_BODY_SIZE"),
+            RequestBodyError::Client(e) => write!(f, "reading the client's body: {e}"),
+        }
     }
 }
 
-impl std::error::Error for BodyTooLarge {}
+impl std::error::Error for RequestBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RequestBodyError::TooLarge => None,
+            RequestBodyError::Client(e) => Some(e),
+        }
+    }
+}
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Client { body, remaining } => match Pin::new(body).poll_frame(cx) {
@@ -54,13 +68,13 @@ impl Body for RequestBody {
                     if let Some(data) = frame.data_ref() {
                         let len = data.len() as u64;
                         if len > *remaining {
-                            return Poll::Ready(Some(Err(BodyTooLarge.into())));
+                            return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
                         }
                         *remaining -= len;
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },

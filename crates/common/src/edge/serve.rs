@@ -124,6 +124,18 @@ pub(crate) fn serve_connection(
     }
 }
 
+/// hyper's settings for the edge's client connections: its own header timer is off (the
+/// connection's [`deadline`] times heads instead, without a timer per request), and its buffer is
+/// capped at `MAX_HEADER_SIZE` so an oversized head is refused (431) rather than buffered.
+pub(crate) fn hyper_builder(edge: &Edge, keep_alive: bool) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .header_read_timeout(None)
+        .max_buf_size(edge.limits.max_header_size)
+        .keep_alive(keep_alive);
+    builder
+}
+
 /// Proxy mode: serves HTTP on `listener` until `shutdown` fires, forwarding requests to workers;
 /// then lets in-flight requests finish for up to `drain`. True if every connection closed in time.
 pub(crate) async fn serve(
@@ -132,11 +144,7 @@ pub(crate) async fn serve(
     shutdown: Shutdown,
     drain: Duration,
 ) -> bool {
-    let mut builder = http1::Builder::new();
-    builder
-        .header_read_timeout(None)
-        .max_buf_size(edge.limits.max_header_size)
-        .keep_alive(true);
+    let builder = hyper_builder(&edge, true);
     accept_until(
         listener,
         &edge.connection_slots,

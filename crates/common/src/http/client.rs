@@ -45,28 +45,76 @@ pub(crate) struct WorkerConn {
     reusable: bool,
 }
 
-/// How an exchange with a worker failed.
+/// How an exchange with a worker failed. The three cases are what the caller decides on: only
+/// a request that never reached the worker may go elsewhere as it is, and a failure of the
+/// client's own body (`E`, the body's error type) is no fault of the worker's.
 #[derive(Debug)]
-pub(crate) enum Error {
+pub(crate) enum Error<E> {
     /// Not one byte reached the worker: the request, body untouched, may go elsewhere as it is.
     NotSent(io::Error),
     /// The worker got some or all of the request, then failed or answered something unusable.
-    Lost(String),
+    Lost(Lost),
     /// The client's request body failed (too large, or the client went away).
-    Body(BoxError),
+    Body(E),
 }
 
-impl std::fmt::Display for Error {
+impl<E: std::fmt::Display> std::fmt::Display for Error<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::NotSent(e) => write!(f, "nothing reached the worker: {e}"),
-            Error::Lost(why) => f.write_str(why),
+            Error::Lost(lost) => lost.fmt(f),
             Error::Body(e) => write!(f, "the client's request body failed: {e}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::NotSent(e) => Some(e),
+            Error::Lost(lost) => lost.source(),
+            Error::Body(e) => Some(e),
+        }
+    }
+}
+
+/// The worker got (some of) the request and the exchange then failed: what went wrong, and the
+/// I/O or parse error beneath when there is one. A plain message costs no allocation.
+#[derive(Debug)]
+pub(crate) struct Lost {
+    what: &'static str,
+    source: Option<BoxError>,
+}
+
+impl Lost {
+    fn new(what: &'static str) -> Self {
+        Self { what, source: None }
+    }
+
+    fn because(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self {
+            what,
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.what),
+            None => f.write_str(self.what),
+        }
+    }
+}
+
+impl std::error::Error for Lost {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// A response head, hop-by-hop headers removed, and how its body follows.
 #[derive(Debug)]
@@ -91,12 +139,9 @@ pub(crate) enum Start {
 
 /// What a request body must be for the client to send it: a stream of `Bytes` whose default is
 /// the empty body (what is left behind once the body has moved into a [`BodyWriter`]).
-pub(crate) trait RequestBody:
-    Body<Data = Bytes, Error = BoxError> + Default + Unpin
-{
-}
+pub(crate) trait RequestBody: Body<Data = Bytes> + Default + Unpin {}
 
-impl<B: Body<Data = Bytes, Error = BoxError> + Default + Unpin> RequestBody for B {}
+impl<B: Body<Data = Bytes> + Default + Unpin> RequestBody for B {}
 
 /// Headers the edge adds to every request it forwards. Written straight into the request head
 /// rather than inserted into the client's header map, which would hash and often regrow it.
@@ -142,7 +187,7 @@ impl WorkerConn {
         added: Added<'_>,
         body: &mut B,
         max_head: usize,
-    ) -> Result<Head<B>, Error> {
+    ) -> Result<Head<B>, Error<B::Error>> {
         let framing = if body.is_end_stream() {
             Framing::None
         } else if req.headers.contains_key(CONTENT_LENGTH) {
@@ -156,7 +201,9 @@ impl WorkerConn {
         write_head(&mut self.io, &self.write).await?;
         let is_head = req.method == Method::HEAD;
         if framing == Framing::None {
-            return std::future::poll_fn(|cx| self.poll_head(cx, is_head, max_head)).await;
+            return std::future::poll_fn(|cx| self.poll_head(cx, is_head, max_head))
+                .await
+                .map_err(Error::Lost);
         }
         // The head is out, so the request can no longer go elsewhere: the body moves into a
         // writer that keeps sending it while the answer is read, and after the head if need be. A
@@ -180,7 +227,7 @@ impl WorkerConn {
                 }
             }
             match ready!(self.poll_head(cx, is_head, max_head)) {
-                Err(read) => Poll::Ready(Err(write_failed.take().unwrap_or(read))),
+                Err(read) => Poll::Ready(Err(write_failed.take().unwrap_or(Error::Lost(read)))),
                 Ok(head) => Poll::Ready(Ok(head)),
             }
         })
@@ -205,7 +252,7 @@ impl WorkerConn {
         &mut self,
         writer: &mut BodyWriter<B>,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Error>> {
+    ) -> Poll<Result<(), Error<B::Error>>> {
         let result = ready!(writer.poll_write(&mut self.io, cx));
         if result.is_err() {
             self.reusable = false;
@@ -219,7 +266,7 @@ impl WorkerConn {
         cx: &mut Context<'_>,
         is_head: bool,
         max_head: usize,
-    ) -> Poll<Result<Head<B>, Error>> {
+    ) -> Poll<Result<Head<B>, Lost>> {
         loop {
             while !self.read.is_empty() {
                 let before = self.read.len();
@@ -235,14 +282,14 @@ impl WorkerConn {
             match ready!(poll_read_buf(&mut self.io, cx, &mut self.read)) {
                 Ok(0) => {
                     self.reusable = false;
-                    return Poll::Ready(Err(Error::Lost(
-                        "the worker closed the connection before answering".into(),
+                    return Poll::Ready(Err(Lost::new(
+                        "the worker closed the connection before answering",
                     )));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     self.reusable = false;
-                    return Poll::Ready(Err(Error::Lost(format!("reading the response: {e}"))));
+                    return Poll::Ready(Err(Lost::because("reading the response", e)));
                 }
             }
         }
@@ -253,7 +300,7 @@ impl WorkerConn {
         &mut self,
         decoder: &mut Decoder,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, String>>> {
+    ) -> Poll<Option<Result<Bytes, Lost>>> {
         loop {
             match decoder.decode(&mut self.read) {
                 Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
@@ -269,7 +316,7 @@ impl WorkerConn {
                 Ok(n) => n,
                 Err(e) => {
                     self.reusable = false;
-                    return Poll::Ready(Some(Err(format!("reading the response body: {e}"))));
+                    return Poll::Ready(Some(Err(Lost::because("reading the response body", e))));
                 }
             };
             if n == 0 {
@@ -323,7 +370,7 @@ fn encode_head(out: &mut Vec<u8>, req: &request::Parts, added: Added<'_>, chunke
 }
 
 /// Writes the head; a failure before the first byte is `NotSent`.
-async fn write_head(io: &mut WorkerSocket, head: &[u8]) -> Result<(), Error> {
+async fn write_head<E>(io: &mut WorkerSocket, head: &[u8]) -> Result<(), Error<E>> {
     let mut written = 0;
     while written < head.len() {
         match io.write(&head[written..]).await {
@@ -335,11 +382,11 @@ async fn write_head(io: &mut WorkerSocket, head: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-fn lost_or_not(written: usize, e: io::Error) -> Error {
+fn lost_or_not<E>(written: usize, e: io::Error) -> Error<E> {
     if written == 0 {
         Error::NotSent(e)
     } else {
-        Error::Lost(format!("writing the request: {e}"))
+        Error::Lost(Lost::because("writing the request", e))
     }
 }
 
@@ -363,7 +410,7 @@ impl<B: RequestBody> BodyWriter<B> {
         &mut self,
         io: &mut WorkerSocket,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Error>> {
+    ) -> Poll<Result<(), Error<B::Error>>> {
         loop {
             while let Some((prefix, data, suffix)) = &mut self.pending {
                 let slices = [
@@ -421,8 +468,8 @@ impl<B: RequestBody> BodyWriter<B> {
     }
 }
 
-fn lost_writing(e: io::Error) -> Error {
-    Error::Lost(format!("writing the request body: {e}"))
+fn lost_writing<E>(e: io::Error) -> Error<E> {
+    Error::Lost(Lost::because("writing the request body", e))
 }
 
 /// Parses a response head at the start of `buf`: `None` when more bytes are needed. Informational
@@ -432,7 +479,7 @@ fn parse_head<B>(
     reusable: &mut bool,
     is_head: bool,
     max_head: usize,
-) -> Result<Option<Head<B>>, Error> {
+) -> Result<Option<Head<B>>, Lost> {
     let mut spans = Spans::new();
     let (len, code, version) = {
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
@@ -447,15 +494,13 @@ fn parse_head<B>(
             Ok(httparse::Status::Partial) if buf.len() < max_head => return Ok(None),
             Ok(httparse::Status::Partial) => {
                 *reusable = false;
-                return Err(Error::Lost(
-                    "the worker's response head is larger than MAX_HEADER_SIZE".into(),
+                return Err(Lost::new(
+                    "the worker's response head is larger than MAX_HEADER_SIZE",
                 ));
             }
             Err(e) => {
                 *reusable = false;
-                return Err(Error::Lost(format!(
-                    "the worker's response head is malformed: {e}"
-                )));
+                return Err(Lost::because("the worker's response head is malformed", e));
             }
         };
         spans.record(buf, resp.headers);
@@ -464,12 +509,12 @@ fn parse_head<B>(
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| {
         *reusable = false;
-        Error::Lost(format!("the worker answered status {code}"))
+        Lost::because("the worker answered an invalid status", format!("{code}"))
     })?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         *reusable = false;
-        return Err(Error::Lost(
-            "the worker switched protocols on a request that asked for no upgrade".into(),
+        return Err(Lost::new(
+            "the worker switched protocols on a request that asked for no upgrade",
         ));
     }
     if status.is_informational() {
@@ -493,7 +538,7 @@ fn parse_head<B>(
         let name = HeaderName::from_bytes(at.name(&head));
         let Ok(name) = name else {
             *reusable = false;
-            return Err(Error::Lost("the worker sent an invalid header name".into()));
+            return Err(Lost::new("the worker sent an invalid header name"));
         };
         let raw = at.value_shared(&head);
         if name == CONNECTION {
@@ -527,17 +572,13 @@ fn parse_head<B>(
                 (Some(n), Some(prior)) if n == prior => continue,
                 _ => {
                     *reusable = false;
-                    return Err(Error::Lost(
-                        "the worker sent an invalid Content-Length".into(),
-                    ));
+                    return Err(Lost::new("the worker sent an invalid Content-Length"));
                 }
             }
         }
         let Ok(value) = HeaderValue::from_maybe_shared(raw) else {
             *reusable = false;
-            return Err(Error::Lost(
-                "the worker sent an invalid header value".into(),
-            ));
+            return Err(Lost::new("the worker sent an invalid header value"));
         };
         headers.append(name, value);
     }
@@ -637,7 +678,7 @@ impl Decoder {
     }
 
     /// Takes the next piece of body out of `buf`.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, String> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Lost> {
         loop {
             match self {
                 Decoder::Done => return Ok(Decoded::Done),
@@ -676,7 +717,7 @@ impl Decoder {
                         Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
                             return Ok(Decoded::NeedMore);
                         }
-                        _ => return Err("the worker sent an invalid chunk size".into()),
+                        _ => return Err(Lost::new("the worker sent an invalid chunk size")),
                     },
                     Chunk::Data(left) => {
                         if buf.is_empty() {
@@ -694,7 +735,9 @@ impl Decoder {
                             return Ok(Decoded::NeedMore);
                         }
                         if &buf[..2] != b"\r\n" {
-                            return Err("a chunk of the worker's body did not end in CRLF".into());
+                            return Err(Lost::new(
+                                "a chunk of the worker's body did not end in CRLF",
+                            ));
                         }
                         buf.advance(2);
                         *chunk = Chunk::Size;
@@ -707,7 +750,7 @@ impl Decoder {
                         // Trailers are not forwarded.
                         Some(end) => buf.advance(end + 2),
                         None if buf.len() < MAX_CHUNK_LINE => return Ok(Decoded::NeedMore),
-                        None => return Err("the worker's trailers are too large".into()),
+                        None => return Err(Lost::new("the worker's trailers are too large")),
                     },
                 },
             }
@@ -715,13 +758,15 @@ impl Decoder {
     }
 
     /// The worker closed the connection: the end of the body, or a body cut short.
-    pub(crate) fn on_eof(&mut self) -> Result<(), String> {
+    pub(crate) fn on_eof(&mut self) -> Result<(), Lost> {
         match self {
             Decoder::UntilClose | Decoder::Done => {
                 *self = Decoder::Done;
                 Ok(())
             }
-            _ => Err("the worker closed the connection in the middle of the body".into()),
+            _ => Err(Lost::new(
+                "the worker closed the connection in the middle of the body",
+            )),
         }
     }
 }
@@ -733,7 +778,7 @@ mod tests {
     /// The body type is immaterial to parsing a response head.
     type Head = super::Head<http_body_util::Empty<Bytes>>;
 
-    fn head(raw: &[u8], is_head: bool) -> (Result<Option<Head>, Error>, bool, BytesMut) {
+    fn head(raw: &[u8], is_head: bool) -> (Result<Option<Head>, Lost>, bool, BytesMut) {
         let mut buf = BytesMut::from(raw);
         let mut reusable = true;
         let parsed = parse_head(&mut buf, &mut reusable, is_head, 64 * 1024);
@@ -766,7 +811,7 @@ mod tests {
         buf.extend_from_slice(&[b'a'; 100]);
         let mut reusable = true;
         let parsed = parse_head::<()>(&mut buf, &mut reusable, false, 64);
-        assert!(matches!(parsed, Err(Error::Lost(_))));
+        assert!(parsed.is_err());
         assert!(!reusable);
     }
 
@@ -809,7 +854,7 @@ mod tests {
             b"HTTP/9.9 200 OK\r\n\r\n",
         ] {
             let (parsed, reusable, _) = head(raw, false);
-            assert!(matches!(parsed, Err(Error::Lost(_))), "{raw:?}");
+            assert!(parsed.is_err(), "{raw:?}");
             assert!(!reusable, "{raw:?}");
         }
     }
@@ -853,7 +898,7 @@ mod tests {
         assert!(!reusable, "both framings: close after it");
     }
 
-    fn decode_all(decoder: &mut Decoder, pieces: &[&[u8]]) -> Result<Vec<u8>, String> {
+    fn decode_all(decoder: &mut Decoder, pieces: &[&[u8]]) -> Result<Vec<u8>, Lost> {
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for piece in pieces {
@@ -866,7 +911,10 @@ mod tests {
                 }
             }
         }
-        Err(format!("not done: {decoder:?}, got {out:?}"))
+        Err(Lost::because(
+            "not done",
+            format!("{decoder:?}, got {out:?}"),
+        ))
     }
 
     #[test]

@@ -502,14 +502,14 @@ impl<I: Io> AsyncRead for Rewind<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(unread) = this.unread.iter_mut().find(|b| !b.is_empty()) {
+        let Self { unread, io } = self.get_mut();
+        if let Some(unread) = unread.iter_mut().find(|b| !b.is_empty()) {
             let n = unread.len().min(buf.remaining());
             buf.put_slice(&unread[..n]);
             unread.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        Pin::new(io).poll_read(cx, buf)
     }
 }
 

@@ -80,6 +80,41 @@ pub struct Rates {
     pub s60: RatePair,
 }
 
+/// Response times over one window, in ms, under the Node original's field names (flattened
+/// into the cluster's and each worker's part of the report).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseTimes {
+    /// The mean.
+    pub avg_response_time: f64,
+    /// The fastest.
+    pub min_response_time: f64,
+    /// The slowest.
+    pub max_response_time: f64,
+    /// The median.
+    pub p50: f64,
+    /// 95% of responses were at least this fast.
+    pub p95: f64,
+    /// 99% were.
+    pub p99: f64,
+    /// 99.9% were.
+    pub p999: f64,
+}
+
+impl From<&LatencySummary> for ResponseTimes {
+    fn from(l: &LatencySummary) -> Self {
+        Self {
+            avg_response_time: l.mean,
+            min_response_time: l.min,
+            max_response_time: l.max,
+            p50: l.p50,
+            p95: l.p95,
+            p99: l.p99,
+            p999: l.p999,
+        }
+    }
+}
+
 /// The cluster part of [`Report`].
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -96,20 +131,9 @@ pub struct ClusterSummary {
     pub errors_per_second: f64,
     /// Errors as a percent of requests over the last 60 s.
     pub error_rate: f64,
-    /// Latency over the last 60 s, ms (merged from every worker's histogram).
-    pub avg_response_time: f64,
-    /// Fastest in the last 60 s, ms.
-    pub min_response_time: f64,
-    /// Slowest in the last 60 s, ms.
-    pub max_response_time: f64,
-    /// Median over the last 60 s, ms.
-    pub p50: f64,
-    /// ms.
-    pub p95: f64,
-    /// ms.
-    pub p99: f64,
-    /// ms.
-    pub p999: f64,
+    /// Response times over the last 60 s, merged from every worker's histogram.
+    #[serde(flatten)]
+    pub latency: ResponseTimes,
     /// Requests in flight.
     pub active_connections: u64,
     /// Seconds since the master started.
@@ -158,20 +182,9 @@ pub struct WorkerMetrics {
     pub errors: u64,
     /// In flight now.
     pub active_connections: u64,
-    /// Last 60 s, ms.
-    pub avg_response_time: f64,
-    /// Last 60 s, ms.
-    pub min_response_time: f64,
-    /// Last 60 s, ms.
-    pub max_response_time: f64,
-    /// Last 60 s, ms.
-    pub p50: f64,
-    /// Last 60 s, ms.
-    pub p95: f64,
-    /// Last 60 s, ms.
-    pub p99: f64,
-    /// Last 60 s, ms.
-    pub p999: f64,
+    /// Response times over the last 60 s.
+    #[serde(flatten)]
+    pub latency: ResponseTimes,
     /// Percent of one core, sampled every `METRICS_INTERVAL`.
     pub cpu_usage: f64,
     /// RSS as a percent of the memory limit.
@@ -310,13 +323,7 @@ impl Monitor {
                     requests: totals.requests,
                     errors: totals.errors,
                     active_connections: w.in_flight,
-                    avg_response_time: latency.mean,
-                    min_response_time: latency.min,
-                    max_response_time: latency.max,
-                    p50: latency.p50,
-                    p95: latency.p95,
-                    p99: latency.p99,
-                    p999: latency.p999,
+                    latency: ResponseTimes::from(&latency),
                     cpu_usage: round1(cpu),
                     memory_usage: round1(inputs.memory_percent),
                     memory_mb: round1(rss as f64 / (1024.0 * 1024.0)),
@@ -372,13 +379,7 @@ impl Monitor {
             requests_per_second: rates_over(&rates, HEADLINE_RATE_WINDOW).requests,
             errors_per_second: rates_over(&rates, HEADLINE_RATE_WINDOW).errors,
             error_rate: round1(cluster_inputs.error_rate_percent()),
-            avg_response_time: latency.mean,
-            min_response_time: latency.min,
-            max_response_time: latency.max,
-            p50: latency.p50,
-            p95: latency.p95,
-            p99: latency.p99,
-            p999: latency.p999,
+            latency: ResponseTimes::from(&latency),
             active_connections: workers.iter().map(|w| w.in_flight).sum(),
             uptime: round3(uptime.as_secs_f64()),
             workers: workers.len(),
@@ -411,7 +412,7 @@ impl Monitor {
                 t.error_rate_percent,
                 "%",
             ),
-            Alert::check("cluster", None, "p95", c.p95, t.p95_ms, " ms"),
+            Alert::check("cluster", None, "p95", c.latency.p95, t.p95_ms, " ms"),
         ]
         .into_iter()
         .flatten()
@@ -433,7 +434,7 @@ impl Monitor {
                         t.error_rate_percent,
                         "%",
                     ),
-                    Alert::check("worker", id, "p95", m.p95, t.p95_ms, " ms"),
+                    Alert::check("worker", id, "p95", m.latency.p95, t.p95_ms, " ms"),
                     Alert::check(
                         "worker",
                         id,
@@ -632,7 +633,7 @@ mod tests {
         assert_eq!(r.workers[0].penalties, ["cpu"]);
         assert_eq!(r.workers[0].status, "healthy");
         assert!(
-            (r.workers[0].metrics.p50 - 20.0).abs() < 0.3,
+            (r.workers[0].metrics.latency.p50 - 20.0).abs() < 0.3,
             "{:?}",
             r.workers[0].metrics
         );

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use cookie::{Cookie, SameSite};
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, header::COOKIE};
 use serde::{Deserialize, Serialize};
@@ -187,28 +188,34 @@ pub fn parse_id(id: &str) -> Option<usize> {
     slot.parse().ok()
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers, if present.
+/// The value of cookie `name` in the request's `Cookie` headers, if present (parsed with the
+/// `cookie` crate; surrounding double quotes, which RFC 6265 §4.1.1 allows, are dropped). Runs on
+/// the master for every request under sticky balancing, so it borrows: no cookie is copied.
 pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name_raw() == Some(name))
+        .and_then(|c| c.value_raw())
+        .map(|v| v.trim_matches('"'))
 }
 
 /// A `Set-Cookie` value for session `id`: `HttpOnly` (scripts cannot read it), `SameSite=Lax` (other
 /// sites cannot send it with their forms), `Path=/`, and a `Max-Age` the server re-sends on every
 /// response so the cookie slides with the session.
 pub fn set_cookie(name: &str, id: &str, max_age: Duration) -> HeaderValue {
-    let value = format!(
-        "{name}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-        max_age.as_secs()
-    );
+    let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+    let cookie = Cookie::build((name, id))
+        .path("/")
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .build();
     // Ids are ASCII by construction; the fallback only guards a bad `name`.
-    HeaderValue::try_from(value)
+    HeaderValue::try_from(cookie.to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("invalid=1; Max-Age=0"))
 }
 
@@ -270,10 +277,19 @@ mod tests {
     #[test]
     fn the_set_cookie_has_every_safety_attribute() {
         let v = set_cookie("sessionId", "1.ab", Duration::from_secs(1800));
+        // The attributes' order is the cookie crate's; what they say is checked one by one.
+        let text = v.to_str().unwrap();
+        assert!(text.starts_with("sessionId=1.ab; "), "{text}");
+        let c = Cookie::parse(text).unwrap();
+        assert_eq!((c.name(), c.value()), ("sessionId", "1.ab"), "{text}");
+        assert_eq!(c.path(), Some("/"), "{text}");
         assert_eq!(
-            v,
-            "sessionId=1.ab; Path=/; Max-Age=1800; HttpOnly; SameSite=Lax"
+            c.max_age(),
+            Some(cookie::time::Duration::seconds(1800)),
+            "{text}"
         );
+        assert_eq!(c.http_only(), Some(true), "{text}");
+        assert_eq!(c.same_site(), Some(SameSite::Lax), "{text}");
     }
 
     #[test]

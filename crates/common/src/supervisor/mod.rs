@@ -20,11 +20,13 @@
 //! one keeps serving and the roll stops.
 
 pub mod backoff;
+mod error;
 mod sample;
 mod shared;
 mod slot;
 pub(crate) mod spawn;
 
+pub use error::CommandError;
 pub(crate) use shared::Shared;
 
 use std::collections::{BTreeMap, HashMap};
@@ -56,7 +58,7 @@ pub(crate) enum Command {
     Request(
         usize,
         serde_json::Value,
-        oneshot::Sender<Result<serde_json::Value, String>>,
+        oneshot::Sender<Result<serde_json::Value, CommandError>>,
     ),
     Shutdown(Duration, oneshot::Sender<bool>),
 }
@@ -64,7 +66,7 @@ pub(crate) enum Command {
 /// What the per-process tasks report.
 enum Event {
     Message(Key, WorkerMessage),
-    Broken(Key, String),
+    Broken(Key, ipc::IpcError),
     Exited(Key, ExitStatus),
 }
 
@@ -106,7 +108,13 @@ pub(crate) struct Supervisor {
     events_rx: mpsc::Receiver<Event>,
     /// IPC requests awaiting a reply, with the process asked. Pruned when the asker gives up or the
     /// process exits, so a worker that never answers cannot grow it.
-    pending: HashMap<u64, (Key, oneshot::Sender<Result<serde_json::Value, String>>)>,
+    pending: HashMap<
+        u64,
+        (
+            Key,
+            oneshot::Sender<Result<serde_json::Value, CommandError>>,
+        ),
+    >,
     next_request: u64,
     shutdown: Option<(Instant, oneshot::Sender<bool>)>,
     killed_at_shutdown: bool,
@@ -219,7 +227,7 @@ impl Supervisor {
         let gens: Vec<u64> = slot.current.take().into_iter().collect();
         if let Some((gen_, reply)) = slot.replacement.take() {
             if let Some(reply) = reply {
-                let _ = reply.send(Err(format!("slot {id} was scaled away")));
+                let _ = reply.send(Err(CommandError::ScaledAway { slot: id }));
             }
             self.drain((id, gen_));
         }
@@ -348,7 +356,7 @@ impl Supervisor {
             while let Some(msg) = inbox.recv().await {
                 let ev = match msg {
                     Ok(msg) => Event::Message(key, msg),
-                    Err(e) => Event::Broken(key, e.to_string()),
+                    Err(e) => Event::Broken(key, e),
                 };
                 let broken = matches!(ev, Event::Broken(..));
                 if events.send(ev).await.is_err() || broken {
@@ -505,9 +513,8 @@ impl Supervisor {
                     if g != generation {
                         slot.replacement = Some((g, reply));
                     } else if let Some(reply) = reply {
-                        let _ = reply.send(Err(format!(
-                            "the new worker for slot {id} exited before it was ready ({status})"
-                        )));
+                        let _ =
+                            reply.send(Err(CommandError::ExitedBeforeReady { slot: id, status }));
                     }
                 }
             }
@@ -559,7 +566,7 @@ impl Supervisor {
                         !s.removed && s.replacement.is_none() && s.current.is_some()
                     });
                 if !ok {
-                    let _ = reply.send(Err(format!("slot {id} has no running worker to replace")));
+                    let _ = reply.send(Err(CommandError::NoWorker { slot: id }));
                     return;
                 }
                 if let Some(generation) = self.start(id, Role::Replacement)
@@ -567,7 +574,7 @@ impl Supervisor {
                 {
                     slot.replacement = Some((generation, Some(reply)));
                 } else {
-                    let _ = reply.send(Err(format!("could not start a new worker for slot {id}")));
+                    let _ = reply.send(Err(CommandError::CouldNotStart { slot: id }));
                 }
             }
             Command::Signal(slot, sig) => {
@@ -599,11 +606,11 @@ impl Supervisor {
                             self.pending
                                 .insert(id, ((slot, p.backend.generation()), reply));
                         } else {
-                            let _ = reply.send(Err(format!("worker {slot} is gone")));
+                            let _ = reply.send(Err(CommandError::NoWorker { slot }));
                         }
                     }
                     None => {
-                        let _ = reply.send(Err(format!("slot {slot} has no running worker")));
+                        let _ = reply.send(Err(CommandError::NoWorker { slot }));
                     }
                 }
             }
@@ -618,7 +625,7 @@ impl Supervisor {
         for slot in self.slots.values_mut() {
             slot.respawn_at = None;
             if let Some((_, Some(r))) = slot.replacement.take() {
-                let _ = r.send(Err("the cluster is shutting down".into()));
+                let _ = r.send(Err(CommandError::ShuttingDown));
             }
         }
         let deadline_ms = deadline.as_millis() as u64;

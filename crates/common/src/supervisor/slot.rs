@@ -19,10 +19,11 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::error::CommandError;
 use crate::slot::{SlotCounters, SlotState};
 
 /// Told whether a replacement became Ready.
-pub(super) type ReplaceReply = oneshot::Sender<Result<(), String>>;
+pub(super) type ReplaceReply = oneshot::Sender<Result<(), CommandError>>;
 
 pub(super) struct Slot {
     pub(super) counters: Arc<SlotCounters>,
