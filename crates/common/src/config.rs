@@ -3,6 +3,8 @@
 //! A bad value is a user mistake, not a crash: [`Config::from_env_or_exit`] prints one line naming the
 //! variable, the value and what it accepts, then exits with status 2. Lessons read their own variables
 //! with the same helpers ([`var`], [`duration_ms`], …) so every message has one shape.
+//!
+//! Depends on nothing else in the crate: every layer above reads its settings from here.
 
 use std::fmt;
 use std::net::IpAddr;

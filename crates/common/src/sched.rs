@@ -18,6 +18,8 @@
 //!
 //! A master started under another policy on purpose (`chrt -f`, `chrt -i`, …) keeps it: only the
 //! default policy is switched.
+//!
+//! Depends on `config` only.
 
 use crate::config::Scheduling;
 

@@ -2,6 +2,8 @@
 //!
 //! Built on `tokio::sync::watch`: triggering it once wakes every waiter, and a waiter that starts
 //! listening after the trigger returns at once (a broadcast would lose that notice).
+//!
+//! Depends on nothing else in the crate.
 
 use tokio::sync::watch;
 

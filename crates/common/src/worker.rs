@@ -10,6 +10,9 @@
 //! Workers run a current-thread tokio runtime, like a Node worker's single event loop: one process
 //! per core is the unit of parallelism, and a handler that blocks the thread stops the heartbeats
 //! too, which is exactly what lets the master detect a hung worker.
+//!
+//! Depends on `wire` (the contract with the master) and `http` (the plain-request loop and
+//! deadlines); never on the supervisor or the edge, the master's side of the same contract.
 
 use std::convert::Infallible;
 use std::os::fd::{FromRawFd, RawFd};

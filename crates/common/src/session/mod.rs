@@ -12,6 +12,8 @@
 //! nothing to lose when the master restarts. The slot is not a secret and not trusted: the random
 //! part is what makes a session, and a worker only ever serves ids its store already knows. A made-up
 //! id is routed to the slot it names, finds nothing there, and gets a new session.
+//!
+//! Depends on `error` only: the worker uses it, and the master reads the cookie with it.
 
 pub mod memory;
 #[cfg(feature = "redis")]
