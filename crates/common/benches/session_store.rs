@@ -46,7 +46,10 @@ fn touch(c: &mut Criterion) {
     let moka = moka_store();
     for id in &ids {
         ours.insert_now(Session::new(id.clone(), 0));
-        moka.insert(id.clone(), Arc::new(Mutex::new(Session::new(id.clone(), 0))));
+        moka.insert(
+            id.clone(),
+            Arc::new(Mutex::new(Session::new(id.clone(), 0))),
+        );
     }
     let mut group = c.benchmark_group("touch an existing session");
     let mut i = 0usize;

@@ -296,6 +296,11 @@ impl Lease {
     pub(crate) fn release(&mut self) {
         self.in_flight.outcome = Outcome::Complete;
         let backend = self.in_flight.backend();
+        // Pooled again only if the next request on it cannot be misread: the response was read
+        // to its very end with no stray byte behind it (else the next answer would start with
+        // the last one's leftovers: a desync), neither side said `Connection: close` (RFC 9112
+        // §9.6), and the worker is not draining (a draining worker closes its idle connections,
+        // and a request written onto one of them would be lost).
         if let Some(conn) = self.conn.take()
             && conn.is_reusable()
             && !backend.retired.load(Ordering::Relaxed)

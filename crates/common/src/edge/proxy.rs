@@ -137,8 +137,14 @@ pub(crate) async fn forward_parts(
         client_ip: peer.ip.as_bytes(),
         request_id: generated.then_some(request_id.as_bytes()),
     };
-    // A bodiless idempotent request can be sent again if its worker dies before answering.
+    // A bodiless idempotent request can be sent again if its worker dies before answering: an
+    // idempotent method means two deliveries have the effect of one (RFC 9110 §9.2.2), and with no
+    // body there is nothing half-consumed to send twice. A POST that reached a worker is never
+    // resent: the worker may have acted on it before it died.
     let resendable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+    // Every request earns a fraction of a retry (tower's TpsBudget: 20% of the last 10 s of
+    // traffic, plus a small floor). When every worker is failing, retries stop at that share
+    // instead of doubling the load on a cluster already in trouble.
     edge.retry.deposit();
 
     let Some(first) = pick(edge, &parts, client, None) else {
@@ -172,6 +178,8 @@ pub(crate) async fn forward_parts(
             );
         }
     }
+    // The retry goes to another process than the one that failed (a worker that just dropped a
+    // request is the likeliest to drop the next), and only once: a second failure is the answer.
     let retry_to = if edge.retry.withdraw() {
         pick(edge, &parts, client, Some(failed_pid))
     } else {

@@ -176,6 +176,10 @@ impl WorkerConn {
     /// Whether the connection can carry the next request: the last response was read to its end
     /// with nothing after it.
     pub(crate) fn is_reusable(&self) -> bool {
+        // `reusable` is cleared by everything that leaves the connection out of step: a body
+        // delimited by the close (RFC 9112 §6.3 rule 8), both framings at once (§6.3 rule 3), a
+        // request body not sent in full, any read or parse error. Bytes still buffered would be
+        // taken for the start of the next response.
         self.reusable && self.read.is_empty()
     }
 

@@ -145,6 +145,11 @@ async fn serve_plain<P: Plain, I: Io>(
                     Parsed::Plain(req, close) => break (req, close),
                     Parsed::Partial => {}
                     Parsed::Other(head) => {
+                        // From here on the connection is hyper's for good: it gets every byte
+                        // read so far, the head first, exactly as the client sent them, so a
+                        // request hyper refuses (400, 431) is refused on what the client sent,
+                        // and no byte is read twice or lost between the two servers. Back to the
+                        // plain loop is never: hyper may be mid-body or mid-upgrade.
                         let io = Rewind {
                             unread: [head, read.freeze()],
                             io,

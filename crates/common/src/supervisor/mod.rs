@@ -434,6 +434,11 @@ impl Supervisor {
     }
 
     /// A replacement is Ready: switch the slot's traffic to it and drain the old process.
+    ///
+    /// The order is what makes a roll lose nothing: the new process joins the ready set first (the
+    /// set is replaced whole, so a request sees the old process or the new one, never neither),
+    /// and only then is the old one retired, which turns away requests that picked it a moment
+    /// earlier (they go elsewhere, unsent) and lets the ones it is serving finish.
     fn promote(&mut self, key: Key) {
         let (id, generation) = key;
         let Some(slot) = self.slots.get_mut(&id) else {
