@@ -11,6 +11,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::shutdown::Shutdown;
 
+/// One edge thread's listening socket, and when and how it stops: what either dispatch mode
+/// serves.
+pub(crate) struct Listening {
+    pub listener: TcpListener,
+    /// Fires when the master shuts down: accepting stops.
+    pub shutdown: Shutdown,
+    /// How long the connections still open may take to finish after that.
+    pub drain: Duration,
+}
+
 /// Binds `addr` once per edge thread with `SO_REUSEPORT`, so the kernel spreads new connections
 /// evenly over the threads. (With one shared listener, measured: all 64 connections of a load test
 /// went to whichever thread happened to be accepting, and the other thread sat idle.)
@@ -42,16 +52,19 @@ pub(crate) fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<Vec<TcpL
 /// connections still open; returns whether they all finished in time. Both dispatch modes accept
 /// this way.
 pub(crate) async fn accept_until<F, Fut>(
-    listener: TcpListener,
+    at: Listening,
     slots: &Arc<Semaphore>,
-    shutdown: Shutdown,
-    drain: Duration,
     mut serve_one: F,
 ) -> bool
 where
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let Listening {
+        listener,
+        shutdown,
+        drain,
+    } = at;
     let connections = TaskTracker::new();
     let stop = shutdown.wait();
     tokio::pin!(stop);

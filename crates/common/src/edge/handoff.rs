@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::accept::accept_until;
+use super::accept::{Listening, accept_until};
 use super::serve::{hyper_builder, serve_connection};
 use super::state::Edge;
 use crate::balance::RequestInfo;
@@ -97,19 +97,11 @@ fn to_head(req: &httparse::Request<'_, '_>) -> Option<Head> {
 
 /// Accepts until `shutdown`, handing connections to workers; returns true if the connections the
 /// master kept for itself closed within `drain`.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    edge: Arc<Edge>,
-    shutdown: Shutdown,
-    drain: Duration,
-) -> bool {
-    accept_until(
-        listener,
-        &edge.connection_slots,
-        shutdown.clone(),
-        drain,
-        |stream, client| dispatch(stream, client, edge.clone(), shutdown.clone()),
-    )
+pub(crate) async fn serve(at: Listening, edge: Arc<Edge>) -> bool {
+    let shutdown = at.shutdown.clone();
+    accept_until(at, &edge.connection_slots, |stream, client| {
+        dispatch(stream, client, edge.clone(), shutdown.clone())
+    })
     .await
 }
 

@@ -5,16 +5,15 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, request};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-use super::accept::accept_until;
+use super::accept::{Listening, accept_until};
 use super::proxy::{self, Peer};
 use super::request_body::RequestBody;
 use super::response_body::EdgeBody;
@@ -138,36 +137,26 @@ pub(crate) fn hyper_builder(edge: &Edge, keep_alive: bool) -> http1::Builder {
 
 /// Proxy mode: serves HTTP on `listener` until `shutdown` fires, forwarding requests to workers;
 /// then lets in-flight requests finish for up to `drain`. True if every connection closed in time.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    edge: Arc<Edge>,
-    shutdown: Shutdown,
-    drain: Duration,
-) -> bool {
+pub(crate) async fn serve(at: Listening, edge: Arc<Edge>) -> bool {
     let builder = hyper_builder(&edge, true);
-    accept_until(
-        listener,
-        &edge.connection_slots,
-        shutdown.clone(),
-        drain,
-        |stream, client| {
-            let _ = stream.set_nodelay(true);
-            let deadlines = edge.limits.deadlines();
-            let peer = Peer::new(client, &deadlines);
-            let watch = peer.watch.clone();
-            let plain = PlainEdge {
-                edge: edge.clone(),
-                builder: builder.clone(),
-                peer,
-            };
-            let conn = PlainConn::new(plain, stream);
-            let stop = shutdown.clone();
-            async move {
-                if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
-                    tracing::debug!(%client, error = %e, "client connection ended with an error");
-                }
+    let shutdown = at.shutdown.clone();
+    accept_until(at, &edge.connection_slots, |stream, client| {
+        let _ = stream.set_nodelay(true);
+        let deadlines = edge.limits.deadlines();
+        let peer = Peer::new(client, &deadlines);
+        let watch = peer.watch.clone();
+        let plain = PlainEdge {
+            edge: edge.clone(),
+            builder: builder.clone(),
+            peer,
+        };
+        let conn = PlainConn::new(plain, stream);
+        let stop = shutdown.clone();
+        async move {
+            if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
+                tracing::debug!(%client, error = %e, "client connection ended with an error");
             }
-        },
-    )
+        }
+    })
     .await
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use super::accept::Listening;
 use super::state::Edge;
 use super::{handoff, pool, serve};
 use crate::config::Dispatch;
@@ -57,9 +58,14 @@ pub(crate) fn spawn(
                             return false;
                         }
                     };
+                    let at = Listening {
+                        listener,
+                        shutdown,
+                        drain,
+                    };
                     match dispatch {
-                        Dispatch::Proxy => serve::serve(listener, edge, shutdown, drain).await,
-                        Dispatch::Handoff => handoff::serve(listener, edge, shutdown, drain).await,
+                        Dispatch::Proxy => serve::serve(at, edge).await,
+                        Dispatch::Handoff => handoff::serve(at, edge).await,
                     }
                 });
                 let _ = done.send(drained);
