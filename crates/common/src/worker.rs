@@ -323,7 +323,7 @@ impl plain::Plain for PlainWorker {
         let mut router = self.server.router.clone();
         let counters = self.server.counters.clone();
         async move {
-            let _in_flight = InFlight::new(counters);
+            let _in_flight = OpenRequest::new(counters);
             let req = http::Request::from_parts(req, axum::body::Body::empty());
             router
                 .call(req)
@@ -342,7 +342,7 @@ impl plain::Plain for PlainWorker {
                 let watch = watch.clone();
                 async move {
                     watch.busy();
-                    let _in_flight = InFlight::new(counters);
+                    let _in_flight = OpenRequest::new(counters);
                     let resp = router.call(req.map(axum::body::Body::new)).await?;
                     Ok::<_, Infallible>(resp.map(|body| Watched::new(body, watch)))
                 }
@@ -406,9 +406,9 @@ async fn handoff_loop(channel: HandoffChannel, server: Server) {
 }
 
 /// Counts a request from arrival until its handler finishes or is dropped (client gone).
-struct InFlight(Arc<Counters>);
+struct OpenRequest(Arc<Counters>);
 
-impl InFlight {
+impl OpenRequest {
     fn new(counters: Arc<Counters>) -> Self {
         counters.requests.fetch_add(1, Ordering::Relaxed);
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -416,7 +416,7 @@ impl InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for OpenRequest {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

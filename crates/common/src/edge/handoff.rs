@@ -38,14 +38,14 @@ use crate::shutdown::Shutdown;
 pub const PEEK_LIMIT: usize = 8 * 1024;
 
 /// The first request head of a connection, as far as the master needs it.
-struct Head {
+struct PeekedHead {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 }
 
 enum Peeked {
-    Head(Box<Head>),
+    Head(Box<PeekedHead>),
     /// Not (yet) a valid head: let the master's HTTP server answer (400, 431, or a timeout).
     Unusable,
     /// The client closed before sending anything.
@@ -79,7 +79,7 @@ async fn peek_head(stream: &TcpStream, timeout: Duration) -> io::Result<Peeked> 
     }
 }
 
-fn to_head(req: &httparse::Request<'_, '_>) -> Option<Head> {
+fn to_head(req: &httparse::Request<'_, '_>) -> Option<PeekedHead> {
     let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
     let uri: Uri = req.path?.parse().ok()?;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
@@ -88,7 +88,7 @@ fn to_head(req: &httparse::Request<'_, '_>) -> Option<Head> {
         let value = HeaderValue::from_bytes(h.value).ok()?;
         headers.append(name, value);
     }
-    Some(Head {
+    Some(PeekedHead {
         method,
         uri,
         headers,

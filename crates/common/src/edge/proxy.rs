@@ -73,7 +73,7 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 }
 
 /// The worker for `req`, leaving out process `exclude` (one that just failed it).
-fn pick(
+fn choose(
     edge: &Edge,
     req: &request::Parts,
     client: SocketAddr,
@@ -147,7 +147,7 @@ pub(crate) async fn forward_parts(
     // instead of doubling the load on a cluster already in trouble.
     edge.retry.deposit();
 
-    let Some(first) = pick(edge, &parts, client, None) else {
+    let Some(first) = choose(edge, &parts, client, None) else {
         return with_id(
             error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -181,7 +181,7 @@ pub(crate) async fn forward_parts(
     // The retry goes to another process than the one that failed (a worker that just dropped a
     // request is the likeliest to drop the next), and only once: a second failure is the answer.
     let retry_to = if edge.retry.withdraw() {
-        pick(edge, &parts, client, Some(failed_pid))
+        choose(edge, &parts, client, Some(failed_pid))
     } else {
         None
     };
@@ -293,7 +293,7 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     append_forwarded_for(&mut parts.headers, peer);
-    let Some(backend) = pick(edge, &parts, client, None) else {
+    let Some(backend) = choose(edge, &parts, client, None) else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_worker_available",

@@ -155,7 +155,7 @@ pub(crate) struct Added<'a> {
 
 /// How the request body is framed on the way to the worker.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Framing {
+enum BodyFraming {
     None,
     Length,
     Chunked,
@@ -193,18 +193,18 @@ impl WorkerConn {
         max_head: usize,
     ) -> Result<Head<B>, Error<B::Error>> {
         let framing = if body.is_end_stream() {
-            Framing::None
+            BodyFraming::None
         } else if req.headers.contains_key(CONTENT_LENGTH) {
-            Framing::Length
+            BodyFraming::Length
         } else {
-            Framing::Chunked
+            BodyFraming::Chunked
         };
         self.reusable = true;
         self.write.clear();
-        encode_head(&mut self.write, req, added, framing == Framing::Chunked);
+        encode_head(&mut self.write, req, added, framing == BodyFraming::Chunked);
         write_head(&mut self.io, &self.write).await?;
         let is_head = req.method == Method::HEAD;
-        if framing == Framing::None {
+        if framing == BodyFraming::None {
             return std::future::poll_fn(|cx| self.poll_head(cx, is_head, max_head))
                 .await
                 .map_err(Error::Lost);
@@ -215,7 +215,7 @@ impl WorkerConn {
         // for the whole body to be written first could wait forever.
         let mut writer = BodyWriter {
             body: std::mem::take(body),
-            chunked: framing == Framing::Chunked,
+            chunked: framing == BodyFraming::Chunked,
             pending: None,
             ended: false,
         };

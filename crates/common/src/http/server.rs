@@ -322,7 +322,7 @@ where
 
 /// How a response body is delimited on the client's connection.
 #[derive(Clone, Copy, PartialEq)]
-enum Framing {
+enum ResponseFraming {
     /// No body may follow (HEAD, 204, 304): the head is sent as the worker wrote it.
     None,
     Length(u64),
@@ -346,11 +346,11 @@ where
     let bodiless =
         is_head || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
     let framing = if bodiless {
-        Framing::None
+        ResponseFraming::None
     } else {
         match body.size_hint().exact() {
-            Some(n) => Framing::Length(n),
-            None => Framing::Chunked,
+            Some(n) => ResponseFraming::Length(n),
+            None => ResponseFraming::Chunked,
         }
     };
     out.clear();
@@ -364,7 +364,8 @@ where
     for (name, value) in &parts.headers {
         // The body's framing is this connection's: written below, whatever the worker used.
         let framing_header = *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING;
-        if framing_header && (framing != Framing::None || status == StatusCode::NO_CONTENT) {
+        if framing_header && (framing != ResponseFraming::None || status == StatusCode::NO_CONTENT)
+        {
             continue;
         }
         if *name == CONNECTION {
@@ -380,13 +381,13 @@ where
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        Framing::None => {}
-        Framing::Length(n) => {
+        ResponseFraming::None => {}
+        ResponseFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     if !dated {
         date(out);
@@ -397,12 +398,12 @@ where
     out.extend_from_slice(b"\r\n");
     drop(parts);
 
-    if framing == Framing::None {
+    if framing == ResponseFraming::None {
         io.write_all(out).await?;
         return Ok(close);
     }
     let mut body = pin!(body);
-    if let Framing::Length(n) = framing
+    if let ResponseFraming::Length(n) = framing
         && n <= INLINE_BODY as u64
     {
         // Small and of known size (a complete body nearly always): behind the head, one write.
@@ -433,7 +434,7 @@ where
             continue;
         }
         sent += data.len() as u64;
-        if framing == Framing::Chunked {
+        if framing == ResponseFraming::Chunked {
             out.clear();
             write_chunk_size(data.len(), out);
             out.extend_from_slice(b"\r\n");
@@ -445,8 +446,8 @@ where
         }
     }
     match framing {
-        Framing::Chunked => io.write_all(b"0\r\n\r\n").await?,
-        Framing::Length(n) if sent != n => return Err(short_body(sent, n)),
+        ResponseFraming::Chunked => io.write_all(b"0\r\n\r\n").await?,
+        ResponseFraming::Length(n) if sent != n => return Err(short_body(sent, n)),
         _ => {}
     }
     Ok(close)
