@@ -17,6 +17,7 @@
 //!   consistent-hash), the live `Switch`, `Outlier` ejection, the hash ring and the sticky selector;
 //! - [`metrics`]: per-slot counters, latency windows (hdrhistogram), health score, history,
 //!   Prometheus and the observability routes;
+//! - [`breaker`]: circuit-breaker and bulkhead tower layers over a pure, remotely drivable core;
 //! - [`session`]: session ids that name their slot, the cookie, and stores (memory, Redis);
 //! - [`config`]: environment parsing with errors that name the variable;
 //! - [`shutdown`]: a fire-once notice many tasks can wait on;
@@ -29,6 +30,7 @@
 //!   that drives a connection until it ends or the shutdown notice comes.
 
 pub mod balance;
+pub mod breaker;
 pub mod cluster;
 pub mod config;
 pub mod edge;
