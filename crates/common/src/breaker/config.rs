@@ -175,7 +175,8 @@ impl BreakerConfig {
     pub(crate) fn probes_to_close(&self) -> u32 {
         let n = self.half_open_calls.max(1);
         let ratio = self.half_open_success_ratio.clamp(0.0, 1.0);
-        ((f64::from(n) * ratio).ceil() as u32).clamp(1, n)
+        // The epsilon keeps 2/3 of 3 at 2: the product is not always exact in binary.
+        ((f64::from(n) * ratio - 1e-9).ceil() as u32).clamp(1, n)
     }
 
     /// How long the `opens`-th open in a row lasts (1 is the first).
