@@ -385,7 +385,7 @@ impl Breaker {
                 self.count(failed, slow);
                 self.window.record(failed, slow, now);
                 if self.state == State::Closed {
-                    if let Some(reason) = self.trip_reason(now) {
+                    if let Some(reason) = self.trip_reason(failed, slow, now) {
                         self.transition(State::Open, reason, now);
                     }
                 }
@@ -425,26 +425,32 @@ impl Breaker {
         self.counters.total_slow_calls += u64::from(slow);
     }
 
-    fn trip_reason(&mut self, now: Instant) -> Option<Reason> {
+    fn trip_reason(&mut self, failed: bool, slow: bool, now: Instant) -> Option<Reason> {
         let c = &self.config;
-        if c.consecutive_failures
-            .is_some_and(|n| self.consecutive_failures >= n.max(1))
+        if failed
+            && c.consecutive_failures
+                .is_some_and(|n| self.consecutive_failures >= n.max(1))
         {
             return Some(Reason::ConsecutiveFailures);
         }
         let min = c.effective_minimum_calls();
-        let failure_threshold = c.failure_rate_threshold;
-        let slow_threshold = c
-            .slow_call_rate_threshold
-            .filter(|_| c.slow_call_duration.is_some());
         let t = self.window.totals(now);
-        if t.calls < min {
+        // A call that neither failed nor was slow cannot raise a rate, unless it is the one that
+        // brings the window up to the minimum: skipping the rest keeps the hot path short.
+        if t.calls < min || (!failed && !slow && t.calls != min) {
             return None;
         }
-        if failure_threshold.is_some_and(|p| t.failure_rate() >= p) {
+        // Multiplied out rather than divided: a rate at or above `p` percent.
+        let reached = |part: u32, p: f64| f64::from(part) * 100.0 >= p * f64::from(t.calls);
+        if c.failure_rate_threshold
+            .is_some_and(|p| reached(t.failures, p))
+        {
             return Some(Reason::FailureRate);
         }
-        if slow_threshold.is_some_and(|p| t.slow_call_rate() >= p) {
+        let slow_rule = c
+            .slow_call_rate_threshold
+            .filter(|_| c.slow_call_duration.is_some());
+        if slow_rule.is_some_and(|p| reached(t.slow, p)) {
             return Some(Reason::SlowCallRate);
         }
         None

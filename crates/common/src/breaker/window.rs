@@ -61,6 +61,8 @@ const SLOW: u8 = 2;
 pub enum Window {
     /// The last N calls: a ring of one byte per call.
     Count {
+        /// How many calls it holds (`Vec::capacity` may round up).
+        size: usize,
         ring: Vec<u8>,
         /// Where the next call goes.
         next: usize,
@@ -88,6 +90,7 @@ impl Window {
     pub fn new(kind: SlidingWindow, now: Instant) -> Self {
         match kind {
             SlidingWindow::Count(n) => Window::Count {
+                size: n.max(1) as usize,
                 ring: Vec::with_capacity(n.max(1) as usize),
                 next: 0,
                 totals: Totals::default(),
@@ -104,9 +107,14 @@ impl Window {
     /// Adds one call's result at `now`.
     pub fn record(&mut self, failed: bool, slow: bool, now: Instant) {
         match self {
-            Window::Count { ring, next, totals } => {
+            Window::Count {
+                size,
+                ring,
+                next,
+                totals,
+            } => {
                 let flags = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-                if ring.len() < ring.capacity() {
+                if ring.len() < *size {
                     ring.push(flags);
                 } else {
                     let old = ring[*next];
@@ -117,7 +125,11 @@ impl Window {
                     });
                     ring[*next] = flags;
                 }
-                *next = (*next + 1) % ring.capacity();
+                // Not `%`: a division per call is most of what this function would cost.
+                *next += 1;
+                if *next == *size {
+                    *next = 0;
+                }
                 totals.add(failed, slow);
             }
             Window::Time { .. } => {
@@ -147,7 +159,9 @@ impl Window {
     /// Forgets every call.
     pub fn clear(&mut self, now: Instant) {
         match self {
-            Window::Count { ring, next, totals } => {
+            Window::Count {
+                ring, next, totals, ..
+            } => {
                 ring.clear();
                 *next = 0;
                 *totals = Totals::default();
