@@ -32,7 +32,7 @@ pub enum Scope {
 /// | `failure_rate_threshold` | 50 % | 50 % | — |
 /// | `consecutive_failures` | 5 | — | `failureThreshold` 5 |
 /// | `slow_call_rate_threshold` | 100 % | 100 % | — |
-/// | `slow_call_duration` | 60 s | 60 s | — |
+/// | `slow_call_duration` | off | 60 s | — |
 /// | `window` | last 100 calls | last 100 calls | — |
 /// | `minimum_calls` | 10 | 100 | — |
 /// | `wait_in_open` | 10 s, doubling to 60 s | 60 s, fixed | `timeout` 10 s, fixed |
@@ -50,8 +50,11 @@ pub struct BreakerConfig {
     /// Open when at least this share (percent) of the window's calls were slow. A service that
     /// answers in 20 s is as unavailable as one that refuses, and worse for the caller's threads.
     pub slow_call_rate_threshold: Option<f64>,
-    /// `BREAKER_SLOW_CALL_MS` (0 turns it off): a call slower than this counts as slow. Without
-    /// it no call is slow and the breaker does not read the clock when a call starts.
+    /// `BREAKER_SLOW_CALL_MS` (unset or 0: off): a call slower than this counts as slow. Off by
+    /// default because timing every call costs two clock reads, more than the rest of the
+    /// breaker together (measured in `benches/breaker.rs`), and the edge's `UPSTREAM_TIMEOUT`
+    /// already turns a hung call into a failure. Turn it on for services that slow down before
+    /// they fail.
     pub slow_call_duration: Option<Duration>,
     /// `BREAKER_WINDOW`: `100` for the last 100 calls, `60s` for the last 60 seconds.
     pub window: SlidingWindow,
@@ -86,7 +89,7 @@ impl Default for BreakerConfig {
             failure_rate_threshold: Some(50.0),
             consecutive_failures: Some(5),
             slow_call_rate_threshold: Some(100.0),
-            slow_call_duration: Some(Duration::from_secs(60)),
+            slow_call_duration: None,
             window: SlidingWindow::Count(100),
             minimum_calls: 10,
             wait_in_open: Duration::from_secs(10),
@@ -239,7 +242,7 @@ mod tests {
             ("BREAKER_MIN_CALLS", "20"),
             ("BREAKER_FAILURE_RATE", "25"),
             ("BREAKER_WINDOW", "30s"),
-            ("BREAKER_SLOW_CALL_MS", "0"),
+            ("BREAKER_SLOW_CALL_MS", "1500"),
             ("BREAKER_SCOPE", "worker"),
         ])
         .expect("all valid");
@@ -248,16 +251,18 @@ mod tests {
         assert_eq!(cfg.minimum_calls, 20);
         assert_eq!(cfg.failure_rate_threshold, Some(25.0));
         assert_eq!(cfg.window, SlidingWindow::Time(30));
-        assert_eq!(
-            cfg.slow_call_duration, None,
-            "0 turns the slow-call rule off"
-        );
+        assert_eq!(cfg.slow_call_duration, Some(Duration::from_millis(1500)));
         assert_eq!(cfg.scope, Scope::Worker);
         let cfg =
             BreakerConfig::from_env(&[("BREAKER_WINDOW", "50"), ("BREAKER_FAILURE_RATE", "0")])
                 .expect("valid");
         assert_eq!(cfg.window, SlidingWindow::Count(50));
         assert_eq!(cfg.failure_rate_threshold, None);
+        let cfg = BreakerConfig::from_env(&[("BREAKER_SLOW_CALL_MS", "0")]).expect("valid");
+        assert_eq!(
+            cfg.slow_call_duration, None,
+            "0 turns the slow-call rule off"
+        );
     }
 
     #[test]
