@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
+use tokio::sync::OwnedSemaphorePermit;
 use tower::Service;
 
 use super::super::BoxError;
@@ -44,10 +44,13 @@ impl<S> BulkheadService<S> {
     }
 
     fn try_take(&self) -> Option<OwnedSemaphorePermit> {
-        match self.bulkhead.inner.semaphore.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => None,
-        }
+        // Full or closed alike: no place now.
+        self.bulkhead
+            .inner
+            .semaphore
+            .clone()
+            .try_acquire_owned()
+            .ok()
     }
 }
 
