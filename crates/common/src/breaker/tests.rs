@@ -807,9 +807,18 @@ async fn half_open_lets_only_its_probes_reach_the_service_when_fifty_calls_race(
             );
         });
     }
-    // 47 refusals come back at once; the 3 probes wait at the gate.
+    // 47 refusals come back at once; the 3 probes wait at the gate. (If more got through, they
+    // wait at the gate too and the refusals never come: the timeout turns that into a failure.)
     for i in 0..47 {
-        let res = rx.recv().await.expect("a result");
+        let res = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {i} refusals of 47: {} calls reached the service, expected 3",
+                    reached.load(Ordering::SeqCst)
+                )
+            })
+            .expect("a result");
         assert_eq!(res, Err(true), "result {i}: refused with CircuitOpen");
     }
     assert_eq!(
