@@ -1,0 +1,125 @@
+//! Cost per call through `CircuitBreakerLayer` in the closed state, against the same service
+//! without it: one thread, then two threads calling one shared breaker (the lock on the
+//! record path and the shared cache lines are what two threads fight over).
+//!
+//! Run with `cargo bench -p common --bench breaker -- --warm-up-time 1 --measurement-time 3`.
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use common::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use http::Response;
+use tower::{Layer, Service};
+
+/// The cheapest possible inner service, so what is measured is the layer.
+#[derive(Clone, Copy)]
+struct Ok200;
+
+impl Service<()> for Ok200 {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        ready(Ok(Response::new(())))
+    }
+}
+
+/// poll_ready, call and one poll of the response: what a proxy does per request.
+fn once<S: Service<(), Response = Response<()>>>(svc: &mut S, cx: &mut Context<'_>) {
+    match svc.poll_ready(cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("the bench service is always ready"),
+    }
+    let res = svc.call(()).now_or_never();
+    black_box(res.map(|r| r.is_ok()));
+}
+
+fn layered(config: BreakerConfig) -> impl Service<(), Response = Response<()>> + Clone + Send {
+    CircuitBreakerLayer::new(CircuitBreaker::new("bench", config)).layer(Ok200)
+}
+
+/// `threads` threads calling clones of `svc`; the time per call on one thread.
+fn threaded<S>(svc: &S, threads: usize, iters: u64) -> Duration
+where
+    S: Service<(), Response = Response<()>> + Clone + Send,
+{
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let mut svc = svc.clone();
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        once(&mut svc, &mut cx);
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("closed");
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let mut bare = Ok200;
+    g.bench_function("no layer", |b| b.iter(|| once(&mut bare, &mut cx)));
+
+    let mut svc = layered(BreakerConfig::default());
+    g.bench_function("layer, 1 thread", |b| b.iter(|| once(&mut svc, &mut cx)));
+
+    // With the slow-call rule on, each call is timed: two clock reads more.
+    let mut timed = layered(BreakerConfig {
+        slow_call_duration: Some(Duration::from_secs(60)),
+        ..BreakerConfig::default()
+    });
+    g.bench_function("layer, 1 thread, slow-call rule on", |b| {
+        b.iter(|| once(&mut timed, &mut cx))
+    });
+
+    let shared = layered(BreakerConfig::default());
+    g.bench_function("layer, 2 threads", |b| {
+        b.iter_custom(|iters| threaded(&shared, 2, iters))
+    });
+    g.bench_function("no layer, 2 threads", |b| {
+        b.iter_custom(|iters| threaded(&Ok200, 2, iters))
+    });
+    g.finish();
+
+    // The floor under the layer's cost: what one clock read and one uncontended lock cost here.
+    let mut r = c.benchmark_group("reference");
+    r.bench_function("Instant::now", |b| b.iter(|| black_box(Instant::now())));
+    let lock = std::sync::Mutex::new(0u64);
+    r.bench_function("Mutex lock + unlock", |b| {
+        b.iter(|| {
+            if let Ok(mut n) = lock.lock() {
+                *n += 1;
+            }
+        })
+    });
+    r.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,121 @@
+//! [`CircuitBreakerService`]: admission in `poll_ready`, outcome in the response future.
+
+use std::task::{Context, Poll};
+
+use tower::Service;
+
+use super::BoxError;
+use super::classify::Classify;
+use super::core::Permit;
+use super::error::CircuitOpen;
+use super::future::ResponseFuture;
+use super::shared::CircuitBreaker;
+
+/// A service behind a circuit breaker. Made by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
+///
+/// `poll_ready` asks the breaker first, as tower's `load_shed` does: a refused call is ready at
+/// once and `call` answers it with [`CircuitOpen`] without touching the inner service, so a
+/// caller never waits on a service the breaker knows is down. An admitted call then waits for
+/// the inner service to be ready, holding its permit.
+#[derive(Debug)]
+pub struct CircuitBreakerService<S, C> {
+    inner: S,
+    breaker: CircuitBreaker,
+    classifier: C,
+    /// The breaker's answer for the next `call`, taken in `poll_ready`.
+    admission: Option<Result<Permit, CircuitOpen>>,
+}
+
+impl<S, C> CircuitBreakerService<S, C> {
+    /// Guards `inner` with `breaker`.
+    pub fn new(inner: S, breaker: CircuitBreaker, classifier: C) -> Self {
+        Self {
+            inner,
+            breaker,
+            classifier,
+            admission: None,
+        }
+    }
+
+    /// The breaker.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
+    /// A clone has not been through `poll_ready`: the permit stays with the original.
+    fn clone(&self) -> Self {
+        Self::new(
+            self.inner.clone(),
+            self.breaker.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S, C> Drop for CircuitBreakerService<S, C> {
+    fn drop(&mut self) {
+        // A probe's place taken in poll_ready and never called must be given back, or a
+        // half-open breaker would wait for a result that never comes.
+        if let Some(Ok(permit)) = self.admission.take() {
+            self.breaker.release(permit);
+        }
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreakerService<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self
+            .admission
+            .get_or_insert_with(|| self.breaker.try_acquire())
+        {
+            Err(_) => Poll::Ready(Ok(())),
+            Ok(_) => match self.inner.poll_ready(cx) {
+                Poll::Ready(Err(e)) => {
+                    if let Some(Ok(permit)) = self.admission.take() {
+                        self.breaker.release(permit);
+                    }
+                    Poll::Ready(Err(e.into()))
+                }
+                other => other.map_err(Into::into),
+            },
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // Called without poll_ready (a contract breach, but cheap to survive): ask now.
+        let admission = self
+            .admission
+            .take()
+            .unwrap_or_else(|| self.breaker.try_acquire());
+        match admission {
+            Ok(permit) => {
+                let started = self.breaker.start();
+                let fut = self.inner.call(req);
+                ResponseFuture::called(
+                    fut,
+                    self.breaker.clone(),
+                    permit,
+                    started,
+                    self.classifier.clone(),
+                )
+            }
+            Err(open) => ResponseFuture::refused(open),
+        }
+    }
+}
