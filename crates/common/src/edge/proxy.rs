@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, request};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
 
 use super::pool::{self, Backend, Dispatched, SendError};
@@ -22,6 +22,7 @@ use super::state::Edge;
 use tower::retry::budget::Budget;
 
 use crate::balance::RequestInfo;
+use crate::http::check::{Refusal, valid_request_id};
 use crate::http::client::Added;
 use crate::http::deadline::{Deadlines, Watch};
 use crate::http::headers::{
@@ -69,6 +70,15 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    resp
+}
+
+/// The edge's answer to a request that [`check::request`](crate::http::check::request) refuses:
+/// its JSON error, closing the connection (the bytes after a bad head cannot be trusted).
+pub(crate) fn refused(refusal: Refusal) -> Response<EdgeBody> {
+    let mut resp = error_response(refusal.status, refusal.code, refusal.message);
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 
@@ -129,8 +139,36 @@ pub(crate) async fn forward_parts(
 ) -> Response<EdgeBody> {
     let client = peer.addr;
     strip_hop_by_hop(&mut parts.headers);
-    let (request_id, generated) = match parts.headers.get(&X_REQUEST_ID) {
-        Some(id) => (id.clone(), false),
+    if let Some(authority) = parts.uri.authority() {
+        // RFC 9112 §3.2.2: for an absolute-form target the authority is the host, and a
+        // received Host is replaced by it. The worker gets origin-form and this Host.
+        let host = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_string(),
+        };
+        if let Ok(host) = HeaderValue::try_from(host) {
+            parts.headers.insert(HOST, host);
+        }
+    } else if parts.version != Version::HTTP_11 && !parts.headers.contains_key(HOST) {
+        // An HTTP/1.0 client may leave Host out (RFC 9112 §3.2); the worker gets HTTP/1.1,
+        // where it is required, and an empty Host is what a target without authority has.
+        parts.headers.insert(HOST, HeaderValue::from_static(""));
+    }
+    // A client's request id is passed on and reflected only when it is one short token of safe
+    // characters: else a 10 KB or header-breaking id would reach every log and response.
+    let client_id = {
+        let mut ids = parts.headers.get_all(&X_REQUEST_ID).iter();
+        match (ids.next(), ids.next()) {
+            (Some(id), None) if valid_request_id(id.as_bytes()) => Some(id.clone()),
+            (None, _) => None,
+            _ => {
+                parts.headers.remove(&X_REQUEST_ID);
+                None
+            }
+        }
+    };
+    let (request_id, generated) = match client_id {
+        Some(id) => (id, false),
         None => (mint_request_id(), true),
     };
     let added = Added {

@@ -28,12 +28,13 @@ use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, HeaderName, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::check;
 use super::deadline::{Graceful, Watch};
 use super::head::{MAX_HEADERS, READ_CHUNK, Spans, offset, reserve};
 use crate::error::BoxError;
@@ -62,6 +63,11 @@ pub(crate) trait Plain: Send + 'static {
 
     /// Heads longer than this go to hyper, which refuses them (431).
     fn max_head(&self) -> usize;
+
+    /// False when the connection serves one request only, then closes.
+    fn keep_alive(&self) -> bool {
+        true
+    }
 
     /// Answers one plain request.
     fn answer(&self, req: request::Parts) -> impl Future<Output = Response<Self::Body>> + Send;
@@ -136,6 +142,7 @@ async fn serve_plain<P: Plain, I: Io>(
     closing: Arc<AtomicBool>,
 ) -> Option<Hyper> {
     let max_head = plain.max_head();
+    let keep_alive = plain.keep_alive();
     let mut read = BytesMut::with_capacity(READ_CHUNK);
     let mut write = Vec::with_capacity(1024);
     loop {
@@ -144,6 +151,15 @@ async fn serve_plain<P: Plain, I: Io>(
                 match parse(&mut read, max_head) {
                     Parsed::Plain(req, close) => break (req, close),
                     Parsed::Partial => {}
+                    Parsed::Refused(refusal) => {
+                        // The bytes after a refused head cannot be trusted to start a request:
+                        // answer and close (RFC 9112 §9.6).
+                        write.clear();
+                        refusal.encode(&mut write);
+                        let _ = io.write_all(&write).await;
+                        let _ = io.shutdown().await;
+                        return None;
+                    }
                     Parsed::Other(head) => {
                         let io = Rewind {
                             unread: [head, read.freeze()],
@@ -182,7 +198,7 @@ async fn serve_plain<P: Plain, I: Io>(
         };
         // A shutdown under way or the client's own `Connection: close`: either way this answer
         // is the connection's last, and says so.
-        let last = closing.load(Ordering::Relaxed) || client_close;
+        let last = closing.load(Ordering::Relaxed) || client_close || !keep_alive;
         let close = match write_response(&mut io, &mut write, resp, is_head, last).await {
             Ok(close) => close,
             Err(e) => {
@@ -208,6 +224,8 @@ enum Parsed {
     /// Not a plain request, or not a valid one: hyper's to serve or to refuse. Holds the head
     /// when it was already taken off the buffer.
     Other(Bytes),
+    /// A head refused here, because hyper would give it the wrong answer or none.
+    Refused(check::Refusal),
 }
 
 fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
@@ -221,9 +239,23 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
             &mut headers,
         );
         let len = match parsed {
+            // The limit holds for every head, however it arrived: one pipelined behind another
+            // request can be read whole, past the limit, in the same read.
+            Ok(httparse::Status::Complete(len)) if len > max_head => {
+                return Parsed::Refused(
+                    check::request_line(read, max_head).unwrap_or(check::HEAD_TOO_LARGE),
+                );
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if read.len() < max_head => return Parsed::Partial,
-            _ => return Parsed::Other(Bytes::new()),
+            // What hyper would answer wrongly is answered here (414 for a request line that is
+            // too long, 505 for an HTTP version other than 1.x); the rest is hyper's 400 or 431.
+            _ => {
+                return match check::request_line(read, max_head) {
+                    Some(refusal) => Parsed::Refused(refusal),
+                    None => Parsed::Other(Bytes::new()),
+                };
+            }
         };
         if req.version != Some(1) {
             return Parsed::Other(Bytes::new());
@@ -232,8 +264,10 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
             return Parsed::Other(Bytes::new());
         };
         spans.record(read, req.headers);
+        // CONNECT and methods nobody here implements go to hyper's path, which refuses them
+        // (RFC 9110 §9.1, §9.3.6: 501), as it does every request it did not pass as plain.
         let method = match Method::from_bytes(method.as_bytes()) {
-            Ok(m) if m != Method::CONNECT => m,
+            Ok(m) if check::is_known_method(&m) => m,
             _ => return Parsed::Other(Bytes::new()),
         };
         // Only origin-form targets (RFC 9112 §3.2.1) are plain; absolute-form and the rest are
@@ -247,6 +281,7 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
     let spans = spans.as_slice();
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut close = false;
+    let mut hosts = 0u32;
     for h in spans {
         let Ok(name) = HeaderName::from_bytes(h.name(&head)) else {
             return Parsed::Other(head);
@@ -269,12 +304,23 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
         {
             return Parsed::Other(head);
         }
+        // RFC 9112 §3.2: exactly one Host line, with a valid value; anything else is hyper's
+        // path to refuse (400).
+        if name == HOST {
+            hosts += 1;
+            if !check::valid_host(h.value(&head)) {
+                return Parsed::Other(head);
+            }
+        }
         let value = h.value_shared(&head);
         // SAFETY: httparse accepted this value, and the bytes it accepts in a header value (tab,
         // visible ASCII, space, obs-text) are exactly those `HeaderValue` allows. hyper builds
         // its header values the same way. A slice of the shared head: no copy.
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(value) };
         headers.append(name, value);
+    }
+    if hosts != 1 {
+        return Parsed::Other(head);
     }
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)) else {
         return Parsed::Other(head);
@@ -470,7 +516,7 @@ pub(crate) fn write_chunk_size(mut n: usize, out: &mut Vec<u8>) {
 }
 
 /// Writes a `Date` header, formatted at most once a second per thread.
-fn date(out: &mut Vec<u8>) {
+pub(crate) fn date(out: &mut Vec<u8>) {
     thread_local! {
         static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -575,8 +621,14 @@ mod tests {
                 &b"GET / HTTP/1.1\r\nConnection: close\r\nHost: t\r\n\r\n"[..],
                 true,
             ),
-            (b"GET / HTTP/1.1\r\nconnection:  CLOSE \r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", false),
+            (
+                b"GET / HTTP/1.1\r\nconnection:  CLOSE \r\nHost: t\r\n\r\n",
+                true,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
         ] {
             let text = String::from_utf8_lossy(raw);
             let Parsed::Plain(req, close) = parse_all(raw).0 else {
