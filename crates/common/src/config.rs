@@ -437,3 +437,65 @@ mod tests {
         assert_eq!(err.var, "SHUTDOWN_TIMEOUT");
     }
 }
+
+/// Property tests: any value of any variable is a config or an error naming that variable.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    const VARS: &[&str] = &[
+        "HOST",
+        "PORT",
+        "WORKERS",
+        "SHUTDOWN_TIMEOUT",
+        "HEALTH_CHECK_INTERVAL",
+        "METRICS_INTERVAL",
+        "MAX_MEMORY",
+        "RESTART_DELAY",
+        "RESTART_DELAY_MAX",
+        "MAX_RESTARTS",
+        "RESTART_WINDOW",
+        "READY_TIMEOUT",
+        "UPSTREAM_TIMEOUT",
+        "HEADER_TIMEOUT",
+        "MAX_HEADER_SIZE",
+        "MAX_BODY_SIZE",
+        "MAX_CONNECTIONS",
+        "POOL_SIZE",
+        "LOG_FORMAT",
+        "DISPATCH",
+        "EDGE_THREADS",
+        "SCHEDULING",
+    ];
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        #[test]
+        fn prop_any_value_is_a_config_or_an_error_naming_its_variable(
+            var in select(VARS),
+            value in prop_oneof![".{0,24}", "[0-9]{0,22}[kKmMgGbB]{0,2}", "-?[0-9]{1,6}"],
+        ) {
+            let src = [(var, value.as_str())];
+            if let Err(e) = Config::from_source(&src, Defaults::default()) {
+                prop_assert_eq!(&e.var, var);
+                prop_assert_eq!(&e.value, &value);
+                let prefix = format!("invalid {var}=");
+                prop_assert!(e.to_string().starts_with(&prefix));
+            }
+        }
+
+        #[test]
+        fn prop_sizes_round_trip(n in 1u64..1_000_000, suffix in select(&[("", 0u32), ("K", 10), ("m", 20), ("G", 30), ("KB", 10)][..])) {
+            let (text, shift) = suffix;
+            prop_assert_eq!(parse_bytes(&format!("{n}{text}")), n.checked_mul(1 << shift));
+        }
+
+        #[test]
+        fn prop_sizes_never_panic(s in ".{0,30}") {
+            let _ = parse_bytes(&s);
+        }
+    }
+}

@@ -88,7 +88,8 @@ async fn peek_head(stream: &TcpStream, timeout: Duration, max_head: usize) -> io
 /// never reaches a worker's own HTTP code.
 fn to_head(req: &httparse::Request<'_, '_>, max_head: usize) -> Option<Head> {
     let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
-    let uri: Uri = req.path?.parse().ok()?;
+    // A fragment (RFC 9112 §3.2) is refused by the master's own parser, not dropped by a worker's.
+    let uri: Uri = req.path.filter(|p| !p.contains('#'))?.parse().ok()?;
     let version = match req.version? {
         1 => Version::HTTP_11,
         _ => Version::HTTP_10,

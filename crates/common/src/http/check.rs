@@ -99,6 +99,11 @@ pub(crate) const URI_TOO_LONG: Refusal = Refusal::new(
     "uri_too_long",
     "the request line is longer than MAX_HEADER_SIZE",
 );
+pub(crate) const BAD_TARGET: Refusal = Refusal::new(
+    StatusCode::BAD_REQUEST,
+    "bad_request",
+    "a request target has no fragment (#)",
+);
 pub(crate) const BODY_TOO_LARGE: Refusal = Refusal::new(
     StatusCode::PAYLOAD_TOO_LARGE,
     "payload_too_large",
@@ -501,5 +506,53 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["status"], 414);
         assert_eq!(json["error"], "uri_too_long");
+    }
+}
+
+/// Property tests: the checks on arbitrary input, and hosts built from the grammar.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        #[test]
+        fn prop_checks_never_panic(raw in vec(any::<u8>(), 0..200), max in 1usize..300) {
+            let _ = valid_host(&raw);
+            let _ = valid_request_id(&raw);
+            let _ = request_line(&raw, max);
+        }
+
+        /// Every host the grammar makes is valid; adding a byte the grammar has no place for
+        /// makes it invalid.
+        #[test]
+        fn prop_hosts_from_the_grammar_are_valid(
+            name in "[a-zA-Z0-9._~!$&'()*+,;=-]{0,20}",
+            port in proptest::option::of(0u32..100_000),
+            bad in select(&[" ", "/", "@", "?", "#", "\"", "<", "\\"][..]),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let host = match port {
+                Some(p) => format!("{name}:{p}"),
+                None => name.clone(),
+            };
+            prop_assert!(valid_host(host.as_bytes()), "{}", host);
+            let mut broken = name.clone();
+            broken.insert_str(at.index(name.len() + 1), bad);
+            prop_assert!(!valid_host(broken.as_bytes()) || broken.trim() != broken, "{}", broken);
+        }
+
+        /// A request id passes only when it is short and safe, whatever its bytes.
+        #[test]
+        fn prop_request_ids_pass_only_when_short_and_safe(raw in vec(any::<u8>(), 0..100)) {
+            let safe = !raw.is_empty()
+                && raw.len() <= MAX_REQUEST_ID
+                && raw.iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b));
+            prop_assert_eq!(valid_request_id(&raw), safe);
+        }
     }
 }

@@ -275,6 +275,11 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
         if !path.starts_with('/') {
             return Parsed::Other(Bytes::new());
         }
+        // RFC 9112 §3.2: a target has no fragment. httparse lets `#` through and `Uri` drops
+        // what follows it, so the worker would see another target than the client sent.
+        if path.as_bytes().contains(&b'#') {
+            return Parsed::Refused(check::BAD_TARGET);
+        }
         (len, method, offset(read, path.as_bytes()))
     };
     let head = read.split_to(len).freeze();
@@ -700,5 +705,239 @@ mod tests {
         let parsed = httpdate::parse_http_date(value).unwrap();
         let age = SystemTime::now().duration_since(parsed).unwrap();
         assert!(age.as_secs() < 5, "{value}");
+    }
+}
+
+/// Property tests: the request-head parser on arbitrary bytes, and against httparse and hyper.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    /// Pieces of request heads, right and wrong, to build HTTP-ish inputs from.
+    const FRAGMENTS: &[&str] = &[
+        "GET ",
+        "POST ",
+        "get ",
+        "CONNECT ",
+        "/",
+        "/a?b=1",
+        "*",
+        "http://h/",
+        " ",
+        "\t",
+        " HTTP/1.1",
+        " HTTP/1.0",
+        " HTTP/1.2",
+        " HTTP/2.0",
+        "\r\n",
+        "\n",
+        "\r",
+        "\0",
+        "Host: a",
+        "Host: a b",
+        "Host:",
+        "Content-Length: 3",
+        "Transfer-Encoding: chunked",
+        "Connection: close",
+        "Connection: x",
+        "Upgrade: h2c",
+        "Expect: 100-continue",
+        "X-A: \u{80}",
+        ": v",
+        "N\u{7f}: v",
+        "abc",
+        "\r\n\r\n",
+    ];
+
+    fn http_ish() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            vec(any::<u8>(), 0..600),
+            vec(select(FRAGMENTS), 0..40).prop_map(|parts| parts.concat().into_bytes()),
+        ]
+    }
+
+    /// Feeds `raw` to the parser as the loop does, taking every plain head until one is not.
+    fn drain(raw: &[u8], max_head: usize) {
+        let mut read = BytesMut::from(raw);
+        while !read.is_empty() {
+            let before = read.len();
+            match parse(&mut read, max_head) {
+                Parsed::Plain(..) => assert!(read.len() < before, "a plain head takes bytes"),
+                Parsed::Partial => {
+                    assert!(before < max_head, "partial past the limit");
+                    return;
+                }
+                Parsed::Other(head) => {
+                    assert_eq!(head.len() + read.len(), before, "hyper gets every byte");
+                    return;
+                }
+                Parsed::Refused(r) => {
+                    assert!(r.status.is_client_error() || r.status.is_server_error());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One request head from parts that are each sometimes wrong.
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        let method = select(&["GET", "HEAD", "POST", "DELETE", "get", "CONNECT", "BREW"][..]);
+        let target = prop_oneof![
+            Just("/".to_string()),
+            Just("*".to_string()),
+            Just("http://x.example/y".to_string()),
+            vec(select(&b"abc/?=%&.-_~:@!$'()*+,;#[]\"<>"[..]), 0..24)
+                .prop_map(|t| format!("/{}", String::from_utf8_lossy(&t))),
+        ];
+        let version = select(&["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"][..]);
+        let name = select(
+            &[
+                "Host",
+                "host",
+                "HOST",
+                "X-A",
+                "x-b",
+                "Connection",
+                "Content-Length",
+                "Transfer-Encoding",
+                "Upgrade",
+                "Expect",
+                "Cookie",
+                "X-Request-Id",
+            ][..],
+        );
+        let value = vec(
+            prop_oneof![
+                select(&b"abcXYZ019 \t,;=:/.-_[]@%\"\x80\xff"[..]),
+                Just(b'a'),
+            ],
+            0..16,
+        );
+        let headers = vec((name, value), 0..8);
+        // Half the heads start with a good Host, so that many are plain.
+        (method, target, version, any::<bool>(), headers).prop_map(|(m, t, v, host, headers)| {
+            let mut out = format!("{m} {t} {v}\r\n").into_bytes();
+            if host {
+                out.extend_from_slice(b"Host: h.example:80\r\n");
+            }
+            for (n, v) in headers {
+                out.extend_from_slice(n.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&v);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out
+        })
+    }
+
+    /// What hyper's server makes of `raw`: the request its service sees, if any.
+    fn hyper_parse(rt: &tokio::runtime::Runtime, raw: &[u8]) -> Option<request::Parts> {
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let tx = std::sync::Mutex::new(Some(tx));
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(req.into_parts().0);
+                }
+                async {
+                    Ok::<_, std::convert::Infallible>(Response::new(
+                        http_body_util::Empty::<Bytes>::new(),
+                    ))
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+            let task = tokio::spawn(conn);
+            client.write_all(raw).await.ok()?;
+            client.shutdown().await.ok()?;
+            let parts = rx.await.ok();
+            task.abort();
+            parts
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        /// Arbitrary bytes never panic the parser, never loop, and hyper always gets every byte.
+        #[test]
+        fn prop_request_parser_survives_arbitrary_bytes(raw in http_ish(), max in 16usize..700) {
+            drain(&raw, max);
+        }
+
+        /// Whatever the plain parser passes, httparse (hyper's parser) reads the same way and the
+        /// edge's checks accept: no request skips them by being plain.
+        #[test]
+        fn prop_plain_requests_mean_what_httparse_says(raw in head()) {
+            let mut read = BytesMut::from(&raw[..]);
+            let Parsed::Plain(req, close) = parse(&mut read, 64 * 1024) else {
+                return Ok(());
+            };
+            prop_assert!(read.is_empty());
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut theirs = httparse::Request::new(&mut slots);
+            let status = theirs.parse(&raw);
+            prop_assert!(matches!(status, Ok(httparse::Status::Complete(n)) if n == raw.len()));
+            prop_assert_eq!(theirs.version, Some(1));
+            prop_assert_eq!(theirs.method, Some(req.method.as_str()));
+            let target = req.uri.to_string();
+            prop_assert_eq!(theirs.path, Some(target.as_str()));
+            // Compared name by name: a header map groups the lines of one name, in their order.
+            let mut kept: Vec<_> = theirs
+                .headers
+                .iter()
+                .filter(|h| !h.name.eq_ignore_ascii_case("connection"))
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                .collect();
+            let mut ours: Vec<_> = req
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect();
+            kept.sort_by(|a, b| a.0.cmp(&b.0));
+            ours.sort_by(|a, b| a.0.cmp(&b.0));
+            prop_assert_eq!(&ours, &kept);
+            let closes = theirs.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection")
+                    && h.value.trim_ascii().eq_ignore_ascii_case(b"close")
+            });
+            prop_assert_eq!(close, closes);
+            prop_assert_eq!(
+                check::request(&req.method, &req.uri, http::Version::HTTP_11, &req.headers, 64 * 1024),
+                Ok(())
+            );
+        }
+
+        /// And hyper's server, given the same bytes, sees the same request.
+        #[test]
+        fn prop_plain_requests_mean_what_hyper_says(raw in head()) {
+            thread_local! {
+                static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+            }
+            let mut read = BytesMut::from(&raw[..]);
+            let Parsed::Plain(ours, _) = parse(&mut read, 64 * 1024) else {
+                return Ok(());
+            };
+            let theirs = RT.with(|rt| hyper_parse(rt, &raw));
+            let Some(theirs) = theirs else {
+                return Err(TestCaseError::fail(format!(
+                    "hyper refused a head the plain parser passed: {:?}",
+                    String::from_utf8_lossy(&raw)
+                )));
+            };
+            prop_assert_eq!(&ours.method, &theirs.method);
+            prop_assert_eq!(&ours.uri, &theirs.uri);
+            let mut theirs_headers = theirs.headers.clone();
+            theirs_headers.remove(CONNECTION);
+            prop_assert_eq!(&ours.headers, &theirs_headers);
+        }
     }
 }

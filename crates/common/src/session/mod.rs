@@ -14,6 +14,8 @@
 //! id is routed to the slot it names, finds nothing there, and gets a new session.
 
 pub mod memory;
+#[cfg(test)]
+mod props;
 #[cfg(feature = "redis")]
 pub mod redis;
 
