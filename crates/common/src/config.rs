@@ -262,6 +262,13 @@ pub struct Config {
     pub max_header_size: usize,
     /// `MAX_BODY_SIZE` bytes, default 10M: bigger bodies get 413.
     pub max_body_size: u64,
+    /// `BODY_BUFFER` bytes, default 64K: a request body up to this size is read whole, in memory,
+    /// before a worker connection is taken for it (as nginx's `proxy_request_buffering`), so a
+    /// client that sends its body slowly holds no worker; larger bodies stream.
+    pub body_buffer: u64,
+    /// `BODY_TIMEOUT` ms, default 10000: a request body that sends nothing for this long is cut
+    /// (408 when the answer has not started), buffered or streamed, in both dispatch modes.
+    pub body_timeout: Duration,
     /// `MAX_CONNECTIONS`, default 10000: past it the edge stops accepting until one closes.
     pub max_connections: usize,
     /// `POOL_SIZE`, default 64: concurrent upstream connections per worker; more requests queue
@@ -341,6 +348,8 @@ impl Config {
             header_timeout: duration_ms(src, "HEADER_TIMEOUT", ms(10_000), ms(1))?,
             max_header_size: number(src, "MAX_HEADER_SIZE", 64 * 1024, 8 * 1024, 16 << 20)?,
             max_body_size: bytes(src, "MAX_BODY_SIZE")?.unwrap_or(10 << 20),
+            body_buffer: bytes(src, "BODY_BUFFER")?.unwrap_or(64 << 10),
+            body_timeout: duration_ms(src, "BODY_TIMEOUT", ms(10_000), ms(1))?,
             max_connections: number(src, "MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
             pool_size: number(src, "POOL_SIZE", 64, 1, 10_000)?,
             log_format,
@@ -464,6 +473,8 @@ mod props {
         "MAX_BODY_SIZE",
         "MAX_CONNECTIONS",
         "POOL_SIZE",
+        "BODY_BUFFER",
+        "BODY_TIMEOUT",
         "LOG_FORMAT",
         "DISPATCH",
         "EDGE_THREADS",

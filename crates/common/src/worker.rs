@@ -30,7 +30,7 @@ use tower::Service;
 
 use crate::error::BoxError;
 use crate::http::check;
-use crate::http::deadline::{self, Deadlines, Watch, Watched};
+use crate::http::deadline::{self, Deadlines, Stall, Watch, Watched};
 use crate::http::server as plain;
 use crate::shutdown;
 use crate::wire::env as keys;
@@ -80,6 +80,8 @@ pub(crate) struct ClientLimits {
     pub max_header_size: usize,
     /// `MAX_BODY_SIZE`: a larger `Content-Length` gets 413, a larger streamed body is cut.
     pub max_body_size: u64,
+    /// `BODY_TIMEOUT`: a body that sends nothing for this long is cut.
+    pub body_timeout: Duration,
 }
 
 impl From<&crate::config::Config> for ClientLimits {
@@ -88,6 +90,7 @@ impl From<&crate::config::Config> for ClientLimits {
             header_timeout: c.header_timeout,
             max_header_size: c.max_header_size,
             max_body_size: c.max_body_size,
+            body_timeout: c.body_timeout,
         }
     }
 }
@@ -369,6 +372,7 @@ impl plain::Plain for PlainWorker {
         let (max_head, max_body) = client.map_or((usize::MAX, u64::MAX), |c| {
             (c.max_header_size, c.max_body_size)
         });
+        let body_timeout = client.map(|c| c.body_timeout);
         let (router, counters) = (server.router, server.counters);
         let service =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -391,8 +395,16 @@ impl plain::Plain for PlainWorker {
                         // RFC 9112 §3.2.2: an absolute-form target's authority is the host.
                         req.headers_mut().insert(http::header::HOST, host);
                     }
-                    let req = req.map(|body| {
-                        axum::body::Body::new(http_body_util::Limited::new(body, cap(max_body)))
+                    // A client's body that stalls is cut (the master's own never stall for long:
+                    // it read small bodies whole, and cuts its clients' stalled ones).
+                    let req = req.map(|body| match body_timeout {
+                        Some(t) => axum::body::Body::new(http_body_util::Limited::new(
+                            Stall::new(body, t),
+                            cap(max_body),
+                        )),
+                        None => {
+                            axum::body::Body::new(http_body_util::Limited::new(body, cap(max_body)))
+                        }
                     });
                     let _in_flight = InFlight::new(counters);
                     let resp = router.call(req).await?;

@@ -341,3 +341,132 @@ async fn a_body_over_max_body_size_gets_413_in_handoff_mode_too() {
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     still_serving(Mode::Handoff).await;
 }
+
+/// One worker, one pooled connection to it, and a short BODY_TIMEOUT: where a slow body that
+/// held a worker connection would show at once.
+static ONE_WORKER: OnceLock<SharedCluster> = OnceLock::new();
+
+fn one_worker() -> SharedCluster {
+    SharedCluster::get(
+        &ONE_WORKER,
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("POOL_SIZE", "1"),
+            ("EDGE_THREADS", "1"),
+            ("BODY_TIMEOUT", "1500"),
+            ("BODY_BUFFER", "64K"),
+            ("UPSTREAM_TIMEOUT", "3000"),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn slow_request_bodies_hold_no_worker_connection_and_get_408() {
+    // 16 clients announce 100 bytes and send one: with the body read at the edge first, none of
+    // them takes the only pooled worker connection, so other clients are served at once.
+    let addr = one_worker().addr;
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nx")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    let started = Instant::now();
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        read_all(&mut s, &mut out).await;
+        let reply = String::from_utf8_lossy(&out);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "other clients waited {:?} behind stalled bodies",
+        started.elapsed()
+    );
+    // Each stalled body is cut with 408 once BODY_TIMEOUT (1.5 s) passes without a byte.
+    for mut s in stalled {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), read_all(&mut s, &mut out))
+            .await
+            .expect("the stalled body is cut within BODY_TIMEOUT");
+        let reply = String::from_utf8_lossy(&out);
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_body_that_never_ends_and_a_large_body_that_stalls_get_408() {
+    let addr = one_worker().addr;
+    for req in [
+        // Never ends: chunks, then silence.
+        &b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"[..],
+        // Larger than BODY_BUFFER: streamed to the worker (which echoes it as it comes), and
+        // cut when it stalls.
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\nabcdefgh",
+    ] {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(6), read_all(&mut s, &mut out))
+            .await
+            .expect("cut within BODY_TIMEOUT");
+        let reply = String::from_utf8_lossy(&out);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(1400), "{waited:?}: {reply}");
+        if req.windows(7).any(|w| w == b"chunked") {
+            assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        } else {
+            // The echo's answer had started: too late for a 408, so the connection is cut, and
+            // the answer is left short of the length it announced.
+            assert!(!reply.contains("abcdefgh\r\n0\r\n\r\n"), "{reply}");
+        }
+        let mut g = TcpStream::connect(addr).await.unwrap();
+        g.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        read_all(&mut g, &mut out).await;
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    }
+}
+
+#[tokio::test]
+async fn a_trickling_body_in_handoff_mode_is_cut() {
+    // BODY_TIMEOUT holds on the worker too, for clients handed to it (default 10 s is too long
+    // for a test: this cluster's is 1.5 s).
+    static HANDOFF_SLOW: OnceLock<SharedCluster> = OnceLock::new();
+    let c = SharedCluster::get(
+        &HANDOFF_SLOW,
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("DISPATCH", "handoff"),
+            ("BODY_TIMEOUT", "1500"),
+        ],
+    );
+    let started = Instant::now();
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n12345678")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(6), read_all(&mut s, &mut out))
+        .await
+        .expect("the connection is cut within BODY_TIMEOUT");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    let mut g = TcpStream::connect(c.addr).await.unwrap();
+    g.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    read_all(&mut g, &mut out).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}

@@ -11,19 +11,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING,
+};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
 
 use super::pool::{self, Backend, Dispatched, SendError};
-use super::request_body::{BodyTooLarge, RequestBody};
+use super::request_body::{BodyTooLarge, RequestBody, Streamed};
 use super::response_body::EdgeBody;
 use super::state::Edge;
 use tower::retry::budget::Budget;
 
 use crate::balance::RequestInfo;
-use crate::http::check::{Refusal, valid_request_id};
+use crate::http::check::{self, Refusal, valid_request_id};
 use crate::http::client::Added;
+use crate::http::deadline::{BodyStalled, Stall};
 use crate::http::deadline::{Deadlines, Watch};
 use crate::http::headers::{
     X_FORWARDED_FOR, X_REQUEST_ID, X_WORKER_ID, is_upgrade, mint_request_id, strip_hop_by_hop,
@@ -122,12 +125,65 @@ pub(crate) async fn forward(
     if is_upgrade(req.headers()) {
         return tunnel(edge, req, peer).await;
     }
-    let (parts, body) = req.into_parts();
-    let body = RequestBody::Client {
-        body,
-        remaining: edge.limits.max_body_size,
+    let (mut parts, body) = req.into_parts();
+    let body = match read_body(edge, &mut parts, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refused(refusal),
     };
     forward_parts(edge, parts, body, peer).await
+}
+
+/// A request body up to `BODY_BUFFER`, read whole before any worker connection is taken for it,
+/// as nginx does (`proxy_request_buffering on`): a client that sends its body slowly then holds
+/// only its own connection, never a pooled one. A larger body streams after the part read, cut if
+/// it stalls. Either way a body that sends nothing for `BODY_TIMEOUT` gets 408.
+async fn read_body(
+    edge: &Edge,
+    parts: &mut request::Parts,
+    mut body: Incoming,
+) -> Result<RequestBody, Refusal> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt as _;
+    let limits = &edge.limits;
+    if body.is_end_stream() {
+        return Ok(RequestBody::Empty);
+    }
+    let streamed = |prefix: Option<Bytes>, body: Incoming, read: u64| {
+        let body = Stall::new(body, limits.body_timeout);
+        let remaining = limits.max_body_size.saturating_sub(read);
+        RequestBody::Streamed(Streamed::new(prefix, body, remaining))
+    };
+    // Known to be larger than the buffer (Content-Length): stream it from the start.
+    if body.size_hint().lower() > limits.body_buffer {
+        return Ok(streamed(None, body, 0));
+    }
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(limits.body_timeout, body.frame()).await {
+            Err(_) => return Err(check::BODY_STALLED),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(check::BAD_BODY),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        buf.extend_from_slice(&data);
+        if buf.len() as u64 > limits.max_body_size {
+            return Err(check::BODY_TOO_LARGE);
+        }
+        if buf.len() as u64 > limits.body_buffer {
+            // Chunked, and larger than the buffer after all: what was read goes first.
+            let read = buf.len() as u64;
+            return Ok(streamed(Some(buf.freeze()), body, read));
+        }
+    }
+    // Whole: sent with its length (RFC 9112 §6.2), whatever framing the client used.
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(buf.len()));
+    Ok(RequestBody::Full(Some(buf.freeze())))
 }
 
 /// Forwards a request whose body is already capped (see [`forward`]).
@@ -288,6 +344,9 @@ async fn attempt(
         }
         Err(SendError::NotSent(why)) => Attempt::NotSent(why),
         Err(SendError::Sent(why)) => Attempt::Lost(why),
+        Err(SendError::Body(e)) if e.is::<BodyStalled>() => {
+            Attempt::Done(refused(check::BODY_STALLED))
+        }
         Err(SendError::Body(e)) if e.is::<BodyTooLarge>() => Attempt::Done(error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::error::BoxError;
+use crate::http::deadline::Stall;
 
 /// The request body sent to a worker: the client's stream, capped at `MAX_BODY_SIZE`, or nothing
 /// (a retried bodiless request).
@@ -22,9 +23,35 @@ pub enum RequestBody {
         /// Bytes still allowed before the body is cut off.
         remaining: u64,
     },
+    /// Read whole at the edge before a worker was picked (`BODY_BUFFER`).
+    Full(Option<Bytes>),
+    /// Larger than `BODY_BUFFER`: what was read while finding that out, then the rest streamed,
+    /// cut if it stalls for `BODY_TIMEOUT`.
+    Streamed(Streamed),
     /// No body.
     #[default]
     Empty,
+}
+
+/// A body larger than `BODY_BUFFER`: what was read while finding that out, then the rest.
+#[derive(Debug)]
+pub struct Streamed {
+    /// Read already, sent first.
+    prefix: Option<Bytes>,
+    /// The rest of the client's body, cut if it stalls.
+    body: Pin<Box<Stall<Incoming>>>,
+    /// Bytes still allowed before the body is cut off.
+    remaining: u64,
+}
+
+impl Streamed {
+    pub(crate) fn new(prefix: Option<Bytes>, body: Stall<Incoming>, remaining: u64) -> Self {
+        Self {
+            prefix,
+            body: Box::pin(body),
+            remaining,
+        }
+    }
 }
 
 /// The request body grew past `MAX_BODY_SIZE` while streaming.
@@ -49,6 +76,29 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Streamed(Streamed {
+                prefix,
+                body,
+                remaining,
+            }) => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                match body.as_mut().poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            let len = data.len() as u64;
+                            if len > *remaining {
+                                return Poll::Ready(Some(Err(BodyTooLarge.into())));
+                            }
+                            *remaining -= len;
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    other => other,
+                }
+            }
             RequestBody::Client { body, remaining } => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
@@ -69,14 +119,27 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Empty => true,
+            RequestBody::Empty | RequestBody::Full(None) => true,
+            RequestBody::Full(Some(_)) => false,
+            RequestBody::Streamed(s) => s.prefix.is_none() && s.body.is_end_stream(),
             RequestBody::Client { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Empty | RequestBody::Full(None) => SizeHint::with_exact(0),
+            RequestBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
+            RequestBody::Streamed(s) => {
+                let before = s.prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = s.body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + before);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + before);
+                }
+                hint
+            }
             RequestBody::Client { body, .. } => body.size_hint(),
         }
     }

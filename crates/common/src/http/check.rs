@@ -109,6 +109,16 @@ pub(crate) const BODY_TOO_LARGE: Refusal = Refusal::new(
     "payload_too_large",
     "request body is larger than MAX_BODY_SIZE",
 );
+pub(crate) const BODY_STALLED: Refusal = Refusal::new(
+    StatusCode::REQUEST_TIMEOUT,
+    "request_timeout",
+    "the request body sent nothing for BODY_TIMEOUT",
+);
+pub(crate) const BAD_BODY: Refusal = Refusal::new(
+    StatusCode::BAD_REQUEST,
+    "bad_request",
+    "the request body could not be read (bad framing, or the client went away)",
+);
 pub(crate) const BAD_VERSION: Refusal = Refusal::new(
     StatusCode::HTTP_VERSION_NOT_SUPPORTED,
     "http_version_not_supported",

@@ -335,3 +335,76 @@ mod tests {
         assert_eq!(w.bound(std::future::pending::<()>()).await, None);
     }
 }
+
+/// A request body that sent nothing for `BODY_TIMEOUT`: cut, and answered 408 where an answer can
+/// still be given (RFC 9110 §15.5.9).
+#[derive(Debug)]
+pub struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body sent nothing for BODY_TIMEOUT")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyStalled`] once `timeout` passes without a frame: a
+    /// client that trickles or stops mid-body cannot hold what serves it for longer. One timer per
+    /// body, reset on every frame; only requests with a body pay for it.
+    #[derive(Debug)]
+    pub(crate) struct Stall<B> {
+        #[pin]
+        body: B,
+        #[pin]
+        timer: tokio::time::Sleep,
+        timeout: Duration,
+    }
+}
+
+impl<B> Stall<B> {
+    pub(crate) fn new(body: B, timeout: Duration) -> Self {
+        Self {
+            body,
+            timer: tokio::time::sleep(timeout),
+            timeout,
+        }
+    }
+}
+
+impl<B> Body for Stall<B>
+where
+    B: Body,
+    B::Error: Into<crate::error::BoxError>,
+{
+    type Data = B::Data;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer.reset(Instant::now() + *this.timeout);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.timer.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled.into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
