@@ -264,6 +264,13 @@ pub struct Config {
     pub max_header_size: usize,
     /// `MAX_BODY_SIZE` bytes, default 10M: bigger bodies get 413.
     pub max_body_size: u64,
+    /// `BODY_BUFFER` bytes, default 64K: a request body up to this size is read whole, in memory,
+    /// before a worker connection is taken for it (as nginx's `proxy_request_buffering`), so a
+    /// client that sends its body slowly holds no worker; larger bodies stream.
+    pub body_buffer: u64,
+    /// `BODY_TIMEOUT` ms, default 10000: a request body that sends nothing for this long is cut
+    /// (408 when the answer has not started), buffered or streamed, in both dispatch modes.
+    pub body_timeout: Duration,
     /// `MAX_CONNECTIONS`, default 10000: past it the edge stops accepting until one closes.
     pub max_connections: usize,
     /// `POOL_SIZE`, default 64: concurrent upstream connections per worker; more requests queue
@@ -343,6 +350,8 @@ impl Config {
             header_timeout: duration_ms(src, "HEADER_TIMEOUT", ms(10_000), ms(1))?,
             max_header_size: number(src, "MAX_HEADER_SIZE", 64 * 1024, 8 * 1024, 16 << 20)?,
             max_body_size: bytes(src, "MAX_BODY_SIZE")?.unwrap_or(10 << 20),
+            body_buffer: bytes(src, "BODY_BUFFER")?.unwrap_or(64 << 10),
+            body_timeout: duration_ms(src, "BODY_TIMEOUT", ms(10_000), ms(1))?,
             max_connections: number(src, "MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
             pool_size: number(src, "POOL_SIZE", 64, 1, 10_000)?,
             log_format,
@@ -437,5 +446,69 @@ mod tests {
         let err =
             Config::from_source(&[("SHUTDOWN_TIMEOUT", "1.5s")], Defaults::default()).unwrap_err();
         assert_eq!(err.var, "SHUTDOWN_TIMEOUT");
+    }
+}
+
+/// Property tests: any value of any variable is a config or an error naming that variable.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    const VARS: &[&str] = &[
+        "HOST",
+        "PORT",
+        "WORKERS",
+        "SHUTDOWN_TIMEOUT",
+        "HEALTH_CHECK_INTERVAL",
+        "METRICS_INTERVAL",
+        "MAX_MEMORY",
+        "RESTART_DELAY",
+        "RESTART_DELAY_MAX",
+        "MAX_RESTARTS",
+        "RESTART_WINDOW",
+        "READY_TIMEOUT",
+        "UPSTREAM_TIMEOUT",
+        "HEADER_TIMEOUT",
+        "MAX_HEADER_SIZE",
+        "MAX_BODY_SIZE",
+        "MAX_CONNECTIONS",
+        "POOL_SIZE",
+        "BODY_BUFFER",
+        "BODY_TIMEOUT",
+        "LOG_FORMAT",
+        "DISPATCH",
+        "EDGE_THREADS",
+        "SCHEDULING",
+    ];
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        #[test]
+        fn prop_any_value_is_a_config_or_an_error_naming_its_variable(
+            var in select(VARS),
+            value in prop_oneof![".{0,24}", "[0-9]{0,22}[kKmMgGbB]{0,2}", "-?[0-9]{1,6}"],
+        ) {
+            let src = [(var, value.as_str())];
+            if let Err(e) = Config::from_source(&src, Defaults::default()) {
+                prop_assert_eq!(&e.var, var);
+                prop_assert_eq!(&e.value, &value);
+                let prefix = format!("invalid {var}=");
+                prop_assert!(e.to_string().starts_with(&prefix));
+            }
+        }
+
+        #[test]
+        fn prop_sizes_round_trip(n in 1u64..1_000_000, suffix in select(&[("", 0u32), ("K", 10), ("m", 20), ("G", 30), ("KB", 10)][..])) {
+            let (text, shift) = suffix;
+            prop_assert_eq!(parse_bytes(&format!("{n}{text}")), n.checked_mul(1 << shift));
+        }
+
+        #[test]
+        fn prop_sizes_never_panic(s in ".{0,30}") {
+            let _ = parse_bytes(&s);
+        }
     }
 }

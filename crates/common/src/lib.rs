@@ -45,3 +45,21 @@ pub use error::BoxError;
 pub use http::routes::MasterRoutes;
 pub use slot::{ClusterEvent, SlotState, WorkerInfo};
 pub use worker::WorkerContext;
+
+/// What every property test (`prop_*`) shares: how many cases it runs.
+#[cfg(test)]
+pub(crate) mod prop {
+    /// `PROPTEST_CASES` cases per property (`scripts/fuzz N` sets it), 2000 when unset; failures
+    /// are printed with their minimal input, not saved to files in the source tree.
+    pub(crate) fn config() -> proptest::prelude::ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000);
+        proptest::prelude::ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        }
+    }
+}

@@ -32,7 +32,8 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::error::BoxError;
-use crate::http::deadline::{self, Deadlines, Watch, Watched};
+use crate::http::check;
+use crate::http::deadline::{self, Deadlines, Stall, Watch, Watched};
 use crate::http::server as plain;
 use crate::shutdown;
 use crate::wire::env as keys;
@@ -68,11 +69,36 @@ struct Boot {
     master_pid: u32,
     heartbeat: Duration,
     handoff_fd: Option<RawFd>,
-    /// `HEADER_TIMEOUT`, for client connections handed over directly.
-    header_timeout: Duration,
+    /// The edge's limits, for client connections handed over directly.
+    client: ClientLimits,
 }
 
-fn parse_env(header_timeout: Duration) -> Result<Boot, BoxError> {
+/// What a worker enforces on a client connection handed to it (handoff mode), where no edge
+/// stands between: the edge's own limits, from the same configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientLimits {
+    /// `HEADER_TIMEOUT`.
+    pub header_timeout: Duration,
+    /// `MAX_HEADER_SIZE`: for every head, however it arrives.
+    pub max_header_size: usize,
+    /// `MAX_BODY_SIZE`: a larger `Content-Length` gets 413, a larger streamed body is cut.
+    pub max_body_size: u64,
+    /// `BODY_TIMEOUT`: a body that sends nothing for this long is cut.
+    pub body_timeout: Duration,
+}
+
+impl From<&crate::config::Config> for ClientLimits {
+    fn from(c: &crate::config::Config) -> Self {
+        Self {
+            header_timeout: c.header_timeout,
+            max_header_size: c.max_header_size,
+            max_body_size: c.max_body_size,
+            body_timeout: c.body_timeout,
+        }
+    }
+}
+
+fn parse_env(client: ClientLimits) -> Result<Boot, BoxError> {
     fn get<T: std::str::FromStr>(key: &str) -> Result<T, BoxError> {
         let raw = std::env::var(key).map_err(|_| format!("{key} is not set"))?;
         raw.parse()
@@ -92,7 +118,7 @@ fn parse_env(header_timeout: Duration) -> Result<Boot, BoxError> {
             Ok(_) => Some(get(keys::HANDOFF_FD)?),
             Err(_) => None,
         },
-        header_timeout,
+        client,
     })
 }
 
@@ -100,9 +126,9 @@ fn parse_env(header_timeout: Duration) -> Result<Boot, BoxError> {
 pub(crate) fn run(
     build: &dyn Fn(&WorkerContext) -> Router,
     on_request: Option<RequestHandler>,
-    header_timeout: Duration,
+    client: ClientLimits,
 ) -> ExitCode {
-    let boot = match parse_env(header_timeout) {
+    let boot = match parse_env(client) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: this process was started as a cluster worker but {e}");
@@ -190,7 +216,8 @@ async fn serve(
     http.keep_alive(true).header_read_timeout(None);
     let server = Server {
         http,
-        client_deadlines: Deadlines::head(boot.header_timeout),
+        client_deadlines: Deadlines::head(boot.client.header_timeout),
+        client_limits: boot.client,
         router,
         counters: counters.clone(),
         stop: accepting,
@@ -271,6 +298,7 @@ struct Server {
     /// For clients handed over directly (handoff mode): the usual header and idle timeout. The
     /// master's own connections have none.
     client_deadlines: Deadlines,
+    client_limits: ClientLimits,
     router: Router,
     counters: Arc<Counters>,
     stop: shutdown::Shutdown,
@@ -280,11 +308,13 @@ struct Server {
 impl Server {
     /// Serves one connection, plain requests by [`h1`] and the rest by hyper, until it ends or
     /// the worker drains.
-    fn serve<IO: plain::Io>(&self, io: IO, deadlines: Deadlines) {
+    /// `client` is set for a client's own connection (handoff mode): its limits are the edge's.
+    fn serve<IO: plain::Io>(&self, io: IO, deadlines: Deadlines, client: Option<ClientLimits>) {
         let watch = Arc::new(Watch::new(&deadlines));
         let plain = PlainWorker {
             server: self.clone(),
             watch: watch.clone(),
+            client,
         };
         let conn = plain::PlainConn::new(plain, io);
         let stop = self.stop.clone();
@@ -303,6 +333,8 @@ const MAX_PLAIN_HEAD: usize = 64 * 1024;
 struct PlainWorker {
     server: Server,
     watch: Arc<Watch>,
+    /// A client's own connection (handoff mode), and the limits it gets.
+    client: Option<ClientLimits>,
 }
 
 impl plain::Plain for PlainWorker {
@@ -313,7 +345,7 @@ impl plain::Plain for PlainWorker {
     }
 
     fn max_head(&self) -> usize {
-        MAX_PLAIN_HEAD
+        self.client.map_or(MAX_PLAIN_HEAD, |c| c.max_header_size)
     }
 
     fn answer(
@@ -325,15 +357,25 @@ impl plain::Plain for PlainWorker {
         async move {
             let _in_flight = OpenRequest::new(counters);
             let req = http::Request::from_parts(req, axum::body::Body::empty());
-            router
+            let resp = router
                 .call(req)
                 .await
-                .unwrap_or_else(|never| match never {})
+                .unwrap_or_else(|never| match never {});
+            final_answer(resp)
         }
     }
 
     fn hand_over<I: plain::Io>(self, io: plain::Rewind<I>) -> plain::Hyper {
-        let PlainWorker { server, watch } = self;
+        let PlainWorker {
+            server,
+            watch,
+            client,
+        } = self;
+        // The master checked its own requests already; a client's get the edge's limits.
+        let (max_head, max_body) = client.map_or((usize::MAX, u64::MAX), |c| {
+            (c.max_header_size, c.max_body_size)
+        });
+        let body_timeout = client.map(|c| c.body_timeout);
         let (router, counters) = (server.router, server.counters);
         let service =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -342,8 +384,34 @@ impl plain::Plain for PlainWorker {
                 let watch = watch.clone();
                 async move {
                     watch.busy();
+                    // A client handed over directly (handoff mode) reaches this with nothing
+                    // between: the same checks as the edge's (the master's own requests pass
+                    // them; the head limit is the master's business, so none here).
+                    let (method, uri, version) = (req.method(), req.uri(), req.version());
+                    let checked = check::request(method, uri, version, req.headers(), max_head)
+                        .and_then(|()| body_fits(&req, max_body));
+                    if let Err(r) = checked {
+                        return Ok(refused(r).map(|body| Watched::new(body, watch)));
+                    }
+                    let mut req = req;
+                    if let Some(host) = authority_host(req.uri()) {
+                        // RFC 9112 §3.2.2: an absolute-form target's authority is the host.
+                        req.headers_mut().insert(http::header::HOST, host);
+                    }
+                    // A client's body that stalls is cut (the master's own never stall for long:
+                    // it read small bodies whole, and cuts its clients' stalled ones).
+                    let req = req.map(|body| match body_timeout {
+                        Some(t) => axum::body::Body::new(http_body_util::Limited::new(
+                            Stall::new(body, t),
+                            cap(max_body),
+                        )),
+                        None => {
+                            axum::body::Body::new(http_body_util::Limited::new(body, cap(max_body)))
+                        }
+                    });
                     let _in_flight = OpenRequest::new(counters);
-                    let resp = router.call(req.map(axum::body::Body::new)).await?;
+                    let resp = router.call(req).await?;
+                    let resp = final_answer(resp);
                     Ok::<_, Infallible>(resp.map(|body| Watched::new(body, watch)))
                 }
             });
@@ -353,6 +421,64 @@ impl plain::Plain for PlainWorker {
             .with_upgrades();
         Box::pin(conn)
     }
+}
+
+/// A handler's response as a final answer: a 1xx is never one (RFC 9110 §15.2; RFC 9112 §4
+/// frames it as interim, so a client would wait for the real answer that never comes), and 101 is
+/// the upgrade's own. A handler that returns one has a bug: 500.
+fn final_answer(mut resp: http::Response<axum::body::Body>) -> http::Response<axum::body::Body> {
+    let status = resp.status();
+    if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+        tracing::warn!(%status, "a handler returned an informational status as its answer");
+        *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        *resp.body_mut() = axum::body::Body::empty();
+        resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+    resp
+}
+
+/// `MAX_BODY_SIZE` as `Limited` takes it.
+fn cap(max_body: u64) -> usize {
+    usize::try_from(max_body).unwrap_or(usize::MAX)
+}
+
+/// 413 for a declared body over `MAX_BODY_SIZE`, before any of it is read (as the edge does).
+fn body_fits<B>(req: &http::Request<B>, max_body: u64) -> Result<(), check::Refusal> {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max_body => Err(check::BODY_TOO_LARGE),
+        _ => Ok(()),
+    }
+}
+
+/// The `Host` an absolute-form target names (RFC 9112 §3.2.2), if it is one.
+fn authority_host(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let authority = uri.authority()?;
+    let host = match authority.port() {
+        Some(port) => format!("{}:{port}", authority.host()),
+        None => authority.host().to_string(),
+    };
+    http::HeaderValue::try_from(host).ok()
+}
+
+/// The answer to a request [`check::request`] refuses, closing the connection.
+fn refused(r: check::Refusal) -> http::Response<axum::body::Body> {
+    let mut resp = http::Response::new(axum::body::Body::from(r.body()));
+    *resp.status_mut() = r.status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// Accepts the master's proxied connections on our Unix socket.
@@ -372,7 +498,7 @@ async fn accept_loop(listener: UnixListener, server: Server) {
             () = &mut stop => return,
         };
         match WorkerSocket::from_tokio(stream) {
-            Ok(socket) => server.serve(socket, Deadlines::default()),
+            Ok(socket) => server.serve(socket, Deadlines::default(), None),
             Err(e) => tracing::warn!(error = %e, "cannot register the master's connection"),
         }
     }
@@ -399,7 +525,7 @@ async fn handoff_loop(channel: HandoffChannel, server: Server) {
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(std_stream));
         match stream {
-            Ok(stream) => server.serve(stream, server.client_deadlines),
+            Ok(stream) => server.serve(stream, server.client_deadlines, Some(server.client_limits)),
             Err(e) => tracing::warn!(error = %e, "a handed-off descriptor is not a usable socket"),
         }
     }

@@ -170,7 +170,15 @@ async fn a_chunked_request_body_reaches_the_worker_whole() {
     .await;
     let (head, body) = resp.split_once("\r\n\r\n").expect("a response");
     assert!(head.starts_with("HTTP/1.1 200"), "{resp}");
-    assert_eq!(dechunk(body), "hello world", "{resp}");
+    // A small body is read whole at the edge (BODY_BUFFER) and forwarded with its length, so the
+    // echo comes back with a Content-Length; a streamed one comes back chunked.
+    let echoed = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        assert!(head.contains("content-length: 11"), "{resp}");
+        body.to_string()
+    };
+    assert_eq!(echoed, "hello world", "{resp}");
 }
 
 #[tokio::test]

@@ -20,6 +20,8 @@ fn bad_environment_values_exit_2_naming_the_variable() {
         ("SHUTDOWN_TIMEOUT", "soon"),
         ("HOST", "my-laptop"),
         ("SCHEDULING", "fast"),
+        ("BODY_BUFFER", "lots"),
+        ("BODY_TIMEOUT", "10s"),
     ] {
         let out = std::process::Command::new(FIXTURE)
             .env(var, value)

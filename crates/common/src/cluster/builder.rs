@@ -150,7 +150,7 @@ impl Cluster {
             return crate::worker::run(
                 &*self.build_worker,
                 self.on_request,
-                self.config.header_timeout,
+                crate::worker::ClientLimits::from(&self.config),
             );
         }
         master::run(Master {

@@ -24,7 +24,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -32,6 +32,7 @@ use super::accept::{Listening, accept_until};
 use super::serve::{hyper_builder, serve_connection};
 use super::state::Edge;
 use crate::balance::RequestInfo;
+use crate::http::check;
 use crate::shutdown::Shutdown;
 
 /// The most of a request head the master will look at.
@@ -53,7 +54,7 @@ enum Peeked {
 }
 
 /// Looks at the connection's first request head without consuming it.
-async fn peek_head(stream: &TcpStream, timeout: Duration) -> io::Result<Peeked> {
+async fn peek_head(stream: &TcpStream, timeout: Duration, max_head: usize) -> io::Result<Peeked> {
     let mut buf = vec![0u8; PEEK_LIMIT];
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_micros(200);
@@ -66,7 +67,9 @@ async fn peek_head(stream: &TcpStream, timeout: Duration) -> io::Result<Peeked> 
         let mut req = httparse::Request::new(&mut slots);
         match req.parse(&buf[..n]) {
             Ok(httparse::Status::Complete(_)) => {
-                return Ok(to_head(&req).map_or(Peeked::Unusable, |h| Peeked::Head(Box::new(h))));
+                return Ok(
+                    to_head(&req, max_head).map_or(Peeked::Unusable, |h| Peeked::Head(Box::new(h)))
+                );
             }
             Ok(httparse::Status::Partial) if n < buf.len() && Instant::now() < deadline => {
                 // A peek leaves the socket readable, so waiting for readiness would spin: back off
@@ -79,15 +82,24 @@ async fn peek_head(stream: &TcpStream, timeout: Duration) -> io::Result<Peeked> 
     }
 }
 
-fn to_head(req: &httparse::Request<'_, '_>) -> Option<PeekedHead> {
+/// The head, if it is one to hand to a worker: `None` for one the master must answer itself
+/// because it is invalid (the same checks as proxy mode's, [`check::request`]), so a bad head
+/// never reaches a worker's own HTTP code.
+fn to_head(req: &httparse::Request<'_, '_>, max_head: usize) -> Option<PeekedHead> {
     let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
-    let uri: Uri = req.path?.parse().ok()?;
+    // A fragment (RFC 9112 §3.2) is refused by the master's own parser, not dropped by a worker's.
+    let uri: Uri = req.path.filter(|p| !p.contains('#'))?.parse().ok()?;
+    let version = match req.version? {
+        1 => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(h.value).ok()?;
         headers.append(name, value);
     }
+    check::request(&method, &uri, version, &headers, max_head).ok()?;
     Some(PeekedHead {
         method,
         uri,
@@ -107,13 +119,15 @@ pub(crate) async fn serve(at: Listening, edge: Arc<Edge>) -> bool {
 
 async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdown: Shutdown) {
     let _ = stream.set_nodelay(true);
-    let head = match peek_head(&stream, edge.limits.header_timeout).await {
+    let accepted = Instant::now();
+    let limits = edge.limits;
+    let head = match peek_head(&stream, limits.header_timeout, limits.max_header_size).await {
         Ok(Peeked::Head(head)) => head,
         Ok(Peeked::Closed) | Err(_) => return,
-        Ok(Peeked::Unusable) => return serve_here(stream, client, edge, shutdown).await,
+        Ok(Peeked::Unusable) => return serve_here(stream, client, edge, shutdown, accepted).await,
     };
     if edge.master.owns(head.uri.path()) {
-        return serve_here(stream, client, edge, shutdown).await;
+        return serve_here(stream, client, edge, shutdown, accepted).await;
     }
     let info = RequestInfo {
         method: &head.method,
@@ -156,8 +170,25 @@ async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdo
 }
 
 /// The master answers this connection itself (its own routes, or bad input), then closes it.
-async fn serve_here(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdown: Shutdown) {
+///
+/// The first head's deadline runs from `accepted`: the time spent peeking counts, so a slow
+/// first head gets `HEADER_TIMEOUT` in all, not twice that.
+async fn serve_here(
+    stream: TcpStream,
+    client: SocketAddr,
+    edge: Arc<Edge>,
+    shutdown: Shutdown,
+    accepted: Instant,
+) {
+    let left = edge
+        .limits
+        .header_timeout
+        .saturating_sub(accepted.elapsed());
+    if left.is_zero() {
+        // No whole head within HEADER_TIMEOUT: closed unanswered, as proxy mode does.
+        return;
+    }
     // One request only: whatever follows on this connection must be routed afresh.
     let builder = hyper_builder(&edge, false);
-    serve_connection(edge, &builder, stream, client, shutdown).await;
+    serve_connection(edge, &builder, stream, client, shutdown, left).await;
 }

@@ -11,18 +11,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, request};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
 
 use super::pool::{self, Backend, Dispatched, NotSent, SendError};
-use super::request_body::{RequestBody, RequestBodyError};
+use super::request_body::{RequestBody, RequestBodyError, Streamed};
 use super::response_body::EdgeBody;
 use super::state::Edge;
 use tower::retry::budget::Budget;
 
 use crate::balance::RequestInfo;
+use crate::http::check::{self, Refusal, valid_request_id};
 use crate::http::client::{Added, Lost};
+use crate::http::deadline::Stall;
 use crate::http::deadline::{Deadlines, Watch};
 use crate::http::headers::{
     X_FORWARDED_FOR, X_REQUEST_ID, X_WORKER_ID, is_upgrade, mint_request_id, strip_hop_by_hop,
@@ -72,6 +76,15 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
     resp
 }
 
+/// The edge's answer to a request that [`check::request`](crate::http::check::request) refuses:
+/// its JSON error, closing the connection (the bytes after a bad head cannot be trusted).
+pub(crate) fn refused(refusal: Refusal) -> Response<EdgeBody> {
+    let mut resp = error_response(refusal.status, refusal.code, refusal.message);
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// The worker for `req`, leaving out process `exclude` (one that just failed it).
 fn choose(
     edge: &Edge,
@@ -112,12 +125,65 @@ pub(crate) async fn forward(
     if is_upgrade(req.headers()) {
         return tunnel(edge, req, peer).await;
     }
-    let (parts, body) = req.into_parts();
-    let body = RequestBody::Client {
-        body,
-        remaining: edge.limits.max_body_size,
+    let (mut parts, body) = req.into_parts();
+    let body = match read_body(edge, &mut parts, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refused(refusal),
     };
     forward_parts(edge, parts, body, peer).await
+}
+
+/// A request body up to `BODY_BUFFER`, read whole before any worker connection is taken for it,
+/// as nginx does (`proxy_request_buffering on`): a client that sends its body slowly then holds
+/// only its own connection, never a pooled one. A larger body streams after the part read, cut if
+/// it stalls. Either way a body that sends nothing for `BODY_TIMEOUT` gets 408.
+async fn read_body(
+    edge: &Edge,
+    parts: &mut request::Parts,
+    mut body: Incoming,
+) -> Result<RequestBody, Refusal> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt as _;
+    let limits = &edge.limits;
+    if body.is_end_stream() {
+        return Ok(RequestBody::Empty);
+    }
+    let streamed = |prefix: Option<Bytes>, body: Incoming, read: u64| {
+        let body = Stall::new(body, limits.body_timeout);
+        let remaining = limits.max_body_size.saturating_sub(read);
+        RequestBody::Streamed(Streamed::new(prefix, body, remaining))
+    };
+    // Known to be larger than the buffer (Content-Length): stream it from the start.
+    if body.size_hint().lower() > limits.body_buffer {
+        return Ok(streamed(None, body, 0));
+    }
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(limits.body_timeout, body.frame()).await {
+            Err(_) => return Err(check::BODY_STALLED),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(check::BAD_BODY),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        buf.extend_from_slice(&data);
+        if buf.len() as u64 > limits.max_body_size {
+            return Err(check::BODY_TOO_LARGE);
+        }
+        if buf.len() as u64 > limits.body_buffer {
+            // Chunked, and larger than the buffer after all: what was read goes first.
+            let read = buf.len() as u64;
+            return Ok(streamed(Some(buf.freeze()), body, read));
+        }
+    }
+    // Whole: sent with its length (RFC 9112 §6.2), whatever framing the client used.
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(buf.len()));
+    Ok(RequestBody::Full(Some(buf.freeze())))
 }
 
 /// Forwards a request whose body is already capped (see [`forward`]).
@@ -129,8 +195,36 @@ pub(crate) async fn forward_parts(
 ) -> Response<EdgeBody> {
     let client = peer.addr;
     strip_hop_by_hop(&mut parts.headers);
-    let (request_id, generated) = match parts.headers.get(&X_REQUEST_ID) {
-        Some(id) => (id.clone(), false),
+    if let Some(authority) = parts.uri.authority() {
+        // RFC 9112 §3.2.2: for an absolute-form target the authority is the host, and a
+        // received Host is replaced by it. The worker gets origin-form and this Host.
+        let host = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_string(),
+        };
+        if let Ok(host) = HeaderValue::try_from(host) {
+            parts.headers.insert(HOST, host);
+        }
+    } else if parts.version != Version::HTTP_11 && !parts.headers.contains_key(HOST) {
+        // An HTTP/1.0 client may leave Host out (RFC 9112 §3.2); the worker gets HTTP/1.1,
+        // where it is required, and an empty Host is what a target without authority has.
+        parts.headers.insert(HOST, HeaderValue::from_static(""));
+    }
+    // A client's request id is passed on and reflected only when it is one short token of safe
+    // characters: else a 10 KB or header-breaking id would reach every log and response.
+    let client_id = {
+        let mut ids = parts.headers.get_all(&X_REQUEST_ID).iter();
+        match (ids.next(), ids.next()) {
+            (Some(id), None) if valid_request_id(id.as_bytes()) => Some(id.clone()),
+            (None, _) => None,
+            _ => {
+                parts.headers.remove(&X_REQUEST_ID);
+                None
+            }
+        }
+    };
+    let (request_id, generated) = match client_id {
+        Some(id) => (id, false),
         None => (mint_request_id(), true),
     };
     let added = Added {
@@ -263,6 +357,9 @@ async fn attempt(
         }
         Err(SendError::NotSent(why)) => Attempt::NotSent(why),
         Err(SendError::Sent(why)) => Attempt::Lost(why),
+        Err(SendError::Body(RequestBodyError::Stalled)) => {
+            Attempt::Done(refused(check::BODY_STALLED))
+        }
         Err(SendError::Body(RequestBodyError::TooLarge)) => Attempt::Done(error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",

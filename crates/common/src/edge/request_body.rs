@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::http::deadline::{Stall, StallError};
+
 /// The request body sent to a worker: the client's stream, capped at `MAX_BODY_SIZE`, or nothing
 /// (a retried bodiless request).
 #[derive(Debug, Default)]
@@ -20,17 +22,45 @@ pub enum RequestBody {
         /// Bytes still allowed before the body is cut off.
         remaining: u64,
     },
+    /// Read whole at the edge before a worker was picked (`BODY_BUFFER`).
+    Full(Option<Bytes>),
+    /// Larger than `BODY_BUFFER`: what was read while finding that out, then the rest streamed,
+    /// cut if it stalls for `BODY_TIMEOUT`.
+    Streamed(Streamed),
     /// No body.
     #[default]
     Empty,
 }
 
+/// A body larger than `BODY_BUFFER`: what was read while finding that out, then the rest.
+#[derive(Debug)]
+pub struct Streamed {
+    /// Read already, sent first.
+    prefix: Option<Bytes>,
+    /// The rest of the client's body, cut if it stalls.
+    body: Pin<Box<Stall<Incoming>>>,
+    /// Bytes still allowed before the body is cut off.
+    remaining: u64,
+}
+
+impl Streamed {
+    pub(crate) fn new(prefix: Option<Bytes>, body: Stall<Incoming>, remaining: u64) -> Self {
+        Self {
+            prefix,
+            body: Box::pin(body),
+            remaining,
+        }
+    }
+}
+
 /// Why the client's request body could not be read to its end. An enum, not a boxed error, so
-/// the proxy tells a 413 from a 400 by matching rather than by downcasting.
+/// the proxy tells a 413 from a 408 from a 400 by matching rather than by downcasting.
 #[derive(Debug)]
 pub enum RequestBodyError {
     /// It grew past `MAX_BODY_SIZE` while streaming.
     TooLarge,
+    /// It sent nothing for `BODY_TIMEOUT`.
+    Stalled,
     /// The client's connection failed or sent bad framing.
     Client(hyper::Error),
 }
@@ -39,6 +69,9 @@ impl std::fmt::Display for RequestBodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RequestBodyError::TooLarge => f.write_str("request body is larger than MAX_BODY_SIZE"),
+            RequestBodyError::Stalled => {
+                f.write_str("the request body sent nothing for BODY_TIMEOUT")
+            }
             RequestBodyError::Client(e) => write!(f, "reading the client's body: {e}"),
         }
     }
@@ -47,8 +80,17 @@ impl std::fmt::Display for RequestBodyError {
 impl std::error::Error for RequestBodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RequestBodyError::TooLarge => None,
             RequestBodyError::Client(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StallError<hyper::Error>> for RequestBodyError {
+    fn from(e: StallError<hyper::Error>) -> Self {
+        match e {
+            StallError::Stalled => RequestBodyError::Stalled,
+            StallError::Body(e) => RequestBodyError::Client(e),
         }
     }
 }
@@ -63,6 +105,31 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Streamed(Streamed {
+                prefix,
+                body,
+                remaining,
+            }) => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                match body.as_mut().poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            let len = data.len() as u64;
+                            if len > *remaining {
+                                return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+                            }
+                            *remaining -= len;
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
             RequestBody::Client { body, remaining } => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
@@ -83,14 +150,27 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Empty => true,
+            RequestBody::Empty | RequestBody::Full(None) => true,
+            RequestBody::Full(Some(_)) => false,
+            RequestBody::Streamed(s) => s.prefix.is_none() && s.body.is_end_stream(),
             RequestBody::Client { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Empty | RequestBody::Full(None) => SizeHint::with_exact(0),
+            RequestBody::Full(Some(data)) => SizeHint::with_exact(data.len() as u64),
+            RequestBody::Streamed(s) => {
+                let before = s.prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = s.body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + before);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + before);
+                }
+                hint
+            }
             RequestBody::Client { body, .. } => body.size_hint(),
         }
     }

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response, request};
 use hyper::body::Incoming;
@@ -18,12 +19,20 @@ use super::proxy::{self, Peer};
 use super::request_body::RequestBody;
 use super::response_body::EdgeBody;
 use super::state::Edge;
-use crate::http::deadline::{self, Graceful, Watch, Watched};
+use crate::http::check;
+use crate::http::deadline::{self, Deadlines, Graceful, Watch, Watched};
 use crate::http::server::{self as plain, PlainConn};
 use crate::shutdown::Shutdown;
 
 impl Edge {
     async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<EdgeBody> {
+        // Every request the plain loop did not pass comes here: hyper parsed it, but left
+        // RFC 9112's checks (Host, transfer codings, methods, the head limit) to us.
+        let (method, uri, version) = (req.method(), req.uri(), req.version());
+        let max_head = self.limits.max_header_size;
+        if let Err(refusal) = check::request(method, uri, version, req.headers(), max_head) {
+            return proxy::refused(refusal);
+        }
         if self.master.owns(req.uri().path()) {
             return self.master_route(req.map(axum::body::Body::new)).await;
         }
@@ -82,6 +91,8 @@ struct PlainEdge {
     edge: Arc<Edge>,
     builder: http1::Builder,
     peer: Peer,
+    /// One request, then close (a connection the master keeps in handoff mode).
+    once: bool,
 }
 
 impl plain::Plain for PlainEdge {
@@ -95,6 +106,10 @@ impl plain::Plain for PlainEdge {
         self.edge.limits.max_header_size
     }
 
+    fn keep_alive(&self) -> bool {
+        !self.once
+    }
+
     fn answer(&self, req: request::Parts) -> impl Future<Output = Response<EdgeBody>> + Send {
         self.edge.handle_plain(req, &self.peer)
     }
@@ -104,18 +119,27 @@ impl plain::Plain for PlainEdge {
     }
 }
 
-/// Serves one client connection with hyper until it ends or `stop` fires.
+/// Serves the one request of a connection the master keeps in handoff mode (its own routes, or a
+/// head it would not route), as proxy mode serves any: the plain loop, then hyper. `builder` says
+/// no keep-alive; `header_timeout` is what is left of the first head's deadline.
 pub(crate) fn serve_connection(
     edge: Arc<Edge>,
     builder: &http1::Builder,
     stream: TcpStream,
     client: SocketAddr,
     stop: Shutdown,
+    header_timeout: Duration,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let deadlines = edge.limits.deadlines();
+    let deadlines = Deadlines::edge(header_timeout, edge.limits.upstream_timeout);
     let peer = Peer::new(client, &deadlines);
     let watch = peer.watch.clone();
-    let conn = hyper_connection(edge, builder, stream, peer);
+    let plain = PlainEdge {
+        edge,
+        builder: builder.clone(),
+        peer,
+        once: true,
+    };
+    let conn = PlainConn::new(plain, stream);
     async move {
         if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
             tracing::debug!(%client, error = %e, "client connection ended with an error");
@@ -149,6 +173,7 @@ pub(crate) async fn serve(at: Listening, edge: Arc<Edge>) -> bool {
             edge: edge.clone(),
             builder: builder.clone(),
             peer,
+            once: false,
         };
         let conn = PlainConn::new(plain, stream);
         let stop = shutdown.clone();

@@ -20,6 +20,8 @@ pub(crate) struct Limits {
     pub header_timeout: Duration,
     pub max_header_size: usize,
     pub max_body_size: u64,
+    pub body_buffer: u64,
+    pub body_timeout: Duration,
 }
 
 impl Limits {
@@ -36,6 +38,8 @@ impl From<&Config> for Limits {
             header_timeout: c.header_timeout,
             max_header_size: c.max_header_size,
             max_body_size: c.max_body_size,
+            body_buffer: c.body_buffer,
+            body_timeout: c.body_timeout,
         }
     }
 }

@@ -995,3 +995,199 @@ mod tests {
         );
     }
 }
+
+/// Property tests: the response-head parser and the body decoders on arbitrary bytes, and the
+/// chunked round trip.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    const FRAGMENTS: &[&str] = &[
+        "HTTP/1.1 ",
+        "HTTP/1.0 ",
+        "HTTP/9.9 ",
+        "200 OK",
+        "100 Continue",
+        "101 x",
+        "204 ",
+        "999 ",
+        "\r\n",
+        "\n",
+        "Content-Length: 3",
+        "Content-Length: 4",
+        "content-length: -1",
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: gzip",
+        "Connection: close",
+        ": x",
+        "\0",
+        "abc",
+        "\r\n\r\n",
+        "3\r\nabc\r\n0\r\n\r\n",
+    ];
+
+    fn http_ish() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            vec(any::<u8>(), 0..600),
+            vec(select(FRAGMENTS), 0..30).prop_map(|parts| parts.concat().into_bytes()),
+        ]
+    }
+
+    /// Decodes what `decoder` can of `pieces`, fed one after the other; every step either gives
+    /// data (at least a byte) or asks for more, so the loop ends.
+    fn decode_pieces(decoder: &mut Decoder, pieces: &[&[u8]]) -> Result<(Vec<u8>, BytesMut), Lost> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf)? {
+                    Decoded::Data(d) => {
+                        assert!(!d.is_empty(), "an empty piece of body would loop");
+                        out.extend_from_slice(&d);
+                    }
+                    Decoded::NeedMore => break,
+                    Decoded::Done => {
+                        // What follows the body stays for the next response.
+                        for rest in &pieces[i + 1..] {
+                            buf.extend_from_slice(rest);
+                        }
+                        return Ok((out, buf));
+                    }
+                }
+            }
+        }
+        Ok((out, buf))
+    }
+
+    /// A chunked encoding of `chunks`, with optional chunk extensions and trailers.
+    fn chunked(chunks: &[Vec<u8>], ext: bool, trailers: bool) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for c in chunks.iter().filter(|c| !c.is_empty()) {
+            crate::http::server::write_chunk_size(c.len(), &mut wire);
+            if ext {
+                wire.extend_from_slice(b";name=value");
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(c);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n");
+        if trailers {
+            wire.extend_from_slice(b"x-trailer: 1\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire
+    }
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        /// Arbitrary bytes never panic the response parser, and it always ends: a head, an error,
+        /// or a request for more bytes.
+        #[test]
+        fn prop_response_parser_survives_arbitrary_bytes(raw in http_ish(), max in 16usize..700, is_head in any::<bool>()) {
+            let mut buf = BytesMut::from(&raw[..]);
+            let mut reusable = true;
+            loop {
+                let before = buf.len();
+                match parse_head::<()>(&mut buf, &mut reusable, is_head, max) {
+                    // An informational response was skipped: the loop goes on only if it took bytes.
+                    Ok(None) if buf.len() < before => continue,
+                    Ok(None) => {
+                        prop_assert!(before < max);
+                        break;
+                    }
+                    Ok(Some(_)) => break,
+                    Err(_) => {
+                        prop_assert!(!reusable, "a bad answer never leaves its connection pooled");
+                        break;
+                    }
+                }
+            }
+        }
+
+        /// Arbitrary bytes never panic the chunked decoder and never loop, however they are split.
+        #[test]
+        fn prop_chunked_decoder_survives_arbitrary_bytes(raw in http_ish(), cut in any::<prop::sample::Index>()) {
+            let cut = cut.index(raw.len() + 1);
+            let mut d = Decoder::Chunked(Chunk::Size);
+            let _ = decode_pieces(&mut d, &[&raw[..cut], &raw[cut..]]);
+        }
+
+        /// Encode then decode gives the body back, across any split, and leaves what follows.
+        #[test]
+        fn prop_chunked_bodies_round_trip(
+            chunks in vec(vec(any::<u8>(), 0..300), 0..8),
+            ext in any::<bool>(),
+            trailers in any::<bool>(),
+            cuts in vec(any::<prop::sample::Index>(), 0..4),
+        ) {
+            let mut wire = chunked(&chunks, ext, trailers);
+            wire.extend_from_slice(b"NEXT");
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+            at.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for to in at {
+                pieces.push(&wire[from..to]);
+                from = to;
+            }
+            pieces.push(&wire[from..]);
+            let mut d = Decoder::Chunked(Chunk::Size);
+            let (body, rest) = decode_pieces(&mut d, &pieces).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(body, chunks.concat());
+            prop_assert_eq!(d, Decoder::Done);
+            prop_assert_eq!(&rest[..], b"NEXT");
+        }
+
+        /// A length-delimited body stops at its length, however it arrives.
+        #[test]
+        fn prop_length_bodies_round_trip(body in vec(any::<u8>(), 0..2000), cut in any::<prop::sample::Index>()) {
+            let mut wire = body.clone();
+            wire.extend_from_slice(b"NEXT");
+            let cut = cut.index(wire.len() + 1);
+            let mut d = Decoder::Length(body.len() as u64);
+            let (got, rest) = decode_pieces(&mut d, &[&wire[..cut], &wire[cut..]])
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(got, body);
+            prop_assert_eq!(&rest[..], b"NEXT");
+        }
+
+        /// A response head written out is read back as the same status, headers and body.
+        #[test]
+        fn prop_response_heads_round_trip(
+            code in 200u16..600,
+            headers in vec((select(&["x-a", "x-b", "content-type", "set-cookie"][..]), "[a-z0-9 ]{0,12}"), 0..6),
+            body in vec(any::<u8>(), 0..200),
+        ) {
+            let mut wire = format!("HTTP/1.1 {code} Whatever\r\n").into_bytes();
+            for (n, v) in &headers {
+                wire.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+            }
+            wire.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+            wire.extend_from_slice(&body);
+            let mut buf = BytesMut::from(&wire[..]);
+            let mut reusable = true;
+            let head = parse_head::<()>(&mut buf, &mut reusable, false, 64 * 1024);
+            let Ok(Some(head)) = head else {
+                return Err(TestCaseError::fail("not parsed"));
+            };
+            prop_assert_eq!(head.parts.status.as_u16(), code);
+            prop_assert!(reusable);
+            for (n, v) in &headers {
+                let values: Vec<_> = head.parts.headers.get_all(*n).iter().map(|v| v.as_bytes().to_vec()).collect();
+                prop_assert!(values.contains(&v.trim().as_bytes().to_vec()), "{} lost", n);
+            }
+            let bodiless = code == 204 || code == 304;
+            match head.body {
+                Start::Complete(b) if bodiless => prop_assert!(b.is_empty()),
+                Start::Complete(b) => prop_assert_eq!(&b[..], &body[..]),
+                Start::Stream(_) => return Err(TestCaseError::fail("the whole body came with the head")),
+            }
+        }
+    }
+}

@@ -335,3 +335,87 @@ mod tests {
         assert_eq!(w.bound(std::future::pending::<()>()).await, None);
     }
 }
+
+/// Why a [`Stall`]-guarded body ended early: it sent nothing for `BODY_TIMEOUT` (cut, and answered
+/// 408 where an answer can still be given, RFC 9110 §15.5.9), or the body itself failed.
+#[derive(Debug)]
+pub enum StallError<E> {
+    /// Nothing arrived for the whole timeout.
+    Stalled,
+    /// The body's own error.
+    Body(E),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for StallError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StallError::Stalled => f.write_str("the request body sent nothing for BODY_TIMEOUT"),
+            StallError::Body(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for StallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StallError::Stalled => None,
+            StallError::Body(e) => Some(e),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`StallError::Stalled`] once `timeout` passes without a frame: a
+    /// client that trickles or stops mid-body cannot hold what serves it for longer. One timer per
+    /// body, reset on every frame; only requests with a body pay for it.
+    #[derive(Debug)]
+    pub(crate) struct Stall<B> {
+        #[pin]
+        body: B,
+        #[pin]
+        timer: tokio::time::Sleep,
+        timeout: Duration,
+    }
+}
+
+impl<B> Stall<B> {
+    pub(crate) fn new(body: B, timeout: Duration) -> Self {
+        Self {
+            body,
+            timer: tokio::time::sleep(timeout),
+            timeout,
+        }
+    }
+}
+
+impl<B: Body> Body for Stall<B> {
+    type Data = B::Data;
+    type Error = StallError<B::Error>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer.reset(Instant::now() + *this.timeout);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(StallError::Body(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.timer.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(StallError::Stalled))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -28,12 +28,13 @@ use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, HeaderName, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::check;
 use super::deadline::{Graceful, Watch};
 use super::head::{MAX_HEADERS, READ_CHUNK, Spans, offset, reserve};
 use crate::error::BoxError;
@@ -62,6 +63,11 @@ pub(crate) trait Plain: Send + 'static {
 
     /// Heads longer than this go to hyper, which refuses them (431).
     fn max_head(&self) -> usize;
+
+    /// False when the connection serves one request only, then closes.
+    fn keep_alive(&self) -> bool {
+        true
+    }
 
     /// Answers one plain request.
     fn answer(&self, req: request::Parts) -> impl Future<Output = Response<Self::Body>> + Send;
@@ -136,6 +142,7 @@ async fn serve_plain<P: Plain, I: Io>(
     closing: Arc<AtomicBool>,
 ) -> Option<Hyper> {
     let max_head = plain.max_head();
+    let keep_alive = plain.keep_alive();
     let mut read = BytesMut::with_capacity(READ_CHUNK);
     let mut write = Vec::with_capacity(1024);
     loop {
@@ -144,6 +151,15 @@ async fn serve_plain<P: Plain, I: Io>(
                 match parse(&mut read, max_head) {
                     Parsed::Plain(req, close) => break (req, close),
                     Parsed::Partial => {}
+                    Parsed::Refused(refusal) => {
+                        // The bytes after a refused head cannot be trusted to start a request:
+                        // answer and close (RFC 9112 §9.6).
+                        write.clear();
+                        refusal.encode(&mut write);
+                        let _ = io.write_all(&write).await;
+                        let _ = io.shutdown().await;
+                        return None;
+                    }
                     Parsed::Other(head) => {
                         // From here on the connection is hyper's for good: it gets every byte
                         // read so far, the head first, exactly as the client sent them, so a
@@ -187,7 +203,7 @@ async fn serve_plain<P: Plain, I: Io>(
         };
         // A shutdown under way or the client's own `Connection: close`: either way this answer
         // is the connection's last, and says so.
-        let last = closing.load(Ordering::Relaxed) || client_close;
+        let last = closing.load(Ordering::Relaxed) || client_close || !keep_alive;
         let close = match write_response(&mut io, &mut write, resp, is_head, last).await {
             Ok(close) => close,
             Err(e) => {
@@ -213,6 +229,8 @@ enum Parsed {
     /// Not a plain request, or not a valid one: hyper's to serve or to refuse. Holds the head
     /// when it was already taken off the buffer.
     Other(Bytes),
+    /// A head refused here, because hyper would give it the wrong answer or none.
+    Refused(check::Refusal),
 }
 
 fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
@@ -226,9 +244,23 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
             &mut headers,
         );
         let len = match parsed {
+            // The limit holds for every head, however it arrived: one pipelined behind another
+            // request can be read whole, past the limit, in the same read.
+            Ok(httparse::Status::Complete(len)) if len > max_head => {
+                return Parsed::Refused(
+                    check::request_line(read, max_head).unwrap_or(check::HEAD_TOO_LARGE),
+                );
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if read.len() < max_head => return Parsed::Partial,
-            _ => return Parsed::Other(Bytes::new()),
+            // What hyper would answer wrongly is answered here (414 for a request line that is
+            // too long, 505 for an HTTP version other than 1.x); the rest is hyper's 400 or 431.
+            _ => {
+                return match check::request_line(read, max_head) {
+                    Some(refusal) => Parsed::Refused(refusal),
+                    None => Parsed::Other(Bytes::new()),
+                };
+            }
         };
         if req.version != Some(1) {
             return Parsed::Other(Bytes::new());
@@ -237,8 +269,10 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
             return Parsed::Other(Bytes::new());
         };
         spans.record(read, req.headers);
+        // CONNECT and methods nobody here implements go to hyper's path, which refuses them
+        // (RFC 9110 §9.1, §9.3.6: 501), as it does every request it did not pass as plain.
         let method = match Method::from_bytes(method.as_bytes()) {
-            Ok(m) if m != Method::CONNECT => m,
+            Ok(m) if check::is_known_method(&m) => m,
             _ => return Parsed::Other(Bytes::new()),
         };
         // Only origin-form targets (RFC 9112 §3.2.1) are plain; absolute-form and the rest are
@@ -246,12 +280,18 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
         if !path.starts_with('/') {
             return Parsed::Other(Bytes::new());
         }
+        // RFC 9112 §3.2: a target has no fragment. httparse lets `#` through and `Uri` drops
+        // what follows it, so the worker would see another target than the client sent.
+        if path.as_bytes().contains(&b'#') {
+            return Parsed::Refused(check::BAD_TARGET);
+        }
         (len, method, offset(read, path.as_bytes()))
     };
     let head = read.split_to(len).freeze();
     let spans = spans.as_slice();
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut close = false;
+    let mut hosts = 0u32;
     for h in spans {
         let Ok(name) = HeaderName::from_bytes(h.name(&head)) else {
             return Parsed::Other(head);
@@ -274,12 +314,23 @@ fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
         {
             return Parsed::Other(head);
         }
+        // RFC 9112 §3.2: exactly one Host line, with a valid value; anything else is hyper's
+        // path to refuse (400).
+        if name == HOST {
+            hosts += 1;
+            if !check::valid_host(h.value(&head)) {
+                return Parsed::Other(head);
+            }
+        }
         let value = h.value_shared(&head);
         // SAFETY: httparse accepted this value, and the bytes it accepts in a header value (tab,
         // visible ASCII, space, obs-text) are exactly those `HeaderValue` allows. hyper builds
         // its header values the same way. A slice of the shared head: no copy.
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(value) };
         headers.append(name, value);
+    }
+    if hosts != 1 {
+        return Parsed::Other(head);
     }
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)) else {
         return Parsed::Other(head);
@@ -476,7 +527,7 @@ pub(crate) fn write_chunk_size(mut n: usize, out: &mut Vec<u8>) {
 }
 
 /// Writes a `Date` header, formatted at most once a second per thread.
-fn date(out: &mut Vec<u8>) {
+pub(crate) fn date(out: &mut Vec<u8>) {
     thread_local! {
         static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -581,8 +632,14 @@ mod tests {
                 &b"GET / HTTP/1.1\r\nConnection: close\r\nHost: t\r\n\r\n"[..],
                 true,
             ),
-            (b"GET / HTTP/1.1\r\nconnection:  CLOSE \r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", false),
+            (
+                b"GET / HTTP/1.1\r\nconnection:  CLOSE \r\nHost: t\r\n\r\n",
+                true,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
         ] {
             let text = String::from_utf8_lossy(raw);
             let Parsed::Plain(req, close) = parse_all(raw).0 else {
@@ -654,5 +711,239 @@ mod tests {
         let parsed = httpdate::parse_http_date(value).unwrap();
         let age = SystemTime::now().duration_since(parsed).unwrap();
         assert!(age.as_secs() < 5, "{value}");
+    }
+}
+
+/// Property tests: the request-head parser on arbitrary bytes, and against httparse and hyper.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    /// Pieces of request heads, right and wrong, to build HTTP-ish inputs from.
+    const FRAGMENTS: &[&str] = &[
+        "GET ",
+        "POST ",
+        "get ",
+        "CONNECT ",
+        "/",
+        "/a?b=1",
+        "*",
+        "http://h/",
+        " ",
+        "\t",
+        " HTTP/1.1",
+        " HTTP/1.0",
+        " HTTP/1.2",
+        " HTTP/2.0",
+        "\r\n",
+        "\n",
+        "\r",
+        "\0",
+        "Host: a",
+        "Host: a b",
+        "Host:",
+        "Content-Length: 3",
+        "Transfer-Encoding: chunked",
+        "Connection: close",
+        "Connection: x",
+        "Upgrade: h2c",
+        "Expect: 100-continue",
+        "X-A: \u{80}",
+        ": v",
+        "N\u{7f}: v",
+        "abc",
+        "\r\n\r\n",
+    ];
+
+    fn http_ish() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            vec(any::<u8>(), 0..600),
+            vec(select(FRAGMENTS), 0..40).prop_map(|parts| parts.concat().into_bytes()),
+        ]
+    }
+
+    /// Feeds `raw` to the parser as the loop does, taking every plain head until one is not.
+    fn drain(raw: &[u8], max_head: usize) {
+        let mut read = BytesMut::from(raw);
+        while !read.is_empty() {
+            let before = read.len();
+            match parse(&mut read, max_head) {
+                Parsed::Plain(..) => assert!(read.len() < before, "a plain head takes bytes"),
+                Parsed::Partial => {
+                    assert!(before < max_head, "partial past the limit");
+                    return;
+                }
+                Parsed::Other(head) => {
+                    assert_eq!(head.len() + read.len(), before, "hyper gets every byte");
+                    return;
+                }
+                Parsed::Refused(r) => {
+                    assert!(r.status.is_client_error() || r.status.is_server_error());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One request head from parts that are each sometimes wrong.
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        let method = select(&["GET", "HEAD", "POST", "DELETE", "get", "CONNECT", "BREW"][..]);
+        let target = prop_oneof![
+            Just("/".to_string()),
+            Just("*".to_string()),
+            Just("http://x.example/y".to_string()),
+            vec(select(&b"abc/?=%&.-_~:@!$'()*+,;#[]\"<>"[..]), 0..24)
+                .prop_map(|t| format!("/{}", String::from_utf8_lossy(&t))),
+        ];
+        let version = select(&["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"][..]);
+        let name = select(
+            &[
+                "Host",
+                "host",
+                "HOST",
+                "X-A",
+                "x-b",
+                "Connection",
+                "Content-Length",
+                "Transfer-Encoding",
+                "Upgrade",
+                "Expect",
+                "Cookie",
+                "X-Request-Id",
+            ][..],
+        );
+        let value = vec(
+            prop_oneof![
+                select(&b"abcXYZ019 \t,;=:/.-_[]@%\"\x80\xff"[..]),
+                Just(b'a'),
+            ],
+            0..16,
+        );
+        let headers = vec((name, value), 0..8);
+        // Half the heads start with a good Host, so that many are plain.
+        (method, target, version, any::<bool>(), headers).prop_map(|(m, t, v, host, headers)| {
+            let mut out = format!("{m} {t} {v}\r\n").into_bytes();
+            if host {
+                out.extend_from_slice(b"Host: h.example:80\r\n");
+            }
+            for (n, v) in headers {
+                out.extend_from_slice(n.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&v);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out
+        })
+    }
+
+    /// What hyper's server makes of `raw`: the request its service sees, if any.
+    fn hyper_parse(rt: &tokio::runtime::Runtime, raw: &[u8]) -> Option<request::Parts> {
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let tx = std::sync::Mutex::new(Some(tx));
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(req.into_parts().0);
+                }
+                async {
+                    Ok::<_, std::convert::Infallible>(Response::new(
+                        http_body_util::Empty::<Bytes>::new(),
+                    ))
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+            let task = tokio::spawn(conn);
+            client.write_all(raw).await.ok()?;
+            client.shutdown().await.ok()?;
+            let parts = rx.await.ok();
+            task.abort();
+            parts
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        /// Arbitrary bytes never panic the parser, never loop, and hyper always gets every byte.
+        #[test]
+        fn prop_request_parser_survives_arbitrary_bytes(raw in http_ish(), max in 16usize..700) {
+            drain(&raw, max);
+        }
+
+        /// Whatever the plain parser passes, httparse (hyper's parser) reads the same way and the
+        /// edge's checks accept: no request skips them by being plain.
+        #[test]
+        fn prop_plain_requests_mean_what_httparse_says(raw in head()) {
+            let mut read = BytesMut::from(&raw[..]);
+            let Parsed::Plain(req, close) = parse(&mut read, 64 * 1024) else {
+                return Ok(());
+            };
+            prop_assert!(read.is_empty());
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut theirs = httparse::Request::new(&mut slots);
+            let status = theirs.parse(&raw);
+            prop_assert!(matches!(status, Ok(httparse::Status::Complete(n)) if n == raw.len()));
+            prop_assert_eq!(theirs.version, Some(1));
+            prop_assert_eq!(theirs.method, Some(req.method.as_str()));
+            let target = req.uri.to_string();
+            prop_assert_eq!(theirs.path, Some(target.as_str()));
+            // Compared name by name: a header map groups the lines of one name, in their order.
+            let mut kept: Vec<_> = theirs
+                .headers
+                .iter()
+                .filter(|h| !h.name.eq_ignore_ascii_case("connection"))
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                .collect();
+            let mut ours: Vec<_> = req
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect();
+            kept.sort_by(|a, b| a.0.cmp(&b.0));
+            ours.sort_by(|a, b| a.0.cmp(&b.0));
+            prop_assert_eq!(&ours, &kept);
+            let closes = theirs.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("connection")
+                    && h.value.trim_ascii().eq_ignore_ascii_case(b"close")
+            });
+            prop_assert_eq!(close, closes);
+            prop_assert_eq!(
+                check::request(&req.method, &req.uri, http::Version::HTTP_11, &req.headers, 64 * 1024),
+                Ok(())
+            );
+        }
+
+        /// And hyper's server, given the same bytes, sees the same request.
+        #[test]
+        fn prop_plain_requests_mean_what_hyper_says(raw in head()) {
+            thread_local! {
+                static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+            }
+            let mut read = BytesMut::from(&raw[..]);
+            let Parsed::Plain(ours, _) = parse(&mut read, 64 * 1024) else {
+                return Ok(());
+            };
+            let theirs = RT.with(|rt| hyper_parse(rt, &raw));
+            let Some(theirs) = theirs else {
+                return Err(TestCaseError::fail(format!(
+                    "hyper refused a head the plain parser passed: {:?}",
+                    String::from_utf8_lossy(&raw)
+                )));
+            };
+            prop_assert_eq!(&ours.method, &theirs.method);
+            prop_assert_eq!(&ours.uri, &theirs.uri);
+            let mut theirs_headers = theirs.headers.clone();
+            theirs_headers.remove(CONNECTION);
+            prop_assert_eq!(&ours.headers, &theirs_headers);
+        }
     }
 }

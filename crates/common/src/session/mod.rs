@@ -16,6 +16,8 @@
 //! Depends on `error` only: the worker uses it, and the master reads the cookie with it.
 
 pub mod memory;
+#[cfg(test)]
+mod props;
 #[cfg(feature = "redis")]
 pub mod redis;
 

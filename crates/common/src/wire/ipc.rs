@@ -180,3 +180,113 @@ mod tests {
         assert!(matches!(rx.recv().await, Some(Err(IpcError::Io(_)))));
     }
 }
+
+/// Property tests: the frame decoder on arbitrary bytes, and every message's round trip.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<u64>().prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+            vec(".{0,8}", 0..4).prop_map(serde_json::Value::from),
+        ]
+    }
+
+    fn worker_message() -> impl Strategy<Value = WorkerMessage> {
+        prop_oneof![
+            any::<u32>().prop_map(|pid| WorkerMessage::Ready { pid }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(requests, in_flight, lag)| {
+                WorkerMessage::Heartbeat {
+                    stats: WorkerStats {
+                        requests,
+                        in_flight,
+                        runtime_lag_us: lag,
+                    },
+                }
+            }),
+            (any::<u64>(), json_value()).prop_map(|(id, body)| WorkerMessage::Reply { id, body }),
+        ]
+    }
+
+    fn master_message() -> impl Strategy<Value = MasterMessage> {
+        prop_oneof![
+            any::<u64>().prop_map(|deadline_ms| MasterMessage::Shutdown { deadline_ms }),
+            Just(MasterMessage::Reload),
+            (any::<u64>(), json_value()).prop_map(|(id, body)| MasterMessage::Request { id, body }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        /// Arbitrary bytes on the channel give messages or errors, never a panic, and the stream
+        /// ends: at most one frame per four bytes read, then the end.
+        #[test]
+        fn prop_frame_decoder_survives_arbitrary_bytes(raw in prop_oneof![
+            vec(any::<u8>(), 0..300),
+            vec(any::<u8>(), 0..300).prop_map(|body| {
+                // A well-framed body of arbitrary bytes, sometimes with a lying length.
+                let mut out = (body.len() as u32).to_be_bytes().to_vec();
+                out.extend_from_slice(&body);
+                out
+            }),
+        ]) {
+            let limit = raw.len() / 4 + 2;
+            let seen = runtime().block_on(async {
+                let mut rx = Receiver::<_, WorkerMessage>::new(&raw[..]);
+                let mut seen = 0;
+                while rx.recv().await.is_some() {
+                    seen += 1;
+                    if seen > limit {
+                        break;
+                    }
+                }
+                seen
+            });
+            prop_assert!(seen <= limit, "{} messages from {} bytes", seen, raw.len());
+        }
+
+        /// Every worker and master message, sent then received, is the message sent.
+        #[test]
+        fn prop_messages_round_trip(w in vec(worker_message(), 1..4), m in vec(master_message(), 1..4)) {
+            let (got_w, got_m) = runtime().block_on(async {
+                let mut wire = Vec::new();
+                let mut tx = Sender::<_, WorkerMessage>::new(&mut wire);
+                for msg in &w {
+                    tx.send(msg).await.expect("write to memory");
+                }
+                drop(tx);
+                let mut rx = Receiver::<_, WorkerMessage>::new(&wire[..]);
+                let mut got_w = Vec::new();
+                while let Some(msg) = rx.recv().await {
+                    got_w.push(msg.expect("a message"));
+                }
+                let mut wire = Vec::new();
+                let mut tx = Sender::<_, MasterMessage>::new(&mut wire);
+                for msg in &m {
+                    tx.send(msg).await.expect("write to memory");
+                }
+                drop(tx);
+                let mut rx = Receiver::<_, MasterMessage>::new(&wire[..]);
+                let mut got_m = Vec::new();
+                while let Some(msg) = rx.recv().await {
+                    got_m.push(msg.expect("a message"));
+                }
+                (got_w, got_m)
+            });
+            prop_assert_eq!(got_w, w);
+            prop_assert_eq!(got_m, m);
+        }
+    }
+}
