@@ -43,7 +43,7 @@ impl Refusal {
         out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         out.extend_from_slice(b"\r\nconnection: close\r\n");
-        super::server::date(out);
+        super::head::date(out);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body.as_bytes());
     }

@@ -26,9 +26,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, request, respons
 use http_body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::head::{MAX_HEADERS, READ_CHUNK, Spans, reserve};
+use super::head::{MAX_HEADERS, READ_CHUNK, Spans, reserve, write_chunk_size};
 use super::headers::{X_FORWARDED_FOR, is_hop_by_hop, write_forwarded_for};
-use super::server::write_chunk_size;
 use crate::error::BoxError;
 use crate::wire::socket::WorkerSocket;
 /// Longest chunk-size line or trailer section accepted in a chunked body.
@@ -1067,7 +1066,7 @@ mod props {
     fn chunked(chunks: &[Vec<u8>], ext: bool, trailers: bool) -> Vec<u8> {
         let mut wire = Vec::new();
         for c in chunks.iter().filter(|c| !c.is_empty()) {
-            crate::http::server::write_chunk_size(c.len(), &mut wire);
+            crate::http::head::write_chunk_size(c.len(), &mut wire);
             if ext {
                 wire.extend_from_slice(b";name=value");
             }

@@ -6,7 +6,12 @@
 //! buffer. To build an `http` message without copying, each parser first notes where every name and
 //! value lies ([`Spans`]), then freezes the head into one `Bytes` and slices the values out of it.
 //!
+//! Also the small writers both sides' framing needs: chunk-size lines and the `Date` header.
+//!
 //! Depends on nothing else in the crate.
+
+use std::cell::RefCell;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
@@ -101,4 +106,40 @@ pub(crate) fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 8 {
         buf.reserve(READ_CHUNK);
     }
+}
+
+/// Writes `n` in hex, as a chunk-size line wants it (RFC 9112 §7.1): no leading zeros, no prefix.
+pub(crate) fn write_chunk_size(mut n: usize, out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Writes a `Date` header, formatted at most once a second per thread.
+pub(crate) fn date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
 }

@@ -17,14 +17,12 @@
 //! watching for a client that hangs up, and framing responses (RFC 9112 §6: `Content-Length`
 //! when the size is known, else chunked; none for HEAD, 204 and 304).
 
-use std::cell::RefCell;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
@@ -36,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::check;
 use super::deadline::{Graceful, Watch};
-use super::head::{MAX_HEADERS, READ_CHUNK, Spans, offset, reserve};
+use super::head::{MAX_HEADERS, READ_CHUNK, Spans, date, offset, reserve, write_chunk_size};
 use crate::error::BoxError;
 
 /// Bodies up to this size are copied behind the head and go out in one write.
@@ -510,42 +508,6 @@ fn short_body(sent: u64, n: u64) -> io::Error {
     ))
 }
 
-/// Writes `n` in hex, as a chunk-size line wants it (RFC 9112 §7.1): no leading zeros, no prefix.
-pub(crate) fn write_chunk_size(mut n: usize, out: &mut Vec<u8>) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = DIGITS[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// Writes a `Date` header, formatted at most once a second per thread.
-pub(crate) fn date(out: &mut Vec<u8>) {
-    thread_local! {
-        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    CACHED.with_borrow_mut(|(at, text)| {
-        if *at != second {
-            *at = second;
-            *text = httpdate::fmt_http_date(now);
-        }
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(text.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    });
-}
-
 /// A connection handed to hyper: the bytes already read come first.
 pub(crate) struct Rewind<I> {
     /// A head already taken off the read buffer (or nothing), then the rest of that buffer.
@@ -709,7 +671,7 @@ mod tests {
             .strip_suffix("\r\n")
             .unwrap();
         let parsed = httpdate::parse_http_date(value).unwrap();
-        let age = SystemTime::now().duration_since(parsed).unwrap();
+        let age = std::time::SystemTime::now().duration_since(parsed).unwrap();
         assert!(age.as_secs() < 5, "{value}");
     }
 }
