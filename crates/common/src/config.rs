@@ -192,16 +192,21 @@ pub struct RestartPolicy {
     pub max_restarts: u32,
     /// How far back restarts count; a worker that stayed up this long starts from a clean slate.
     pub window: Duration,
+    /// A worker that ran at least this long after Ready and then crashed was stable: it is
+    /// restarted at once and not counted (see `supervisor::backoff`).
+    pub min_uptime: Duration,
 }
 
 impl Default for RestartPolicy {
-    /// The course's figures: 1 s doubling to 30 s, at most 5 restarts in 60 s.
+    /// The course's figures: 1 s doubling to 30 s, at most 5 unstable restarts in 60 s, stable
+    /// after 1 s of Ready.
     fn default() -> Self {
         Self {
             base: Duration::from_secs(1),
             max: Duration::from_secs(30),
             max_restarts: 5,
             window: Duration::from_secs(60),
+            min_uptime: Duration::from_secs(1),
         }
     }
 }
@@ -248,7 +253,7 @@ pub struct Config {
     /// `MAX_MEMORY` (e.g. `512M`), unset by default: a worker above it is replaced gracefully.
     pub max_memory: Option<u64>,
     /// `RESTART_DELAY` ms (1000), `RESTART_DELAY_MAX` ms (30000), `MAX_RESTARTS` (5),
-    /// `RESTART_WINDOW` ms (60000).
+    /// `RESTART_WINDOW` ms (60000), `MIN_UPTIME` ms (1000).
     pub restart: RestartPolicy,
     /// `READY_TIMEOUT` ms, default 10000: a worker that has not said Ready by then is replaced.
     pub ready_timeout: Duration,
@@ -326,6 +331,7 @@ impl Config {
             max: duration_ms(src, "RESTART_DELAY_MAX", ms(30_000), ms(1))?,
             max_restarts: number(src, "MAX_RESTARTS", 5, 0, 1000)?,
             window: duration_ms(src, "RESTART_WINDOW", ms(60_000), ms(1))?,
+            min_uptime: duration_ms(src, "MIN_UPTIME", ms(1000), ms(0))?,
         };
         Ok(Self {
             host,
@@ -414,6 +420,16 @@ mod tests {
         );
         let err = choice(&[("X", "d")], "X", &three, 0).unwrap_err();
         assert_eq!(err.to_string(), "invalid X=\"d\": expected a, b or c");
+    }
+
+    #[test]
+    fn min_uptime_is_milliseconds_and_may_be_zero() {
+        let cfg = Config::from_source(&[("MIN_UPTIME", "250")], Defaults::default()).unwrap();
+        assert_eq!(cfg.restart.min_uptime, Duration::from_millis(250));
+        let cfg = Config::from_source(&[("MIN_UPTIME", "0")], Defaults::default()).unwrap();
+        assert_eq!(cfg.restart.min_uptime, Duration::ZERO);
+        let err = Config::from_source(&[("MIN_UPTIME", "1s")], Defaults::default()).unwrap_err();
+        assert_eq!(err.var, "MIN_UPTIME");
     }
 
     #[test]

@@ -443,3 +443,154 @@ async fn a_client_hanging_up_is_not_a_worker_error_but_a_timeout_is() {
     );
     assert_eq!(http.health(&base).await["workers"]["slots"][0]["errors"], 1);
 }
+
+/// Every `restarted` event among `lines`.
+fn restarted_events(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("event: ") && l.contains("\"restarted\""))
+        .map(|l| event(l))
+        .collect()
+}
+
+/// Waits until every one of `n` slots is Ready with a process not in `dead`; how long it took.
+async fn all_ready_without(
+    http: &Http,
+    base: &str,
+    n: usize,
+    dead: &[u64],
+    timeout: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    let ok = eventually_async(timeout, || async {
+        let ready = http.ready_pids(base).await;
+        ready.len() == n && ready.iter().all(|(_, pid)| !dead.contains(pid))
+    })
+    .await;
+    ok.then(|| started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_workers_killed_every_300ms_restart_at_once_with_the_default_delay_and_fail_nothing()
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The default RESTART_DELAY (1 s) and MAX_RESTARTS (5): six kills in two seconds would have
+    // backed both slots off and then failed them under the old policy.
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
+    let http = Http::new();
+    let base = c.base();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (http, url, stop) = (http.clone(), c.url("/whoami"), stop.clone());
+        async move { test_support::load_until(&http, &url, 16, stop).await }
+    });
+    let mut killed = Vec::new();
+    for round in 0..6usize {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Each kill must find both slots Ready again within a second of the previous one.
+        let back = all_ready_without(&http, &base, 2, &killed, Duration::from_secs(1)).await;
+        assert!(
+            back.is_some(),
+            "round {round}: both slots Ready within 1 s of the last kill: {:?}",
+            http.slot_states(&base).await
+        );
+        let ready = http.ready_pids(&base).await;
+        let pid = ready[round % ready.len()].1;
+        sigkill(pid);
+        killed.push(pid);
+    }
+    let back = all_ready_without(&http, &base, 2, &killed, Duration::from_secs(1)).await;
+    assert!(
+        back.is_some(),
+        "every slot Ready within 1 s of the last kill: {:?}",
+        http.slot_states(&base).await
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (report, worst) = load.await.unwrap();
+    assert!(report.ok > 100, "traffic flowed: {report:?}");
+    assert_eq!(
+        report.failed, 0,
+        "no request failed across six kills (worst {worst:?}): {:?}",
+        report.failures
+    );
+    let h = http.health(&base).await;
+    assert_eq!(h["workers"]["failed"], 0, "no slot Failed: {h}");
+    let restarts: u64 = (0..2)
+        .filter_map(|i| h["workers"]["slots"][i]["restarts"].as_u64())
+        .sum();
+    assert_eq!(restarts, 6, "every kill was a restart: {h}");
+    for i in 0..2 {
+        let s = &h["workers"]["slots"][i];
+        if s["restarts"] != 0 {
+            assert_eq!(s["lastRestart"]["rule"], "killed", "/health says why: {h}");
+            assert_eq!(s["lastRestart"]["delayMs"], 0, "{h}");
+            assert_eq!(s["lastExit"]["cause"], "outside", "{h}");
+            assert_eq!(s["lastExit"]["signal"], 9, "{h}");
+        }
+    }
+    let events = restarted_events(&c.lines_so_far());
+    assert_eq!(events.len(), 6, "{events:?}");
+    for ev in &events {
+        assert_eq!(
+            (ev["reason"].as_str(), ev["delay_ms"].as_u64()),
+            (Some("killed"), Some(0)),
+            "{ev}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_min_uptime_is_stable_and_one_sooner_backs_off_and_counts() {
+    let mut c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("MIN_UPTIME", "300"),
+            ("RESTART_DELAY", "400"),
+        ],
+    );
+    let http = Http::new();
+    let base = c.base();
+    // Past MIN_UPTIME: the worker's uptime in /health counts from its start, so more than enough.
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            http.health(&base).await["workers"]["slots"][0]["uptimeMs"]
+                .as_u64()
+                .is_some_and(|ms| ms > 500)
+        })
+        .await
+    );
+    let _ = http.send("GET", &c.url("/exit?code=3"), &[], "").await;
+    let ev = event(
+        &c.wait_line(|l| l.contains("\"restarted\""), Duration::from_secs(5))
+            .expect("a restart"),
+    );
+    assert_eq!(
+        (ev["reason"].as_str(), ev["delay_ms"].as_u64()),
+        (Some("stable"), Some(0)),
+        "{ev}"
+    );
+    c.wait_line(|l| l.contains("\"ready\""), Duration::from_secs(5))
+        .expect("the replacement is ready");
+    // At once, well inside MIN_UPTIME: unstable, so it waits RESTART_DELAY less jitter.
+    let _ = http.send("GET", &c.url("/exit?code=3"), &[], "").await;
+    let ev = event(
+        &c.wait_line(|l| l.contains("\"restarted\""), Duration::from_secs(5))
+            .expect("a second restart"),
+    );
+    assert_eq!(ev["reason"], "unstable", "{ev}");
+    let delay = ev["delay_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (320..=400).contains(&delay),
+        "RESTART_DELAY less jitter: {ev}"
+    );
+    c.wait_line(|l| l.contains("\"ready\""), Duration::from_secs(5))
+        .expect("ready again");
+    let h = http.health(&base).await;
+    let s = &h["workers"]["slots"][0];
+    assert_eq!(s["lastRestart"]["rule"], "unstable", "{h}");
+    assert_eq!(s["lastExit"]["code"], 3, "{h}");
+    assert_eq!(s["lastExit"]["cause"], "own", "{h}");
+    assert_eq!(s["restarts"], 2, "{h}");
+}
