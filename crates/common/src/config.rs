@@ -273,6 +273,12 @@ pub struct Config {
     /// at the master instead of swamping the worker. Split evenly over the edge threads, rounded up
     /// (each thread gets at least one).
     pub pool_size: usize,
+    /// `QUEUE_TIMEOUT` ms, default 5000: while no worker is Ready (all crashed or restarting), a
+    /// request (in handoff mode, a connection) waits at the master this long for one, then 503.
+    /// 0: answer 503 at once.
+    pub queue_timeout: Duration,
+    /// `QUEUE_MAX`, default 1024: at most this many requests wait so; more get 503 at once.
+    pub queue_max: usize,
     /// `LOG_FORMAT` = `text` (default) or `json`; the filter is `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
     /// `DISPATCH` = `proxy` (default) or `handoff`.
@@ -349,6 +355,8 @@ impl Config {
             max_body_size: bytes(src, "MAX_BODY_SIZE")?.unwrap_or(10 << 20),
             max_connections: number(src, "MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
             pool_size: number(src, "POOL_SIZE", 64, 1, 10_000)?,
+            queue_timeout: duration_ms(src, "QUEUE_TIMEOUT", ms(5000), ms(0))?,
+            queue_max: number(src, "QUEUE_MAX", 1024, 0, 1_000_000)?,
             log_format,
             dispatch,
             edge_threads: number(src, "EDGE_THREADS", (2 * cpu_count()).min(64), 1, 64)?,
@@ -430,6 +438,29 @@ mod tests {
         assert_eq!(cfg.restart.min_uptime, Duration::ZERO);
         let err = Config::from_source(&[("MIN_UPTIME", "1s")], Defaults::default()).unwrap_err();
         assert_eq!(err.var, "MIN_UPTIME");
+    }
+
+    #[test]
+    fn the_queue_waits_five_seconds_for_at_most_1024_requests_unless_told() {
+        let cfg = Config::from_source(&[], Defaults::default()).unwrap();
+        assert_eq!(
+            (cfg.queue_timeout, cfg.queue_max),
+            (Duration::from_secs(5), 1024)
+        );
+        let cfg = Config::from_source(
+            &[("QUEUE_TIMEOUT", "0"), ("QUEUE_MAX", "3")],
+            Defaults::default(),
+        )
+        .unwrap();
+        assert_eq!((cfg.queue_timeout, cfg.queue_max), (Duration::ZERO, 3));
+        let err = Config::from_source(&[("QUEUE_MAX", "-1")], Defaults::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid QUEUE_MAX=\"-1\": expected a whole number from 0 to 1000000"
+        );
+        let err =
+            Config::from_source(&[("QUEUE_TIMEOUT", "soon")], Defaults::default()).unwrap_err();
+        assert_eq!(err.var, "QUEUE_TIMEOUT");
     }
 
     #[test]

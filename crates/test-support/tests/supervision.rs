@@ -561,7 +561,7 @@ async fn a_crash_after_min_uptime_is_stable_and_one_sooner_backs_off_and_counts(
         })
         .await
     );
-    let _ = http.send("GET", &c.url("/exit?code=3"), &[], "").await;
+    let _ = http.send("POST", &c.url("/exit?code=3"), &[], "").await;
     let ev = event(
         &c.wait_line(|l| l.contains("\"restarted\""), Duration::from_secs(5))
             .expect("a restart"),
@@ -574,7 +574,7 @@ async fn a_crash_after_min_uptime_is_stable_and_one_sooner_backs_off_and_counts(
     c.wait_line(|l| l.contains("\"ready\""), Duration::from_secs(5))
         .expect("the replacement is ready");
     // At once, well inside MIN_UPTIME: unstable, so it waits RESTART_DELAY less jitter.
-    let _ = http.send("GET", &c.url("/exit?code=3"), &[], "").await;
+    let _ = http.send("POST", &c.url("/exit?code=3"), &[], "").await;
     let ev = event(
         &c.wait_line(|l| l.contains("\"restarted\""), Duration::from_secs(5))
             .expect("a second restart"),
@@ -593,4 +593,133 @@ async fn a_crash_after_min_uptime_is_stable_and_one_sooner_backs_off_and_counts(
     assert_eq!(s["lastExit"]["code"], 3, "{h}");
     assert_eq!(s["lastExit"]["cause"], "own", "{h}");
     assert_eq!(s["restarts"], 2, "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_worker_is_killed_at_once_requests_wait_for_the_replacements() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
+    let http = Http::new();
+    let base = c.base();
+    // Background load: some requests are in flight on both workers as they die.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (http, url, stop) = (Http::new(), c.url("/whoami"), stop.clone());
+        async move { test_support::load_until(&http, &url, 8, stop).await }
+    });
+    let mut killed = Vec::new();
+    for round in 0..3 {
+        assert!(
+            all_ready_without(&http, &base, 2, &killed, Duration::from_secs(2))
+                .await
+                .is_some(),
+            "round {round}: {:?}",
+            http.slot_states(&base).await
+        );
+        // Warm keep-alive connections to both workers, so the first tries meet dead ones.
+        assert!(
+            test_support::send_many(&http, &c.url("/whoami"), 16, 8)
+                .await
+                .is_empty()
+        );
+        let pids: Vec<u64> = http.ready_pids(&base).await.iter().map(|p| p.1).collect();
+        for pid in &pids {
+            sigkill(*pid);
+        }
+        killed.extend(pids);
+        // Sent while no worker is Ready: they wait for the replacements.
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let (http, url) = (http.clone(), c.url("/whoami"));
+                tokio::spawn(async move { http.send("GET", &url, &[], "").await })
+            })
+            .collect();
+        for call in calls {
+            let r = call.await.unwrap().expect("answered");
+            assert_eq!(r.status, 200, "round {round}: {}", r.body);
+            let pid = r.json()["pid"].as_u64().unwrap_or(0);
+            assert!(
+                !killed.contains(&pid),
+                "served by a replacement: {}",
+                r.body
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (report, worst) = load.await.unwrap();
+    assert_eq!(
+        report.failed, 0,
+        "requests in flight as both died were resent (worst {worst:?}): {:?}",
+        report.failures
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_no_worker_is_ready_at_most_queue_max_requests_wait_and_only_queue_timeout_long() {
+    let flag = std::env::temp_dir().join(format!("fixture-fail-{}", std::process::id()));
+    let flag_s = flag.to_string_lossy().into_owned();
+    let mut c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("FIXTURE_FAIL_START_FILE", flag_s.as_str()),
+            ("RESTART_DELAY", "5000"),
+            ("QUEUE_MAX", "2"),
+            ("QUEUE_TIMEOUT", "600"),
+        ],
+    );
+    let http = Http::new();
+    let pid = http.ready_pids(&c.base()).await[0].1;
+    // From now on new workers crash at start: the slot backs off for 4–5 s with no worker Ready.
+    std::fs::write(&flag, b"").expect("create the flag file");
+    sigkill(pid);
+    c.wait_line(
+        |l| l.contains("\"exited\"") && l.contains("\"code\":3"),
+        Duration::from_secs(10),
+    )
+    .expect("the replacement crashed at start");
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let (http, url) = (http.clone(), c.url("/whoami"));
+            tokio::spawn(async move {
+                let r = http.send("GET", &url, &[], "").await;
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    let mut full = 0;
+    let mut timed_out = 0;
+    for call in calls {
+        let (r, took) = call.await.unwrap();
+        let r = r.expect("answered");
+        assert_eq!(
+            (r.status, r.header("retry-after")),
+            (503, "1"),
+            "{}",
+            r.body
+        );
+        let message = r.json()["message"].as_str().unwrap_or("").to_string();
+        if message.contains("QUEUE_MAX") {
+            assert!(
+                took < Duration::from_millis(500),
+                "turned away at once: {took:?}"
+            );
+            full += 1;
+        } else {
+            assert!(message.contains("QUEUE_TIMEOUT"), "{message}");
+            assert!(
+                took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+                "waited QUEUE_TIMEOUT: {took:?}"
+            );
+            timed_out += 1;
+        }
+    }
+    let _ = std::fs::remove_file(&flag);
+    assert_eq!(
+        (full, timed_out),
+        (3, 2),
+        "two waited, three were turned away"
+    );
 }

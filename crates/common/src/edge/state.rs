@@ -20,6 +20,10 @@ pub(crate) struct Limits {
     pub header_timeout: Duration,
     pub max_header_size: usize,
     pub max_body_size: u64,
+    /// How long a request waits at the master while no worker is Ready (`QUEUE_TIMEOUT`).
+    pub queue_timeout: Duration,
+    /// How many may wait so at once (`QUEUE_MAX`).
+    pub queue_max: usize,
 }
 
 impl Limits {
@@ -36,6 +40,8 @@ impl From<&Config> for Limits {
             header_timeout: c.header_timeout,
             max_header_size: c.max_header_size,
             max_body_size: c.max_body_size,
+            queue_timeout: c.queue_timeout,
+            queue_max: c.queue_max,
         }
     }
 }

@@ -492,6 +492,9 @@ impl Supervisor {
             ready_for: p.ready_at.map(|t| t.elapsed()),
             uptime,
         };
+        self.shared
+            .upstreams
+            .note_exit(p.pid, death.cause == Cause::Outside);
         match (&p.role, p.killed_for) {
             (Role::Draining, _) => {
                 tracing::info!(slot = id, pid = p.pid, ?code, "worker drained and exited")
@@ -822,6 +825,10 @@ impl Supervisor {
 
     fn publish(&self) {
         let now = Instant::now();
+        // Requests wait for a worker only while one may still come.
+        let coming =
+            self.shutdown.is_none() && self.slots.values().any(|s| !s.removed && !s.failed);
+        self.shared.upstreams.set_coming(coming);
         let infos = self
             .slots
             .iter()

@@ -195,8 +195,9 @@ fn worker(ctx: &WorkerContext) -> Router {
         .route("/abort", get(abort))
         .route(
             "/exit",
-            // Exits with a status code, as a worker with a fatal bug would.
-            get(|Query(q): Query<Code>| exit(q.code)),
+            // Exits with a status code, as a worker with a fatal bug would. Any method: a POST is
+            // not resent, so it kills exactly one worker.
+            any(|Query(q): Query<Code>| exit(q.code)),
         )
         .route(
             "/ws",
