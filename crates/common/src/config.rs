@@ -181,6 +181,18 @@ pub enum Scheduling {
     Normal,
 }
 
+/// How the sticky-session selector places a request with no usable session cookie (`STICKY_NEW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StickyNew {
+    /// By the lesson's balancing strategy (least connections), then pinned by the cookie the
+    /// worker sets: as HAProxy's `cookie … insert` and nginx's `sticky cookie` do. The default.
+    #[default]
+    Balance,
+    /// By a consistent hash of the client IP, for clients that drop cookies. Every fresh client
+    /// behind one address (a NAT, a load test on localhost) lands on one worker.
+    Ip,
+}
+
 /// When to restart a worker that exited on its own, and when to give up on its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
@@ -279,6 +291,9 @@ pub struct Config {
     pub queue_timeout: Duration,
     /// `QUEUE_MAX`, default 1024: at most this many requests wait so; more get 503 at once.
     pub queue_max: usize,
+    /// `STICKY_NEW` = `balance` (default) or `ip`: how a sticky-session lesson places a request
+    /// without a valid session cookie (see [`StickyNew`]).
+    pub sticky_new: StickyNew,
     /// `LOG_FORMAT` = `text` (default) or `json`; the filter is `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
     /// `DISPATCH` = `proxy` (default) or `handoff`.
@@ -357,6 +372,12 @@ impl Config {
             pool_size: number(src, "POOL_SIZE", 64, 1, 10_000)?,
             queue_timeout: duration_ms(src, "QUEUE_TIMEOUT", ms(5000), ms(0))?,
             queue_max: number(src, "QUEUE_MAX", 1024, 0, 1_000_000)?,
+            sticky_new: choice(
+                src,
+                "STICKY_NEW",
+                &[("balance", StickyNew::Balance), ("ip", StickyNew::Ip)],
+                StickyNew::Balance,
+            )?,
             log_format,
             dispatch,
             edge_threads: number(src, "EDGE_THREADS", (2 * cpu_count()).min(64), 1, 64)?,
@@ -461,6 +482,19 @@ mod tests {
         let err =
             Config::from_source(&[("QUEUE_TIMEOUT", "soon")], Defaults::default()).unwrap_err();
         assert_eq!(err.var, "QUEUE_TIMEOUT");
+    }
+
+    #[test]
+    fn new_sticky_sessions_are_balanced_unless_told_ip() {
+        let cfg = Config::from_source(&[], Defaults::default()).unwrap();
+        assert_eq!(cfg.sticky_new, StickyNew::Balance);
+        let cfg = Config::from_source(&[("STICKY_NEW", "ip")], Defaults::default()).unwrap();
+        assert_eq!(cfg.sticky_new, StickyNew::Ip);
+        let err = Config::from_source(&[("STICKY_NEW", "hash")], Defaults::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid STICKY_NEW=\"hash\": expected balance or ip"
+        );
     }
 
     #[test]
