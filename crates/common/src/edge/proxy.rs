@@ -155,6 +155,7 @@ pub(crate) async fn forward_parts(
     // kills at most two workers and gets a 502, it does not take the whole cluster down.
     let mut failed: Vec<u32> = Vec::new();
     let mut reached = 0;
+    let mut lane = None;
     loop {
         let failed_pid = backend.pid();
         match attempt(edge, backend, &parts, added, &mut body, &peer.watch).await {
@@ -223,6 +224,10 @@ pub(crate) async fn forward_parts(
                 request_id,
             );
         }
+        if reached > 0 && lane.is_none() {
+            // Held until this request is answered or given up (see `Upstreams::suspect_lane`).
+            lane = edge.upstreams.suspect_lane(SUSPECT_LANE_WAIT).await;
+        }
         let info = request_info(&parts, client);
         let next = edge
             .upstreams
@@ -246,6 +251,10 @@ const MAX_TRIES: usize = 4;
 /// How long a request whose second worker died waits to learn how that worker ended (the
 /// supervisor reaps it within milliseconds).
 const KILLED_LOOKUP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The longest a resent request waits for the suspects' lane: a query of death kills its worker
+/// within milliseconds, so a suspect still unanswered after this is most likely just slow.
+const SUSPECT_LANE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn request_info(req: &request::Parts, client: SocketAddr) -> RequestInfo<'_> {
     RequestInfo {

@@ -35,6 +35,9 @@ pub struct Upstreams {
     /// The last few processes that exited, and whether a signal from outside ended them: lets the
     /// edge tell a worker killed under a request from one the request itself killed.
     exits: Mutex<VecDeque<(u32, bool)>>,
+    /// One permit: requests resent after their worker died under them go to their next worker one
+    /// at a time (see [`Upstreams::suspect_lane`]).
+    suspects: tokio::sync::Semaphore,
 }
 
 /// How many exits [`Upstreams`] remembers; a request asks only about a worker that just failed it.
@@ -49,6 +52,7 @@ impl Default for Upstreams {
             coming: AtomicBool::new(true),
             waiting: AtomicUsize::new(0),
             exits: Mutex::new(VecDeque::with_capacity(EXITS_KEPT)),
+            suspects: tokio::sync::Semaphore::new(1),
         }
     }
 }
@@ -254,6 +258,21 @@ impl Upstreams {
                 Err(_) | Ok(Err(_)) => return false,
             }
         }
+    }
+
+    /// Waits (up to `timeout`) for the suspects' lane. Every request in flight on a worker that
+    /// crashed is a suspect, and from the edge they look alike; resent together, a query of death
+    /// among them would kill the next worker with all of them on it. One at a time, only the query
+    /// of death is on that worker when it dies; the others find it dead before sending (harmless)
+    /// and go on. `None` after `timeout`: a slow suspect must not hold the others for long.
+    pub(crate) async fn suspect_lane(
+        &self,
+        timeout: Duration,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(timeout, self.suspects.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     fn bump(&self) {
