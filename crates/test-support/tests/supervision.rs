@@ -723,3 +723,82 @@ async fn while_no_worker_is_ready_at_most_queue_max_requests_wait_and_only_queue
         "two waited, three were turned away"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_of_death_kills_at_most_two_workers_gets_502_and_no_bystander_fails() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
+    let http = Http::new();
+    let base = c.base();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (http, url, stop) = (Http::new(), c.url("/whoami"), stop.clone());
+        async move { test_support::load_until(&http, &url, 8, stop).await }
+    });
+    let restarts = |h: &Value| -> u64 {
+        (0..2)
+            .filter_map(|i| h["workers"]["slots"][i]["restarts"].as_u64())
+            .sum()
+    };
+    for round in 0..3 {
+        // Both past MIN_UPTIME, so their deaths are stable restarts and no slot can fail.
+        assert!(
+            eventually_async(Duration::from_secs(10), || async {
+                let h = http.health(&base).await;
+                (0..2).all(|i| {
+                    let s = &h["workers"]["slots"][i];
+                    s["state"] == "ready" && s["uptimeMs"].as_u64().is_some_and(|ms| ms > 1100)
+                })
+            })
+            .await
+        );
+        let before = restarts(&http.health(&base).await);
+        let id = format!("query-of-death-{round}");
+        let r = http
+            .send("GET", &c.url("/abort"), &[("x-request-id", id.as_str())], "")
+            .await
+            .expect("answered");
+        assert_eq!(r.status, 502, "round {round}: {}", r.body);
+        assert!(
+            all_ready_without(&http, &base, 2, &[], Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        let died = restarts(&http.health(&base).await) - before;
+        assert!((1..=2).contains(&died), "round {round}: {died} deaths");
+        assert!(
+            eventually(Duration::from_secs(2), || c.stderr().contains(&id)),
+            "the master's log names {id}: {}",
+            c.stderr()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (report, worst) = load.await.unwrap();
+    assert_eq!(
+        report.failed, 0,
+        "other clients' requests did not fail (worst {worst:?}): {:?}",
+        report.failures
+    );
+    assert_eq!(http.health(&base).await["workers"]["failed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_master_leaves_no_worker_behind_and_frees_its_port() {
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);
+    let addr = c.addr;
+    let workers = c.children();
+    assert_eq!(workers.len(), 2);
+    c.signal(Signal::SIGKILL);
+    assert!(c.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(
+        eventually(Duration::from_secs(5), || workers
+            .iter()
+            .all(|p| !test_support::is_alive(*p))),
+        "no orphan"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpListener::bind(addr).is_ok()),
+        "the port is free again"
+    );
+}
