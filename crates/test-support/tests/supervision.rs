@@ -756,7 +756,12 @@ async fn a_query_of_death_kills_at_most_two_workers_gets_502_and_no_bystander_fa
         let before = restarts(&http.health(&base).await);
         let id = format!("query-of-death-{round}");
         let r = http
-            .send("GET", &c.url("/abort"), &[("x-request-id", id.as_str())], "")
+            .send(
+                "GET",
+                &c.url("/abort"),
+                &[("x-request-id", id.as_str())],
+                "",
+            )
             .await
             .expect("answered");
         assert_eq!(r.status, 502, "round {round}: {}", r.body);
@@ -798,7 +803,8 @@ async fn a_sigkilled_master_leaves_no_worker_behind_and_frees_its_port() {
         "no orphan"
     );
     assert!(
-        eventually(Duration::from_secs(5), || std::net::TcpListener::bind(addr).is_ok()),
+        eventually(Duration::from_secs(5), || std::net::TcpListener::bind(addr)
+            .is_ok()),
         "the port is free again"
     );
 }
