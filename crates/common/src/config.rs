@@ -183,6 +183,18 @@ pub enum Scheduling {
     Normal,
 }
 
+/// How the sticky-session selector places a request with no usable session cookie (`STICKY_NEW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StickyNew {
+    /// By the lesson's balancing strategy (least connections), then pinned by the cookie the
+    /// worker sets: as HAProxy's `cookie … insert` and nginx's `sticky cookie` do. The default.
+    #[default]
+    Balance,
+    /// By a consistent hash of the client IP, for clients that drop cookies. Every fresh client
+    /// behind one address (a NAT, a load test on localhost) lands on one worker.
+    Ip,
+}
+
 /// When to restart a worker that exited on its own, and when to give up on its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
@@ -194,16 +206,21 @@ pub struct RestartPolicy {
     pub max_restarts: u32,
     /// How far back restarts count; a worker that stayed up this long starts from a clean slate.
     pub window: Duration,
+    /// A worker that ran at least this long after Ready and then crashed was stable: it is
+    /// restarted at once and not counted (see `supervisor::backoff`).
+    pub min_uptime: Duration,
 }
 
 impl Default for RestartPolicy {
-    /// The course's figures: 1 s doubling to 30 s, at most 5 restarts in 60 s.
+    /// The course's figures: 1 s doubling to 30 s, at most 5 unstable restarts in 60 s, stable
+    /// after 1 s of Ready.
     fn default() -> Self {
         Self {
             base: Duration::from_secs(1),
             max: Duration::from_secs(30),
             max_restarts: 5,
             window: Duration::from_secs(60),
+            min_uptime: Duration::from_secs(1),
         }
     }
 }
@@ -250,7 +267,7 @@ pub struct Config {
     /// `MAX_MEMORY` (e.g. `512M`), unset by default: a worker above it is replaced gracefully.
     pub max_memory: Option<u64>,
     /// `RESTART_DELAY` ms (1000), `RESTART_DELAY_MAX` ms (30000), `MAX_RESTARTS` (5),
-    /// `RESTART_WINDOW` ms (60000).
+    /// `RESTART_WINDOW` ms (60000), `MIN_UPTIME` ms (1000).
     pub restart: RestartPolicy,
     /// `READY_TIMEOUT` ms, default 10000: a worker that has not said Ready by then is replaced.
     pub ready_timeout: Duration,
@@ -277,6 +294,15 @@ pub struct Config {
     /// at the master instead of swamping the worker. Split evenly over the edge threads, rounded up
     /// (each thread gets at least one).
     pub pool_size: usize,
+    /// `QUEUE_TIMEOUT` ms, default 5000: while no worker is Ready (all crashed or restarting), a
+    /// request (in handoff mode, a connection) waits at the master this long for one, then 503.
+    /// 0: answer 503 at once.
+    pub queue_timeout: Duration,
+    /// `QUEUE_MAX`, default 1024: at most this many requests wait so; more get 503 at once.
+    pub queue_max: usize,
+    /// `STICKY_NEW` = `balance` (default) or `ip`: how a sticky-session lesson places a request
+    /// without a valid session cookie (see [`StickyNew`]).
+    pub sticky_new: StickyNew,
     /// `LOG_FORMAT` = `text` (default) or `json`; the filter is `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
     /// `DISPATCH` = `proxy` (default) or `handoff`.
@@ -335,6 +361,7 @@ impl Config {
             max: duration_ms(src, "RESTART_DELAY_MAX", ms(30_000), ms(1))?,
             max_restarts: number(src, "MAX_RESTARTS", 5, 0, 1000)?,
             window: duration_ms(src, "RESTART_WINDOW", ms(60_000), ms(1))?,
+            min_uptime: duration_ms(src, "MIN_UPTIME", ms(1000), ms(0))?,
         };
         Ok(Self {
             host,
@@ -354,6 +381,14 @@ impl Config {
             body_timeout: duration_ms(src, "BODY_TIMEOUT", ms(10_000), ms(1))?,
             max_connections: number(src, "MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
             pool_size: number(src, "POOL_SIZE", 64, 1, 10_000)?,
+            queue_timeout: duration_ms(src, "QUEUE_TIMEOUT", ms(5000), ms(0))?,
+            queue_max: number(src, "QUEUE_MAX", 1024, 0, 1_000_000)?,
+            sticky_new: choice(
+                src,
+                "STICKY_NEW",
+                &[("balance", StickyNew::Balance), ("ip", StickyNew::Ip)],
+                StickyNew::Balance,
+            )?,
             log_format,
             dispatch,
             edge_threads: number(src, "EDGE_THREADS", (2 * cpu_count()).min(64), 1, 64)?,
@@ -425,6 +460,52 @@ mod tests {
         );
         let err = choice(&[("X", "d")], "X", &three, 0).unwrap_err();
         assert_eq!(err.to_string(), "invalid X=\"d\": expected a, b or c");
+    }
+
+    #[test]
+    fn min_uptime_is_milliseconds_and_may_be_zero() {
+        let cfg = Config::from_source(&[("MIN_UPTIME", "250")], Defaults::default()).unwrap();
+        assert_eq!(cfg.restart.min_uptime, Duration::from_millis(250));
+        let cfg = Config::from_source(&[("MIN_UPTIME", "0")], Defaults::default()).unwrap();
+        assert_eq!(cfg.restart.min_uptime, Duration::ZERO);
+        let err = Config::from_source(&[("MIN_UPTIME", "1s")], Defaults::default()).unwrap_err();
+        assert_eq!(err.var, "MIN_UPTIME");
+    }
+
+    #[test]
+    fn the_queue_waits_five_seconds_for_at_most_1024_requests_unless_told() {
+        let cfg = Config::from_source(&[], Defaults::default()).unwrap();
+        assert_eq!(
+            (cfg.queue_timeout, cfg.queue_max),
+            (Duration::from_secs(5), 1024)
+        );
+        let cfg = Config::from_source(
+            &[("QUEUE_TIMEOUT", "0"), ("QUEUE_MAX", "3")],
+            Defaults::default(),
+        )
+        .unwrap();
+        assert_eq!((cfg.queue_timeout, cfg.queue_max), (Duration::ZERO, 3));
+        let err = Config::from_source(&[("QUEUE_MAX", "-1")], Defaults::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid QUEUE_MAX=\"-1\": expected a whole number from 0 to 1000000"
+        );
+        let err =
+            Config::from_source(&[("QUEUE_TIMEOUT", "soon")], Defaults::default()).unwrap_err();
+        assert_eq!(err.var, "QUEUE_TIMEOUT");
+    }
+
+    #[test]
+    fn new_sticky_sessions_are_balanced_unless_told_ip() {
+        let cfg = Config::from_source(&[], Defaults::default()).unwrap();
+        assert_eq!(cfg.sticky_new, StickyNew::Balance);
+        let cfg = Config::from_source(&[("STICKY_NEW", "ip")], Defaults::default()).unwrap();
+        assert_eq!(cfg.sticky_new, StickyNew::Ip);
+        let err = Config::from_source(&[("STICKY_NEW", "hash")], Defaults::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid STICKY_NEW=\"hash\": expected balance or ip"
+        );
     }
 
     #[test]

@@ -146,7 +146,9 @@ static STORE: OnceLock<Arc<dyn SessionStore>> = OnceLock::new();
 /// The whole lesson: workers serving [`worker_router`], the master routing with [`Sticky`] and
 /// answering [`master_routes`].
 pub fn cluster(config: Config, settings: Settings) -> Cluster {
-    let sticky = Arc::new(Sticky::new(settings.trusted_proxies.clone()));
+    // New sessions by least connections unless STICKY_NEW=ip (see `common::balance::sticky`).
+    let sticky =
+        Arc::new(Sticky::new(settings.trusted_proxies.clone()).new_sessions(config.sticky_new));
     let store_name = match settings.store {
         StoreKind::Memory => "memory",
         StoreKind::Redis(_) => "redis",
@@ -529,6 +531,7 @@ async fn sticky_stats(
                 requests: w.requests,
                 cookie_routed: r.map_or(0, |r| r.cookie_routed),
                 ip_routed: r.map_or(0, |r| r.ip_routed),
+                balance_routed: r.map_or(0, |r| r.balance_routed),
                 remapped_in: r.map_or(0, |r| r.remapped_in),
                 sessions,
             }
@@ -538,7 +541,9 @@ async fn sticky_stats(
         strategy: routing.strategy,
         store,
         cookie_routed: routing.cookie_routed,
+        new_sessions: routing.new_sessions,
         ip_routed: routing.ip_routed,
+        balance_routed: routing.balance_routed,
         remapped: routing.remapped,
         invalid_cookies: routing.invalid_cookies,
         workers,
@@ -553,8 +558,12 @@ struct StickyStatsReply {
     store: &'static str,
     /// Requests sent to the slot their session cookie names.
     cookie_routed: u64,
-    /// Requests without a usable cookie, placed by client IP.
+    /// How requests without a usable cookie are placed (`STICKY_NEW`): `balance` or `ip`.
+    new_sessions: &'static str,
+    /// Requests without a usable cookie, placed by client IP (`STICKY_NEW=ip`).
     ip_routed: u64,
+    /// Requests without a usable cookie, placed by least connections (`STICKY_NEW=balance`).
+    balance_routed: u64,
     /// Requests whose session's slot was not ready, sent to its ring successor.
     remapped: u64,
     /// Requests whose cookie was not a well-formed session id.
@@ -572,6 +581,7 @@ struct WorkerRouting {
     requests: u64,
     cookie_routed: u64,
     ip_routed: u64,
+    balance_routed: u64,
     remapped_in: u64,
     /// Sessions in the worker's memory; null with a shared store, where they are not the worker's
     /// to count.

@@ -1,4 +1,5 @@
-//! Affinity with four workers: every one of 1,000 concurrent cookie jars keeps its session.
+//! Affinity with four workers: every one of 1,000 concurrent cookie jars keeps its session, whether
+//! new sessions are placed by client IP or by least connections.
 
 mod support;
 
@@ -7,7 +8,14 @@ use test_support::ClusterProcess;
 
 #[tokio::test]
 async fn a_thousand_cookie_jars_lose_no_session_with_four_workers() {
-    let cluster = ClusterProcess::start(BIN, &[("WORKERS", "4"), ("TRUSTED_PROXIES", "127.0.0.1")]);
+    let cluster = ClusterProcess::start(
+        BIN,
+        &[
+            ("WORKERS", "4"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+            ("STICKY_NEW", "ip"),
+        ],
+    );
     let runs = run_jars(&cluster.base(), 1000, 3, 64).await;
     let per_worker = assert_no_session_lost(&runs);
     eprintln!("jars per worker: {per_worker:?}");
@@ -33,5 +41,58 @@ async fn a_thousand_cookie_jars_lose_no_session_with_four_workers() {
     assert_eq!(
         stats["cookieRouted"], 2000,
         "every later request by cookie: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn three_hundred_fresh_jars_from_one_ip_spread_over_four_workers_by_default() {
+    // The case: every client is 127.0.0.1 (no proxy trusted), so IP placement would put
+    // them all on one worker. Least connections spreads them; each keeps its session.
+    let cluster = ClusterProcess::start(BIN, &[("WORKERS", "4")]);
+    let runs = run_jars(&cluster.base(), 300, 3, 16).await;
+    let per_worker = assert_no_session_lost(&runs);
+    assert_eq!(
+        per_worker.len(),
+        4,
+        "every worker got new sessions: {per_worker:?}"
+    );
+    assert!(
+        per_worker.values().all(|n| *n >= 50),
+        "roughly even (a fair share is 75): {per_worker:?}"
+    );
+    let stats = test_support::Http::new()
+        .get(&cluster.url("/sticky-stats"))
+        .await
+        .json();
+    assert_eq!(stats["newSessions"], "balance", "{stats}");
+    assert_eq!(
+        (stats["balanceRouted"].as_u64(), stats["ipRouted"].as_u64()),
+        (Some(300), Some(0)),
+        "one balanced request per jar: {stats}"
+    );
+    assert_eq!(
+        stats["cookieRouted"], 600,
+        "every later request by cookie: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn with_sticky_new_ip_fresh_jars_from_one_ip_all_stick_to_one_worker() {
+    let cluster = ClusterProcess::start(BIN, &[("WORKERS", "4"), ("STICKY_NEW", "ip")]);
+    let runs = run_jars(&cluster.base(), 40, 2, 8).await;
+    let per_worker = assert_no_session_lost(&runs);
+    assert_eq!(
+        per_worker.len(),
+        1,
+        "one address, one worker: {per_worker:?}"
+    );
+    let stats = test_support::Http::new()
+        .get(&cluster.url("/sticky-stats"))
+        .await
+        .json();
+    assert_eq!(
+        (stats["ipRouted"].as_u64(), stats["balanceRouted"].as_u64()),
+        (Some(40), Some(0)),
+        "{stats}"
     );
 }

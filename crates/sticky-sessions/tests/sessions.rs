@@ -13,11 +13,16 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
 
 fn cluster() -> SharedCluster {
-    // 127.0.0.1 is trusted as a proxy so each test client can name its own IP in X-Forwarded-For.
+    // 127.0.0.1 is trusted as a proxy so each test client can name its own IP in X-Forwarded-For,
+    // and new sessions are placed by that IP (the default, least connections, is in four_workers).
     SharedCluster::get(
         &CLUSTER,
         BIN,
-        &[("WORKERS", "2"), ("TRUSTED_PROXIES", "127.0.0.1")],
+        &[
+            ("WORKERS", "2"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+            ("STICKY_NEW", "ip"),
+        ],
     )
 }
 

@@ -156,6 +156,13 @@ impl ClusterProcess {
         }
     }
 
+    /// Every stdout line read so far and not yet consumed, without waiting.
+    pub fn lines_so_far(&mut self) -> Vec<String> {
+        let mut out: Vec<String> = self.backlog.drain(..).collect();
+        out.extend(self.lines.try_iter());
+        out
+    }
+
     /// Waits up to `timeout` for the master to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -268,6 +275,53 @@ pub async fn load(http: &Http, url: &str, connections: usize, duration: Duration
         }
     }
     total
+}
+
+/// Runs `connections` concurrent GET loops against `url` until `stop` is set (the caller bounds
+/// it); a failure is anything but 2xx. Also reports the slowest request.
+pub async fn load_until(
+    http: &Http,
+    url: &str,
+    connections: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (LoadReport, Duration) {
+    use std::sync::atomic::Ordering;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (http, url, stop) = (http.clone(), url.to_string(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut report = LoadReport::default();
+            let mut worst = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let outcome = http.send("GET", &url, &[], "").await;
+                worst = worst.max(started.elapsed());
+                match outcome {
+                    Ok(r) if (200..300).contains(&r.status) => report.ok += 1,
+                    Ok(r) => {
+                        report.failed += 1;
+                        report.failures.push(format!("{}: {}", r.status, r.body));
+                    }
+                    Err(e) => {
+                        report.failed += 1;
+                        report.failures.push(e);
+                    }
+                }
+            }
+            (report, worst)
+        }));
+    }
+    let mut total = LoadReport::default();
+    let mut worst = Duration::ZERO;
+    for t in tasks {
+        if let Ok((r, w)) = t.await {
+            total.ok += r.ok;
+            total.failed += r.failed;
+            total.failures.extend(r.failures.into_iter().take(5));
+            worst = worst.max(w);
+        }
+    }
+    (total, worst)
 }
 
 /// Sends `n` GETs to `url`, `concurrency` at a time, and returns the ones that did not answer 200
@@ -501,6 +555,26 @@ impl Http {
                     .iter()
                     .filter(|s| s["state"] == "ready")
                     .filter_map(|s| Some((s["id"].as_u64()?, s["pid"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Each slot's `(id, state, pid)` from `/health`.
+    pub async fn slot_states(&self, base: &str) -> Vec<(u64, String, Option<u64>)> {
+        let h = self.health(base).await;
+        h["workers"]["slots"]
+            .as_array()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .filter_map(|s| {
+                        Some((
+                            s["id"].as_u64()?,
+                            s["state"].as_str()?.to_string(),
+                            s["pid"].as_u64(),
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -136,16 +136,22 @@ async fn websockets_work_on_a_handed_off_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_go_to_the_survivors_when_a_worker_dies() {
+    // A killed Ready worker is restarted at once; to keep its slot down, its replacements crash
+    // at start (unstable restarts, which back off for a minute).
+    let flag = std::env::temp_dir().join(format!("handoff-fail-{}", std::process::id()));
+    let flag_s = flag.to_string_lossy().into_owned();
     let c = ClusterProcess::start(
         FIXTURE,
         &[
             ("WORKERS", "2"),
             ("DISPATCH", "handoff"),
             ("RESTART_DELAY", "60000"),
+            ("FIXTURE_FAIL_START_FILE", flag_s.as_str()),
         ],
     );
     let http = Http::new();
     let pids = http.ready_pids(&c.base()).await;
+    std::fs::write(&flag, b"").expect("create the flag file");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pids[0].1 as i32),
         Signal::SIGKILL,
@@ -163,6 +169,7 @@ async fn connections_go_to_the_survivors_when_a_worker_dies() {
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["worker"].as_u64(), Some(pids[1].0));
     }
+    let _ = std::fs::remove_file(&flag);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,4 +232,55 @@ async fn an_idle_handed_off_connection_is_closed_by_the_worker_after_header_time
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_find_no_worker_wait_for_the_replacements() {
+    // Its own cluster: this test kills every worker.
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "2"),
+            ("DISPATCH", "handoff"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    let http = Http::new();
+    let pids: Vec<u64> = http
+        .ready_pids(&c.base())
+        .await
+        .iter()
+        .map(|p| p.1)
+        .collect();
+    assert_eq!(pids.len(), 2);
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // Gone, not just signalled: a connection handed to a worker in the instant before the kernel
+    // tears it down dies with it (handoff mode's known limit, see RELIABILITY.md).
+    assert!(test_support::eventually(Duration::from_secs(5), || {
+        pids.iter().all(|p| !test_support::is_alive(*p as u32))
+    }));
+    // Each on a fresh connection, sent while both slots are being replaced.
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = c.addr;
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let req = "GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                s.write_all(req.as_bytes()).await.unwrap();
+                let mut out = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+                String::from_utf8_lossy(&out).into_owned()
+            })
+        })
+        .collect();
+    for call in calls {
+        let reply = call.await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
 }

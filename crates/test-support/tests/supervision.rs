@@ -443,3 +443,368 @@ async fn a_client_hanging_up_is_not_a_worker_error_but_a_timeout_is() {
     );
     assert_eq!(http.health(&base).await["workers"]["slots"][0]["errors"], 1);
 }
+
+/// Every `restarted` event among `lines`.
+fn restarted_events(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("event: ") && l.contains("\"restarted\""))
+        .map(|l| event(l))
+        .collect()
+}
+
+/// Waits until every one of `n` slots is Ready with a process not in `dead`; how long it took.
+async fn all_ready_without(
+    http: &Http,
+    base: &str,
+    n: usize,
+    dead: &[u64],
+    timeout: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    let ok = eventually_async(timeout, || async {
+        let ready = http.ready_pids(base).await;
+        ready.len() == n && ready.iter().all(|(_, pid)| !dead.contains(pid))
+    })
+    .await;
+    ok.then(|| started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_workers_killed_every_300ms_restart_at_once_with_the_default_delay_and_fail_nothing()
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The default RESTART_DELAY (1 s) and MAX_RESTARTS (5): six kills in two seconds would have
+    // backed both slots off and then failed them under the old policy.
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
+    let http = Http::new();
+    let base = c.base();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (http, url, stop) = (http.clone(), c.url("/whoami"), stop.clone());
+        async move { test_support::load_until(&http, &url, 16, stop).await }
+    });
+    let mut killed = Vec::new();
+    for round in 0..6usize {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Each kill must find both slots Ready again within a second of the previous one.
+        let back = all_ready_without(&http, &base, 2, &killed, Duration::from_secs(1)).await;
+        assert!(
+            back.is_some(),
+            "round {round}: both slots Ready within 1 s of the last kill: {:?}",
+            http.slot_states(&base).await
+        );
+        let ready = http.ready_pids(&base).await;
+        let pid = ready[round % ready.len()].1;
+        sigkill(pid);
+        killed.push(pid);
+    }
+    let back = all_ready_without(&http, &base, 2, &killed, Duration::from_secs(1)).await;
+    assert!(
+        back.is_some(),
+        "every slot Ready within 1 s of the last kill: {:?}",
+        http.slot_states(&base).await
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (report, worst) = load.await.unwrap();
+    assert!(report.ok > 100, "traffic flowed: {report:?}");
+    assert_eq!(
+        report.failed, 0,
+        "no request failed across six kills (worst {worst:?}): {:?}",
+        report.failures
+    );
+    let h = http.health(&base).await;
+    assert_eq!(h["workers"]["failed"], 0, "no slot Failed: {h}");
+    let restarts: u64 = (0..2)
+        .filter_map(|i| h["workers"]["slots"][i]["restarts"].as_u64())
+        .sum();
+    assert_eq!(restarts, 6, "every kill was a restart: {h}");
+    for i in 0..2 {
+        let s = &h["workers"]["slots"][i];
+        if s["restarts"] != 0 {
+            assert_eq!(s["lastRestart"]["rule"], "killed", "/health says why: {h}");
+            assert_eq!(s["lastRestart"]["delayMs"], 0, "{h}");
+            assert_eq!(s["lastExit"]["cause"], "outside", "{h}");
+            assert_eq!(s["lastExit"]["signal"], 9, "{h}");
+        }
+    }
+    let events = restarted_events(&c.lines_so_far());
+    assert_eq!(events.len(), 6, "{events:?}");
+    for ev in &events {
+        assert_eq!(
+            (ev["reason"].as_str(), ev["delay_ms"].as_u64()),
+            (Some("killed"), Some(0)),
+            "{ev}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_min_uptime_is_stable_and_one_sooner_backs_off_and_counts() {
+    let mut c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("MIN_UPTIME", "300"),
+            ("RESTART_DELAY", "400"),
+        ],
+    );
+    let http = Http::new();
+    let base = c.base();
+    // Past MIN_UPTIME: the worker's uptime in /health counts from its start, so more than enough.
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            http.health(&base).await["workers"]["slots"][0]["uptimeMs"]
+                .as_u64()
+                .is_some_and(|ms| ms > 500)
+        })
+        .await
+    );
+    let _ = http.send("POST", &c.url("/exit?code=3"), &[], "").await;
+    let ev = event(
+        &c.wait_line(|l| l.contains("\"restarted\""), Duration::from_secs(5))
+            .expect("a restart"),
+    );
+    assert_eq!(
+        (ev["reason"].as_str(), ev["delay_ms"].as_u64()),
+        (Some("stable"), Some(0)),
+        "{ev}"
+    );
+    c.wait_line(|l| l.contains("\"ready\""), Duration::from_secs(5))
+        .expect("the replacement is ready");
+    // At once, well inside MIN_UPTIME: unstable, so it waits RESTART_DELAY less jitter.
+    let _ = http.send("POST", &c.url("/exit?code=3"), &[], "").await;
+    let ev = event(
+        &c.wait_line(|l| l.contains("\"restarted\""), Duration::from_secs(5))
+            .expect("a second restart"),
+    );
+    assert_eq!(ev["reason"], "unstable", "{ev}");
+    let delay = ev["delay_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (320..=400).contains(&delay),
+        "RESTART_DELAY less jitter: {ev}"
+    );
+    c.wait_line(|l| l.contains("\"ready\""), Duration::from_secs(5))
+        .expect("ready again");
+    let h = http.health(&base).await;
+    let s = &h["workers"]["slots"][0];
+    assert_eq!(s["lastRestart"]["rule"], "unstable", "{h}");
+    assert_eq!(s["lastExit"]["code"], 3, "{h}");
+    assert_eq!(s["lastExit"]["cause"], "own", "{h}");
+    assert_eq!(s["restarts"], 2, "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_worker_is_killed_at_once_requests_wait_for_the_replacements() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
+    let http = Http::new();
+    let base = c.base();
+    // Background load: some requests are in flight on both workers as they die.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (http, url, stop) = (Http::new(), c.url("/whoami"), stop.clone());
+        async move { test_support::load_until(&http, &url, 8, stop).await }
+    });
+    let mut killed = Vec::new();
+    for round in 0..3 {
+        assert!(
+            all_ready_without(&http, &base, 2, &killed, Duration::from_secs(2))
+                .await
+                .is_some(),
+            "round {round}: {:?}",
+            http.slot_states(&base).await
+        );
+        // Warm keep-alive connections to both workers, so the first tries meet dead ones.
+        assert!(
+            test_support::send_many(&http, &c.url("/whoami"), 16, 8)
+                .await
+                .is_empty()
+        );
+        let pids: Vec<u64> = http.ready_pids(&base).await.iter().map(|p| p.1).collect();
+        for pid in &pids {
+            sigkill(*pid);
+        }
+        killed.extend(pids);
+        // Sent while no worker is Ready: they wait for the replacements.
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let (http, url) = (http.clone(), c.url("/whoami"));
+                tokio::spawn(async move { http.send("GET", &url, &[], "").await })
+            })
+            .collect();
+        for call in calls {
+            let r = call.await.unwrap().expect("answered");
+            assert_eq!(r.status, 200, "round {round}: {}", r.body);
+            let pid = r.json()["pid"].as_u64().unwrap_or(0);
+            assert!(
+                !killed.contains(&pid),
+                "served by a replacement: {}",
+                r.body
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (report, worst) = load.await.unwrap();
+    assert_eq!(
+        report.failed, 0,
+        "requests in flight as both died were resent (worst {worst:?}): {:?}",
+        report.failures
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_no_worker_is_ready_at_most_queue_max_requests_wait_and_only_queue_timeout_long() {
+    let flag = std::env::temp_dir().join(format!("fixture-fail-{}", std::process::id()));
+    let flag_s = flag.to_string_lossy().into_owned();
+    let mut c = ClusterProcess::start(
+        FIXTURE,
+        &[
+            ("WORKERS", "1"),
+            ("FIXTURE_FAIL_START_FILE", flag_s.as_str()),
+            ("RESTART_DELAY", "5000"),
+            ("QUEUE_MAX", "2"),
+            ("QUEUE_TIMEOUT", "600"),
+        ],
+    );
+    let http = Http::new();
+    let pid = http.ready_pids(&c.base()).await[0].1;
+    // From now on new workers crash at start: the slot backs off for 4–5 s with no worker Ready.
+    std::fs::write(&flag, b"").expect("create the flag file");
+    sigkill(pid);
+    c.wait_line(
+        |l| l.contains("\"exited\"") && l.contains("\"code\":3"),
+        Duration::from_secs(10),
+    )
+    .expect("the replacement crashed at start");
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let (http, url) = (http.clone(), c.url("/whoami"));
+            tokio::spawn(async move {
+                let r = http.send("GET", &url, &[], "").await;
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    let mut full = 0;
+    let mut timed_out = 0;
+    for call in calls {
+        let (r, took) = call.await.unwrap();
+        let r = r.expect("answered");
+        assert_eq!(
+            (r.status, r.header("retry-after")),
+            (503, "1"),
+            "{}",
+            r.body
+        );
+        let message = r.json()["message"].as_str().unwrap_or("").to_string();
+        if message.contains("QUEUE_MAX") {
+            assert!(
+                took < Duration::from_millis(500),
+                "turned away at once: {took:?}"
+            );
+            full += 1;
+        } else {
+            assert!(message.contains("QUEUE_TIMEOUT"), "{message}");
+            assert!(
+                took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+                "waited QUEUE_TIMEOUT: {took:?}"
+            );
+            timed_out += 1;
+        }
+    }
+    let _ = std::fs::remove_file(&flag);
+    assert_eq!(
+        (full, timed_out),
+        (3, 2),
+        "two waited, three were turned away"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_of_death_kills_at_most_two_workers_gets_502_and_no_bystander_fails() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
+    let http = Http::new();
+    let base = c.base();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (http, url, stop) = (Http::new(), c.url("/whoami"), stop.clone());
+        async move { test_support::load_until(&http, &url, 8, stop).await }
+    });
+    let restarts = |h: &Value| -> u64 {
+        (0..2)
+            .filter_map(|i| h["workers"]["slots"][i]["restarts"].as_u64())
+            .sum()
+    };
+    for round in 0..3 {
+        // Both past MIN_UPTIME, so their deaths are stable restarts and no slot can fail.
+        assert!(
+            eventually_async(Duration::from_secs(10), || async {
+                let h = http.health(&base).await;
+                (0..2).all(|i| {
+                    let s = &h["workers"]["slots"][i];
+                    s["state"] == "ready" && s["uptimeMs"].as_u64().is_some_and(|ms| ms > 1100)
+                })
+            })
+            .await
+        );
+        let before = restarts(&http.health(&base).await);
+        let id = format!("query-of-death-{round}");
+        let r = http
+            .send(
+                "GET",
+                &c.url("/abort"),
+                &[("x-request-id", id.as_str())],
+                "",
+            )
+            .await
+            .expect("answered");
+        assert_eq!(r.status, 502, "round {round}: {}", r.body);
+        assert!(
+            all_ready_without(&http, &base, 2, &[], Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        let died = restarts(&http.health(&base).await) - before;
+        assert!((1..=2).contains(&died), "round {round}: {died} deaths");
+        assert!(
+            eventually(Duration::from_secs(2), || c.stderr().contains(&id)),
+            "the master's log names {id}: {}",
+            c.stderr()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (report, worst) = load.await.unwrap();
+    assert_eq!(
+        report.failed, 0,
+        "other clients' requests did not fail (worst {worst:?}): {:?}",
+        report.failures
+    );
+    assert_eq!(http.health(&base).await["workers"]["failed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_master_leaves_no_worker_behind_and_frees_its_port() {
+    let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);
+    let addr = c.addr;
+    let workers = c.children();
+    assert_eq!(workers.len(), 2);
+    c.signal(Signal::SIGKILL);
+    assert!(c.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(
+        eventually(Duration::from_secs(5), || workers
+            .iter()
+            .all(|p| !test_support::is_alive(*p))),
+        "no orphan"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpListener::bind(addr)
+            .is_ok()),
+        "the port is free again"
+    );
+}

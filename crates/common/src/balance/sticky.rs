@@ -6,9 +6,13 @@
 //! 2. one whose slot is not ready (restarting, scaled away, Failed) goes to the ring successor of
 //!    the session id among the ready slots (`remapped`): only that slot's sessions move, spread over
 //!    the others rather than piled on one neighbour, and each one lands on the same worker every time;
-//! 3. no cookie, or a malformed one: the client's IP is placed on the ring (`ip_routed`), and the
-//!    worker it reaches mints the session for its own slot, so the next request, carrying the cookie,
-//!    comes back to it.
+//! 3. no cookie, or a malformed one: a new session. By default (`STICKY_NEW=balance`) the balancing
+//!    strategy places it (least connections; `balance_routed`), as HAProxy's `cookie … insert` and
+//!    nginx's `sticky cookie` do; with `STICKY_NEW=ip` the client's IP is placed on the ring
+//!    (`ip_routed`), for clients that drop cookies. Either way the worker it reaches mints the
+//!    session for its own slot, so the next request, carrying the cookie, comes back to it.
+//!    IP placement sends every fresh client behind one address (a NAT, a test on localhost) to one
+//!    worker, which is why it is not the default.
 //!
 //! The ring holds every slot ever seen and lookups skip slots that are not ready, so a worker that
 //! restarts in its slot gets exactly its old clients back. This is the Node course's bug fixed: there
@@ -22,8 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::HeaderMap;
 use serde::Serialize;
 
+use super::least_connections::LeastConnections;
 use super::ring::{DEFAULT_VNODES, HashRing, hash_bytes};
 use super::selector::{RequestInfo, Selector, Worker};
+pub use crate::config::StickyNew;
 use crate::session::{COOKIE_NAME, cookie_value, parse_id};
 
 /// Slots with per-slot counters; beyond it a slot is still routed, just not counted apart.
@@ -117,21 +123,38 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 struct SlotRouting {
     cookie: AtomicU64,
     ip: AtomicU64,
+    balanced: AtomicU64,
     remapped_in: AtomicU64,
 }
 
 /// The sticky-session selector. Keep an `Arc` of it to read [`Sticky::stats`].
-#[derive(Debug)]
 pub struct Sticky {
     cookie: String,
     trusted: TrustedProxies,
     /// Every slot seen so far; read on every request, written only when a new slot first appears.
     ring: RwLock<HashRing<usize>>,
+    /// How a request without a usable session cookie is placed.
+    new_sessions: StickyNew,
+    /// The strategy that places new sessions under [`StickyNew::Balance`].
+    balance: Box<dyn Selector>,
     cookie_routed: AtomicU64,
     ip_routed: AtomicU64,
+    balance_routed: AtomicU64,
     remapped: AtomicU64,
     invalid_cookies: AtomicU64,
     per_slot: Box<[SlotRouting]>,
+}
+
+impl std::fmt::Debug for Sticky {
+    // By hand: the balancing strategy is a trait object with only a name to show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sticky")
+            .field("cookie", &self.cookie)
+            .field("trusted", &self.trusted)
+            .field("new_sessions", &self.new_sessions)
+            .field("balance", &self.balance.name())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`Sticky`] has done, as `/sticky-stats` shows it.
@@ -142,11 +165,15 @@ pub struct StickyStats {
     pub strategy: &'static str,
     /// Requests routed by their session cookie to the slot that minted it.
     pub cookie_routed: u64,
-    /// Requests with no (usable) cookie, placed by client IP.
+    /// How requests with no (usable) cookie are placed: `balance` or `ip`.
+    pub new_sessions: &'static str,
+    /// Requests with no (usable) cookie, placed by client IP (`STICKY_NEW=ip`).
     pub ip_routed: u64,
+    /// Requests with no (usable) cookie, placed by the balancing strategy (`STICKY_NEW=balance`).
+    pub balance_routed: u64,
     /// Requests whose session's slot was not ready, sent to its ring successor.
     pub remapped: u64,
-    /// Requests whose session cookie was malformed (then IP-routed).
+    /// Requests whose session cookie was malformed (then placed as new ones are).
     pub invalid_cookies: u64,
     /// Per slot, for the slots that were sent anything.
     pub slots: Vec<SlotStats>,
@@ -162,6 +189,8 @@ pub struct SlotStats {
     pub cookie_routed: u64,
     /// Requests that came to it by IP.
     pub ip_routed: u64,
+    /// New sessions the balancing strategy gave it.
+    pub balance_routed: u64,
     /// Requests it took for another slot's sessions.
     pub remapped_in: u64,
 }
@@ -178,12 +207,28 @@ impl Sticky {
             cookie: cookie.to_string(),
             trusted,
             ring: RwLock::new(HashRing::new(DEFAULT_VNODES)),
+            new_sessions: StickyNew::default(),
+            balance: Box::new(LeastConnections::new()),
             cookie_routed: AtomicU64::new(0),
             ip_routed: AtomicU64::new(0),
+            balance_routed: AtomicU64::new(0),
             remapped: AtomicU64::new(0),
             invalid_cookies: AtomicU64::new(0),
             per_slot: (0..COUNTED_SLOTS).map(|_| SlotRouting::default()).collect(),
         }
+    }
+
+    /// Places new sessions as `mode` says (the default is [`StickyNew::Balance`]).
+    pub fn new_sessions(mut self, mode: StickyNew) -> Self {
+        self.new_sessions = mode;
+        self
+    }
+
+    /// Places new sessions with `strategy` under [`StickyNew::Balance`] (least connections unless
+    /// told otherwise).
+    pub fn balance_with(mut self, strategy: impl Selector + 'static) -> Self {
+        self.balance = Box::new(strategy);
+        self
     }
 
     /// A snapshot of the counters.
@@ -193,34 +238,43 @@ impl Sticky {
             .per_slot
             .iter()
             .enumerate()
-            .filter(|(_, s)| get(&s.cookie) + get(&s.ip) + get(&s.remapped_in) > 0)
+            .filter(|(_, s)| {
+                get(&s.cookie) + get(&s.ip) + get(&s.balanced) + get(&s.remapped_in) > 0
+            })
             .map(|(slot, s)| SlotStats {
                 slot,
                 cookie_routed: get(&s.cookie),
                 ip_routed: get(&s.ip),
+                balance_routed: get(&s.balanced),
                 remapped_in: get(&s.remapped_in),
             })
             .collect();
         StickyStats {
             strategy: self.name(),
             cookie_routed: get(&self.cookie_routed),
+            new_sessions: match self.new_sessions {
+                StickyNew::Balance => "balance",
+                StickyNew::Ip => "ip",
+            },
             ip_routed: get(&self.ip_routed),
+            balance_routed: get(&self.balance_routed),
             remapped: get(&self.remapped),
             invalid_cookies: get(&self.invalid_cookies),
             slots,
         }
     }
 
-    /// Where a request would go, without counting it: `(index in ready, how)`. Generic over how a
-    /// slot is read from an element so the edge's `&[Worker]` is used as it is (no allocation
-    /// on the request path) and tests can pass bare slot numbers.
+    /// Where a request would go, without counting it: `(index in ready, how)`, or
+    /// [`Placed::New`] when the balancing strategy is to place it. Generic over how a slot is read
+    /// from an element so the edge's `&[Worker]` is used as it is (no allocation on the request
+    /// path) and tests can pass bare slot numbers.
     fn place<T>(
         &self,
         headers: &HeaderMap,
         client: SocketAddr,
         ready: &[T],
         slot_of: impl Fn(&T) -> usize,
-    ) -> Option<(usize, Route)> {
+    ) -> Option<Placed> {
         self.learn(ready, &slot_of);
         let index_of = |slot: usize| ready.iter().position(|b| slot_of(b) == slot);
         let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
@@ -229,13 +283,16 @@ impl Sticky {
             match parse_id(id) {
                 Some(slot) => {
                     if let Some(i) = index_of(slot) {
-                        return Some((i, Route::Cookie));
+                        return Some(Placed::At(i, Route::Cookie));
                     }
                     let i = ring.find_map(hash_bytes(id.as_bytes()), index_of)?;
-                    return Some((i, Route::Remapped));
+                    return Some(Placed::At(i, Route::Remapped));
                 }
                 None => invalid = true,
             }
+        }
+        if self.new_sessions == StickyNew::Balance {
+            return Some(Placed::New { invalid });
         }
         let ip = self.trusted.client_ip(client.ip(), headers);
         let key = match ip {
@@ -243,7 +300,7 @@ impl Sticky {
             IpAddr::V6(v6) => hash_bytes(&v6.octets()),
         };
         let i = ring.find_map(key, index_of)?;
-        Some((i, Route::Ip { invalid }))
+        Some(Placed::At(i, Route::Ip { invalid }))
     }
 
     /// Puts any slot not yet on the ring onto it. The read lock is enough to check; the write lock
@@ -279,6 +336,13 @@ impl Sticky {
                 }
                 per.map(|p| p.ip.fetch_add(1, Ordering::Relaxed));
             }
+            Route::Balanced { invalid } => {
+                self.balance_routed.fetch_add(1, Ordering::Relaxed);
+                if invalid {
+                    self.invalid_cookies.fetch_add(1, Ordering::Relaxed);
+                }
+                per.map(|p| p.balanced.fetch_add(1, Ordering::Relaxed));
+            }
         }
     }
 }
@@ -288,11 +352,27 @@ enum Route {
     Cookie,
     Remapped,
     Ip { invalid: bool },
+    Balanced { invalid: bool },
+}
+
+/// What [`Sticky::place`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// This index of the ready set, by this route.
+    At(usize, Route),
+    /// A new session, for the balancing strategy to place.
+    New { invalid: bool },
 }
 
 impl Selector for Sticky {
     fn select(&self, req: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
-        let (i, route) = self.place(req.headers, req.client, ready, |b| b.slot())?;
+        let (i, route) = match self.place(req.headers, req.client, ready, |b| b.slot())? {
+            Placed::At(i, route) => (i, route),
+            Placed::New { invalid } => (
+                self.balance.select(req, ready)?,
+                Route::Balanced { invalid },
+            ),
+        };
         if let Some(b) = ready.get(i) {
             self.count(b.slot(), route);
         }
@@ -325,8 +405,15 @@ mod tests {
     }
 
     fn slot_for(s: &Sticky, h: &HeaderMap, client: &str, ready: &[usize]) -> (usize, Route) {
-        let (i, route) = s.place(h, peer(client), ready, |s| *s).unwrap();
-        (ready[i], route)
+        match s.place(h, peer(client), ready, |s| *s).unwrap() {
+            Placed::At(i, route) => (ready[i], route),
+            Placed::New { .. } => panic!("placed by the balancer, not by the ring"),
+        }
+    }
+
+    /// The sticky selector that places new sessions by client IP.
+    fn by_ip() -> Sticky {
+        Sticky::new(TrustedProxies::default()).new_sessions(StickyNew::Ip)
     }
 
     #[test]
@@ -342,7 +429,7 @@ mod tests {
 
     #[test]
     fn without_a_cookie_the_same_ip_always_gets_the_same_slot() {
-        let s = Sticky::new(TrustedProxies::default());
+        let s = by_ip();
         let none = HeaderMap::new();
         let first = slot_for(&s, &none, "192.0.2.7", &[1, 2, 3]);
         for _ in 0..10 {
@@ -396,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_malformed_cookie_is_routed_by_ip_and_counted() {
-        let s = Sticky::new(TrustedProxies::default());
+        let s = by_ip();
         let (_, route) = slot_for(&s, &cookie("../../etc/passwd"), "10.0.0.1", &[1, 2]);
         assert_eq!(route, Route::Ip { invalid: true });
         s.count(1, route);
@@ -450,5 +537,56 @@ mod tests {
                 .unwrap()
                 .contains("8.8.8.8".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn without_a_cookie_a_new_session_is_left_to_the_balancer_by_default() {
+        let s = Sticky::new(TrustedProxies::default());
+        let none = HeaderMap::new();
+        assert_eq!(
+            s.place(&none, peer("127.0.0.1"), &[1, 2, 3, 4], |s| *s),
+            Some(Placed::New { invalid: false })
+        );
+        assert_eq!(
+            s.place(&cookie("nonsense"), peer("127.0.0.1"), &[1, 2], |s| *s),
+            Some(Placed::New { invalid: true })
+        );
+        // A valid cookie still goes home, and a missing slot's sessions still move on the ring.
+        assert_eq!(
+            slot_for(&s, &cookie(&mint_id(2)), "127.0.0.1", &[1, 2]),
+            (2, Route::Cookie)
+        );
+        assert_eq!(
+            slot_for(&s, &cookie(&mint_id(3)), "127.0.0.1", &[1, 2]).1,
+            Route::Remapped
+        );
+    }
+
+    #[test]
+    fn three_hundred_fresh_clients_from_one_ip_spread_over_four_workers_and_are_counted() {
+        use crate::balance::rotor::testing::backends;
+        let s = Sticky::new(TrustedProxies::default());
+        let ready = backends(&[1, 2, 3, 4]);
+        let none = HeaderMap::new();
+        let info = RequestInfo {
+            method: &http::Method::GET,
+            uri: &"/".parse().unwrap(),
+            headers: &none,
+            client: peer("127.0.0.1"),
+        };
+        let mut per = [0usize; 4];
+        for _ in 0..300 {
+            per[s.select(&info, &ready).unwrap()] += 1;
+        }
+        assert!(
+            per.iter().all(|n| *n == 75),
+            "even, one client each in turn: {per:?}"
+        );
+        let stats = s.stats();
+        assert_eq!(
+            (stats.balance_routed, stats.ip_routed, stats.new_sessions),
+            (300, 0, "balance")
+        );
+        assert_eq!(by_ip().stats().new_sessions, "ip");
     }
 }

@@ -135,11 +135,20 @@ async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdo
         headers: &head.headers,
         client,
     };
-    let ready = edge.upstreams.snapshot();
-    let mut tried: Option<u32> = None;
-    for _ in 0..2 {
-        let Some(backend) = ready.select(&*edge.selector, &info, tried) else {
-            break;
+    // The processes a handoff failed to; the third try is the last. One that finds no worker
+    // (none Ready, or only the ones that failed) waits for one, as a proxied request does.
+    let mut tried: Vec<u32> = Vec::new();
+    for _ in 0..3 {
+        let found = edge
+            .upstreams
+            .snapshot()
+            .select_excluding(&*edge.selector, &info, &tried);
+        let backend = match found {
+            Some(b) => b,
+            None => match wait_ready(&edge, &info, &tried).await {
+                Some(b) => b,
+                None => break,
+            },
         };
         let Some(channel) = backend.handoff() else {
             break;
@@ -155,10 +164,31 @@ async fn dispatch(stream: TcpStream, client: SocketAddr, edge: Arc<Edge>, shutdo
             }
             Err(e) => {
                 tracing::debug!(slot = backend.slot(), error = %e, "handoff failed; trying another worker");
-                tried = Some(backend.pid());
+                tried.push(backend.pid());
             }
         }
     }
+    refuse(stream).await;
+}
+
+/// No worker (but those in `tried`) is Ready: waits, as a proxied request does, up to
+/// `QUEUE_TIMEOUT` for one.
+async fn wait_ready(
+    edge: &Edge,
+    info: &RequestInfo<'_>,
+    tried: &[u32],
+) -> Option<Arc<super::Backend>> {
+    let limits = &edge.limits;
+    edge.upstreams
+        .wait_for(limits.queue_timeout, limits.queue_max, |ready| {
+            ready.select_excluding(&*edge.selector, info, tried)
+        })
+        .await
+        .ok()
+}
+
+/// Answers the connection's first request with the JSON 503 and closes it.
+async fn refuse(stream: TcpStream) {
     let body = r#"{"error":"no_worker_available","message":"no worker could take this connection","status":503}"#;
     let resp = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -21,6 +21,7 @@ use super::pool::{self, Backend, Dispatched, NotSent, SendError};
 use super::request_body::{RequestBody, RequestBodyError, Streamed};
 use super::response_body::EdgeBody;
 use super::state::Edge;
+use super::upstreams::NotReady;
 use tower::retry::budget::Budget;
 
 use crate::balance::RequestInfo;
@@ -85,22 +86,11 @@ pub(crate) fn refused(refusal: Refusal) -> Response<EdgeBody> {
     resp
 }
 
-/// The worker for `req`, leaving out process `exclude` (one that just failed it).
-fn choose(
-    edge: &Edge,
-    req: &request::Parts,
-    client: SocketAddr,
-    exclude: Option<u32>,
-) -> Option<Arc<Backend>> {
-    let info = RequestInfo {
-        method: &req.method,
-        uri: &req.uri,
-        headers: &req.headers,
-        client,
-    };
+/// The worker for `req` among those ready now.
+fn choose(edge: &Edge, req: &request::Parts, client: SocketAddr) -> Option<Arc<Backend>> {
     edge.upstreams
         .snapshot()
-        .select(&*edge.selector, &info, exclude)
+        .select(&*edge.selector, &request_info(req, client))
 }
 
 /// Forwards `req` to a worker and returns its response, or the edge's error response.
@@ -241,67 +231,152 @@ pub(crate) async fn forward_parts(
     // instead of doubling the load on a cluster already in trouble.
     edge.retry.deposit();
 
-    let Some(first) = choose(edge, &parts, client, None) else {
-        return with_id(
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_worker_available",
-                "no worker is ready to take this request",
-            ),
-            request_id,
-        );
+    let mut backend = match choose(edge, &parts, client) {
+        Some(b) => b,
+        None => match wait_pick(edge, &parts, client, &[]).await {
+            Ok(b) => b,
+            Err(why) => return with_id(unavailable(why), request_id),
+        },
     };
-    let failed_pid = first.pid();
-    match attempt(edge, first, &parts, added, &mut body, &peer.watch).await {
-        Attempt::Done(resp) => return with_id(resp, request_id),
-        Attempt::NotSent(why) => {
-            tracing::debug!(worker_pid = failed_pid, %why, "request not sent; retrying elsewhere");
+    // The processes that failed this request so far. A request that never reached a worker may go
+    // on to another (sending it did no harm); a resendable one is resent once after its worker
+    // died under it, and again only if the next one was killed from outside: a "query of death"
+    // kills at most two workers and gets a 502, it does not take the whole cluster down.
+    let mut failed: Vec<u32> = Vec::new();
+    let mut reached = 0;
+    let mut lane = None;
+    loop {
+        let failed_pid = backend.pid();
+        match attempt(edge, backend, &parts, added, &mut body, &peer.watch).await {
+            Attempt::Done(resp) => return with_id(resp, request_id),
+            Attempt::NotSent(why) => {
+                tracing::debug!(worker_pid = failed_pid, %why, "request not sent; retrying elsewhere");
+            }
+            Attempt::Lost(why) if resendable && reached == 0 => {
+                // Named at warn: if this request is what killed the worker, the log says which.
+                tracing::warn!(
+                    worker_pid = failed_pid,
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    %why,
+                    "worker failed before answering; resending"
+                );
+                reached += 1;
+                body = RequestBody::Empty;
+            }
+            // A second worker died under it: if a signal from outside killed that one (both
+            // were killed at once, say), the request is not to blame and may go once more.
+            Attempt::Lost(why)
+                if resendable
+                    && edge
+                        .upstreams
+                        .killed_from_outside(failed_pid, KILLED_LOOKUP)
+                        .await =>
+            {
+                tracing::debug!(worker_pid = failed_pid, %why, "worker was killed under the request; resending");
+            }
+            Attempt::Lost(why) => {
+                tracing::warn!(
+                    worker_pid = failed_pid,
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    %why,
+                    "worker failed before answering; not resending"
+                );
+                let message = if reached > 0 {
+                    format!("two workers failed to answer: {why}")
+                } else {
+                    format!("the worker failed before answering: {why}")
+                };
+                return with_id(
+                    error_response(StatusCode::BAD_GATEWAY, "bad_gateway", &message),
+                    request_id,
+                );
+            }
         }
-        Attempt::Lost(why) if resendable => {
-            tracing::debug!(worker_pid = failed_pid, %why, "worker failed before answering; resending");
-            body = RequestBody::Empty;
-        }
-        Attempt::Lost(why) => {
+        failed.push(failed_pid);
+        if failed.len() >= MAX_TRIES {
             return with_id(
                 error_response(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",
-                    &format!("the worker failed before answering: {why}"),
+                    "every worker tried failed to take the request",
                 ),
                 request_id,
             );
         }
+        if !edge.retry.withdraw() {
+            return with_id(
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_worker_available",
+                    "the chosen worker failed and the retry budget is spent",
+                ),
+                request_id,
+            );
+        }
+        if reached > 0 && lane.is_none() {
+            // Held until this request is answered or given up (see `Upstreams::suspect_lane`).
+            lane = edge.upstreams.suspect_lane(SUSPECT_LANE_WAIT).await;
+        }
+        let info = request_info(&parts, client);
+        let next = edge
+            .upstreams
+            .snapshot()
+            .select_excluding(&*edge.selector, &info, &failed);
+        backend = match next {
+            Some(b) => b,
+            // Only failed workers left: wait for another one, or for a replacement, to be Ready.
+            None => match wait_pick(edge, &parts, client, &failed).await {
+                Ok(b) => b,
+                Err(why) => return with_id(unavailable(why), request_id),
+            },
+        };
     }
-    // The retry goes to another process than the one that failed (a worker that just dropped a
-    // request is the likeliest to drop the next), and only once: a second failure is the answer.
-    let retry_to = if edge.retry.withdraw() {
-        choose(edge, &parts, client, Some(failed_pid))
-    } else {
-        None
-    };
-    let Some(second) = retry_to else {
-        return with_id(
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_worker_available",
-                "the chosen worker failed and no other worker could take the request",
-            ),
-            request_id,
-        );
-    };
-    let resp = match attempt(edge, second, &parts, added, &mut body, &peer.watch).await {
-        Attempt::Done(resp) => resp,
-        Attempt::NotSent(why) => two_failed(&why),
-        Attempt::Lost(why) => two_failed(&why),
-    };
-    with_id(resp, request_id)
 }
 
-fn two_failed(why: &dyn std::fmt::Display) -> Response<EdgeBody> {
+/// The most workers one request is tried on. Only the first worker's death under it is forgiven
+/// outright; the others tried either never got it or were killed from outside.
+const MAX_TRIES: usize = 4;
+
+/// How long a request whose second worker died waits to learn how that worker ended (the
+/// supervisor reaps it within milliseconds).
+const KILLED_LOOKUP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The longest a resent request waits for the suspects' lane: a query of death kills its worker
+/// within milliseconds, so a suspect still unanswered after this is most likely just slow.
+const SUSPECT_LANE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn request_info(req: &request::Parts, client: SocketAddr) -> RequestInfo<'_> {
+    RequestInfo {
+        method: &req.method,
+        uri: &req.uri,
+        headers: &req.headers,
+        client,
+    }
+}
+
+/// No worker could take the request now: waits at the master, up to `QUEUE_TIMEOUT`, for one that
+/// is not in `exclude` to be Ready (see [`Upstreams::wait_for`](super::Upstreams::wait_for)).
+async fn wait_pick(
+    edge: &Edge,
+    req: &request::Parts,
+    client: SocketAddr,
+    exclude: &[u32],
+) -> Result<Arc<Backend>, NotReady> {
+    let info = request_info(req, client);
+    let limits = &edge.limits;
+    edge.upstreams
+        .wait_for(limits.queue_timeout, limits.queue_max, |ready| {
+            ready.select_excluding(&*edge.selector, &info, exclude)
+        })
+        .await
+}
+
+/// The 503 for a request no worker could take.
+fn unavailable(why: NotReady) -> Response<EdgeBody> {
     error_response(
-        StatusCode::BAD_GATEWAY,
-        "bad_gateway",
-        &format!("two workers failed to answer: {why}"),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_worker_available",
+        why.message(),
     )
 }
 
@@ -390,12 +465,12 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     append_forwarded_for(&mut parts.headers, peer);
-    let Some(backend) = choose(edge, &parts, client, None) else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_worker_available",
-            "no worker is ready to take this connection",
-        );
+    let backend = match choose(edge, &parts, client) {
+        Some(b) => b,
+        None => match wait_pick(edge, &parts, client, &[]).await {
+            Ok(b) => b,
+            Err(why) => return unavailable(why),
+        },
     };
     let mut sender = match backend.connect_for_upgrade().await {
         Ok(s) => s,

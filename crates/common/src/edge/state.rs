@@ -22,6 +22,10 @@ pub(crate) struct Limits {
     pub max_body_size: u64,
     pub body_buffer: u64,
     pub body_timeout: Duration,
+    /// How long a request waits at the master while no worker is Ready (`QUEUE_TIMEOUT`).
+    pub queue_timeout: Duration,
+    /// How many may wait so at once (`QUEUE_MAX`).
+    pub queue_max: usize,
 }
 
 impl Limits {
@@ -40,6 +44,8 @@ impl From<&Config> for Limits {
             max_body_size: c.max_body_size,
             body_buffer: c.body_buffer,
             body_timeout: c.body_timeout,
+            queue_timeout: c.queue_timeout,
+            queue_max: c.queue_max,
         }
     }
 }

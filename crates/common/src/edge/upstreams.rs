@@ -5,16 +5,88 @@
 //! request path only clones one `Arc` under a read lock (every request). Each entry is kept twice,
 //! as the selector's plain [`Worker`] view and as the edge's [`Backend`], in the same order, so a
 //! selector's index names the backend without a lookup or an allocation.
+//!
+//! While no worker can take a request (all crashed, all restarting), the edge waits here for one
+//! ([`Upstreams::wait_for`]) instead of answering 503 at once: every change of the set bumps a
+//! `watch`, so waiters wake when a worker becomes Ready, without polling. Only that slow path
+//! subscribes; a request that finds the set non-empty takes no extra lock and allocates nothing.
 
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::pool::Backend;
 use crate::balance::{RequestInfo, Selector, Worker};
 
 /// The ready workers, replaced whole on every change (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Upstreams {
     ready: RwLock<Arc<Ready>>,
+    /// Bumped on every change of `ready` or of `coming`: what waiters wait on.
+    changed: watch::Sender<u64>,
+    /// Whether a worker may still become Ready: false once every slot is Failed or the cluster
+    /// shuts down, so a request does not wait out `QUEUE_TIMEOUT` for nothing.
+    coming: AtomicBool,
+    /// Requests waiting for a worker now, bounded by `QUEUE_MAX`.
+    waiting: AtomicUsize,
+    /// The last few processes that exited, and whether a signal from outside ended them: lets the
+    /// edge tell a worker killed under a request from one the request itself killed.
+    exits: Mutex<VecDeque<(u32, bool)>>,
+    /// One permit: requests resent after their worker died under them go to their next worker one
+    /// at a time (see [`Upstreams::suspect_lane`]).
+    suspects: tokio::sync::Semaphore,
+}
+
+/// How many exits [`Upstreams`] remembers; a request asks only about a worker that just failed it.
+const EXITS_KEPT: usize = 64;
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Self {
+            ready: RwLock::default(),
+            changed: watch::Sender::new(0),
+            // At start the first workers are on their way.
+            coming: AtomicBool::new(true),
+            waiting: AtomicUsize::new(0),
+            exits: Mutex::new(VecDeque::with_capacity(EXITS_KEPT)),
+            suspects: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+/// Why [`Upstreams::wait_for`] found no worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// No worker can become Ready (every slot Failed, or shutting down).
+    NoneComing,
+    /// `QUEUE_MAX` requests are already waiting.
+    QueueFull,
+    /// None became Ready within `QUEUE_TIMEOUT`.
+    TimedOut,
+}
+
+impl NotReady {
+    /// What the client is told, in its 503.
+    pub fn message(self) -> &'static str {
+        match self {
+            NotReady::NoneComing => "no worker is ready to take this request",
+            NotReady::QueueFull => "no worker is ready and QUEUE_MAX requests are already waiting",
+            NotReady::TimedOut => "no worker became ready within QUEUE_TIMEOUT",
+        }
+    }
+}
+
+/// A place among the waiting requests, given back on drop (also when the waiting future is
+/// dropped because its client left).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One version of the ready set: the same workers twice, in slot order.
@@ -47,35 +119,153 @@ impl Ready {
         self.backends.is_empty()
     }
 
-    /// Asks `selector` to place `req`, leaving out the process `exclude` (a worker that just
-    /// failed this request); `None` when no worker is left or the selector refuses.
+    /// Asks `selector` to place `req`; `None` when no worker is ready or the selector refuses.
+    /// The hot path: the selector sees the shared set, and nothing is copied.
     pub(crate) fn select(
         &self,
         selector: &dyn Selector,
         req: &RequestInfo<'_>,
-        exclude: Option<u32>,
     ) -> Option<Arc<Backend>> {
-        let Some(pid) = exclude.filter(|pid| self.workers.iter().any(|w| w.pid() == *pid)) else {
-            // The common case: the selector sees the shared set, nothing is copied.
-            if self.is_empty() {
-                return None;
-            }
-            let i = selector.select(req, &self.workers)?;
-            return self.backends.get(i).cloned();
-        };
-        // A retry: rare, so a filtered copy is fine.
+        if self.is_empty() {
+            return None;
+        }
+        let i = selector.select(req, &self.workers)?;
+        self.backends.get(i).cloned()
+    }
+}
+
+impl Ready {
+    /// As [`Ready::select`], leaving out every process in `exclude` (the workers that already
+    /// failed this request). Only retries come here, so the filtered copy is fine.
+    pub(crate) fn select_excluding(
+        &self,
+        selector: &dyn Selector,
+        req: &RequestInfo<'_>,
+        exclude: &[u32],
+    ) -> Option<Arc<Backend>> {
+        if exclude.is_empty() || !self.backends.iter().any(|b| exclude.contains(&b.pid())) {
+            return self.select(selector, req);
+        }
         let rest = Ready::new(
             self.backends
                 .iter()
-                .filter(|b| b.pid() != pid)
+                .filter(|b| !exclude.contains(&b.pid()))
                 .cloned()
                 .collect(),
         );
-        rest.select(selector, req, None)
+        rest.select(selector, req)
     }
 }
 
 impl Upstreams {
+    /// Waits up to `timeout` until `pick` finds what it needs in the ready set, as at most `max`
+    /// waiting requests at a time. `pick` is tried first at once; then again after every change.
+    pub(crate) async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        max: usize,
+        mut pick: impl FnMut(&Arc<Ready>) -> Option<T>,
+    ) -> Result<T, NotReady> {
+        // Subscribed before looking, so a change between the look and the wait still wakes us.
+        let mut changes = self.changed.subscribe();
+        if let Some(found) = pick(&self.snapshot()) {
+            return Ok(found);
+        }
+        if !self.coming.load(Ordering::Acquire) {
+            return Err(NotReady::NoneComing);
+        }
+        if timeout.is_zero() {
+            return Err(NotReady::TimedOut);
+        }
+        let taken = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(NotReady::QueueFull);
+        }
+        let _place = Waiting(&self.waiting);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Err(_) => return Err(NotReady::TimedOut),
+                // The supervisor's side is gone: nothing will ever change.
+                Ok(Err(_)) => return Err(NotReady::NoneComing),
+                Ok(Ok(())) => {}
+            }
+            if let Some(found) = pick(&self.snapshot()) {
+                return Ok(found);
+            }
+            if !self.coming.load(Ordering::Acquire) {
+                return Err(NotReady::NoneComing);
+            }
+        }
+    }
+
+    /// How many requests are waiting for a worker now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Says whether any worker may still become Ready; waiters learn of a change at once.
+    pub(crate) fn set_coming(&self, coming: bool) {
+        if self.coming.swap(coming, Ordering::AcqRel) != coming {
+            self.bump();
+        }
+    }
+
+    /// Records that process `pid` exited, and whether a signal from outside ended it.
+    pub(crate) fn note_exit(&self, pid: u32, from_outside: bool) {
+        {
+            let mut exits = self.exits.lock().unwrap_or_else(|p| p.into_inner());
+            if exits.len() == EXITS_KEPT {
+                exits.pop_front();
+            }
+            exits.push_back((pid, from_outside));
+        }
+        self.bump();
+    }
+
+    /// Whether process `pid` was ended by a signal from outside, waiting up to `timeout` for the
+    /// supervisor to learn how it ended; false if it did not end (or not within `timeout`).
+    pub(crate) async fn killed_from_outside(&self, pid: u32, timeout: Duration) -> bool {
+        let mut changes = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let known = {
+                let exits = self.exits.lock().unwrap_or_else(|p| p.into_inner());
+                exits.iter().rev().find(|(p, _)| *p == pid).map(|(_, o)| *o)
+            };
+            if let Some(outside) = known {
+                return outside;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Err(_) | Ok(Err(_)) => return false,
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) for the suspects' lane. Every request in flight on a worker that
+    /// crashed is a suspect, and from the edge they look alike; resent together, a query of death
+    /// among them would kill the next worker with all of them on it. One at a time, only the query
+    /// of death is on that worker when it dies; the others find it dead before sending (harmless)
+    /// and go on. `None` after `timeout`: a slow suspect must not hold the others for long.
+    pub(crate) async fn suspect_lane(
+        &self,
+        timeout: Duration,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(timeout, self.suspects.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// The current ready set.
     pub fn snapshot(&self) -> Arc<Ready> {
         self.ready.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -93,6 +283,8 @@ impl Upstreams {
         next.push(backend);
         next.sort_by_key(|b| b.slot());
         *ready = Arc::new(Ready::new(next));
+        drop(ready);
+        self.bump();
     }
 
     /// Removes the process `pid` if it is in the set; true if it was.
@@ -108,6 +300,83 @@ impl Upstreams {
             .cloned()
             .collect();
         *ready = Arc::new(Ready::new(next));
+        drop(ready);
+        self.bump();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pick that never finds anything: the set stays empty in these tests.
+    fn nothing(_: &Arc<Ready>) -> Option<()> {
+        None
+    }
+
+    #[tokio::test]
+    async fn with_nothing_coming_a_request_does_not_wait() {
+        let u = Upstreams::default();
+        u.set_coming(false);
+        let started = std::time::Instant::now();
+        let got = u.wait_for(Duration::from_secs(5), 10, nothing).await;
+        assert_eq!(got, Err(NotReady::NoneComing));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn past_queue_max_a_request_is_turned_away_and_a_zero_timeout_waits_not_at_all() {
+        let u = Upstreams::default();
+        assert_eq!(
+            u.wait_for(Duration::from_secs(5), 0, nothing).await,
+            Err(NotReady::QueueFull)
+        );
+        assert_eq!(
+            u.wait_for(Duration::ZERO, 10, nothing).await,
+            Err(NotReady::TimedOut)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_times_out_and_gives_its_place_back() {
+        let u = Upstreams::default();
+        let got = u.wait_for(Duration::from_millis(30), 1, nothing).await;
+        assert_eq!(got, Err(NotReady::TimedOut));
+        assert_eq!(u.waiting(), 0, "the place was given back");
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_the_last_hope_goes() {
+        let u = Arc::new(Upstreams::default());
+        let waiter = tokio::spawn({
+            let u = u.clone();
+            async move { u.wait_for(Duration::from_secs(30), 10, nothing).await }
+        });
+        // Until the waiter is queued; bounded, so a bug fails rather than hangs.
+        for _ in 0..1000 {
+            if u.waiting() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(u.waiting(), 1);
+        u.set_coming(false);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken at once, not after 30 s")
+            .expect("the waiter did not panic");
+        assert_eq!(got, Err(NotReady::NoneComing));
+        assert_eq!(u.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_exit_is_told_apart_by_its_cause_and_an_unknown_one_times_out() {
+        let u = Upstreams::default();
+        u.note_exit(10, true);
+        u.note_exit(11, false);
+        assert!(u.killed_from_outside(10, Duration::from_secs(1)).await);
+        assert!(!u.killed_from_outside(11, Duration::from_secs(1)).await);
+        assert!(!u.killed_from_outside(12, Duration::from_millis(20)).await);
     }
 }

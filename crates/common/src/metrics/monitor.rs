@@ -555,6 +555,7 @@ mod tests {
             requests: 0,
             errors: 0,
             in_flight: 0,
+            history: Default::default(),
             counters,
         }
     }

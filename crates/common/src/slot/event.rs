@@ -2,6 +2,31 @@
 
 use serde::Serialize;
 
+/// Which rule of the restart policy a restart followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartRule {
+    /// It was Ready and a signal from outside ended it (SIGKILL, SIGTERM, SIGINT, SIGHUP):
+    /// restarted at once, not counted toward `MAX_RESTARTS`.
+    Killed,
+    /// It ended on its own at least `MIN_UPTIME` after Ready: restarted at once, not counted.
+    Stable,
+    /// It ended before Ready, or on its own sooner than `MIN_UPTIME` after Ready: backs off and
+    /// counts toward `MAX_RESTARTS`.
+    Unstable,
+}
+
+impl RestartRule {
+    /// The rule's name, as events and `/health` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartRule::Killed => "killed",
+            RestartRule::Stable => "stable",
+            RestartRule::Unstable => "unstable",
+        }
+    }
+}
+
 /// Something that happened to a worker; see `ClusterHandle::events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -32,6 +57,10 @@ pub enum ClusterEvent {
         pid: u32,
         /// The slot's restarts so far, this one included.
         restarts: u64,
+        /// Which restart rule applied (see `supervisor::backoff`).
+        reason: RestartRule,
+        /// How long the slot waited before this restart, in milliseconds (0: at once).
+        delay_ms: u64,
     },
     /// A slot restarted too often and was given up on.
     Failed {

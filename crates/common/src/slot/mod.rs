@@ -17,7 +17,7 @@ pub mod event;
 
 pub use completion::{Completion, Observer, Observers, Outcome};
 pub use counters::SlotCounters;
-pub use event::ClusterEvent;
+pub use event::{ClusterEvent, RestartRule};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,9 +62,55 @@ pub struct WorkerInfo {
     pub errors: u64,
     /// Requests dispatched to this slot and not finished yet.
     pub in_flight: u64,
+    /// How the slot's last process ended and what the restart policy did about it.
+    #[serde(flatten)]
+    pub history: SlotHistory,
     /// The live counters, so readers see current figures rather than the last snapshot's.
     #[serde(skip)]
     pub(crate) counters: Arc<SlotCounters>,
+}
+
+/// The last unexpected exit of a slot's process and the restart that followed, for `/health`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotHistory {
+    /// The last process of the slot that ended without being asked to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<LastExit>,
+    /// The last restart (or the decision to give up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<LastRestart>,
+}
+
+/// How a process ended, in [`SlotHistory`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastExit {
+    /// Its pid.
+    pub pid: u32,
+    /// Its exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// `outside` (a signal sent to it) or `own` (it crashed, or the supervisor killed it for a fault).
+    pub cause: &'static str,
+    /// Why the supervisor killed it, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub killed_for: Option<&'static str>,
+    /// How long it had been Ready, in milliseconds; absent if it never was.
+    pub ready_ms: Option<u64>,
+}
+
+/// What the restart policy decided, in [`SlotHistory`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRestart {
+    /// The rule that applied; `None` when the slot was given up on.
+    pub rule: Option<RestartRule>,
+    /// The delay before the restart, in milliseconds.
+    pub delay_ms: u64,
+    /// Whether the slot was marked Failed instead.
+    pub gave_up: bool,
 }
 
 impl WorkerInfo {

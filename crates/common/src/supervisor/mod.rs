@@ -11,9 +11,13 @@
 //!                       │  exit / no Ready in time      │ exit, hang, garbage on IPC
 //!                       └──────────────┬────────────────┘
 //!                                      ▼
-//!                      restart policy: respawn after backoff ─▶ Starting
-//!                                      or, past the limit ─────▶ Failed
+//!                      restart policy: killed or stable: respawn at once ─▶ Starting
+//!                                      unstable: respawn after backoff ─▶ Starting
+//!                                      or, past the limit ─────────────▶ Failed
 //! ```
+//!
+//! Which rule applies is decided in [`backoff`]: by how the process ended and how long it had been
+//! Ready, so only crash loops back off and count toward `MAX_RESTARTS`.
 //!
 //! Rolling replacement (USR2, `MAX_MEMORY`): a second process is started in the same slot; only when
 //! it says Ready does traffic switch to it and the old one drain. If it fails to become Ready the old
@@ -48,9 +52,10 @@ use crate::config::Config;
 use crate::edge::Backend;
 use crate::edge::pool::PoolShape;
 use crate::slot::{ClusterEvent, WorkerInfo};
+use crate::slot::{LastExit, LastRestart};
 use crate::wire::handoff::HandoffChannel;
 use crate::wire::ipc::{self, MasterMessage, WorkerMessage};
-use backoff::Decision;
+use backoff::{Cause, Death, Decision};
 use sample::Sampler;
 use slot::{ReplaceReply, Slot};
 
@@ -90,6 +95,8 @@ struct Instance {
     started: Instant,
     last_seen: Instant,
     ready: bool,
+    /// When it said Ready: the restart policy judges a death by how long it had been serving.
+    ready_at: Option<Instant>,
     role: Role,
     backend: Arc<Backend>,
     to_worker: mpsc::UnboundedSender<MasterMessage>,
@@ -262,7 +269,12 @@ impl Supervisor {
                 let slot = self.slots.get_mut(&id)?;
                 if role == Role::Current {
                     slot.current = None;
-                    self.after_unexpected_exit(id, Duration::ZERO);
+                    let death = Death {
+                        cause: Cause::Own,
+                        ready_for: None,
+                        uptime: Duration::ZERO,
+                    };
+                    self.after_unexpected_exit(id, death);
                 }
                 return None;
             }
@@ -307,6 +319,7 @@ impl Supervisor {
                 started: now,
                 last_seen: now,
                 ready: false,
+                ready_at: None,
                 role,
                 backend,
                 to_worker,
@@ -417,6 +430,7 @@ impl Supervisor {
             WorkerMessage::Ready { .. } if p.ready => {}
             WorkerMessage::Ready { .. } => {
                 p.ready = true;
+                p.ready_at = Some(Instant::now());
                 let pid = p.pid;
                 match p.role {
                     Role::Current => {
@@ -491,6 +505,14 @@ impl Supervisor {
         p.backend.retire();
         let uptime = p.started.elapsed();
         let (code, signal) = (status.code(), status.signal());
+        let death = Death {
+            cause: Cause::of(signal, p.killed_for.is_some()),
+            ready_for: p.ready_at.map(|t| t.elapsed()),
+            uptime,
+        };
+        self.shared
+            .upstreams
+            .note_exit(p.pid, death.cause == Cause::Outside);
         match (&p.role, p.killed_for) {
             (Role::Draining, _) => {
                 tracing::info!(slot = id, pid = p.pid, ?code, "worker drained and exited")
@@ -533,28 +555,61 @@ impl Supervisor {
                     slot.current = None;
                 }
                 if !slot.removed {
-                    self.after_unexpected_exit(id, uptime);
+                    slot.history.last_exit = Some(LastExit {
+                        pid: p.pid,
+                        code,
+                        signal,
+                        cause: match death.cause {
+                            Cause::Outside => "outside",
+                            Cause::Own => "own",
+                        },
+                        killed_for: p.killed_for,
+                        ready_ms: death.ready_for.map(|d| d.as_millis() as u64),
+                    });
+                    self.after_unexpected_exit(id, death);
                 }
             }
         }
     }
 
-    fn after_unexpected_exit(&mut self, id: usize, uptime: Duration) {
+    fn after_unexpected_exit(&mut self, id: usize, death: Death) {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
         let now = Instant::now();
-        match self
-            .config
-            .restart
-            .decide(&mut slot.history, now, uptime, rand::random::<f64>())
-        {
-            Decision::RestartAfter(delay) => {
-                tracing::info!(slot = id, ?delay, "restarting worker");
-                slot.respawn_at = Some(now + delay);
+        let decision =
+            self.config
+                .restart
+                .decide(&mut slot.restarts, now, &death, rand::random::<f64>());
+        match decision {
+            Decision::Restart { rule, delay } => {
+                tracing::info!(
+                    slot = id,
+                    rule = rule.as_str(),
+                    delay_ms = delay.as_millis() as u64,
+                    ready_ms = death.ready_for.map(|d| d.as_millis() as u64),
+                    "restarting worker"
+                );
+                slot.history.last_restart = Some(LastRestart {
+                    rule: Some(rule),
+                    delay_ms: delay.as_millis() as u64,
+                    gave_up: false,
+                });
+                slot.next_restart = Some((rule, delay));
+                if delay.is_zero() {
+                    // At once, not on the next tick: a slot is short of a worker until then.
+                    self.respawn(id);
+                } else {
+                    slot.respawn_at = Some(now + delay);
+                }
             }
             Decision::GiveUp => {
                 slot.failed = true;
+                slot.history.last_restart = Some(LastRestart {
+                    rule: None,
+                    delay_ms: 0,
+                    gave_up: true,
+                });
                 tracing::error!(
                     slot = id,
                     max = self.config.restart.max_restarts,
@@ -563,6 +618,35 @@ impl Supervisor {
                 );
                 self.emit(ClusterEvent::Failed { slot: id });
             }
+        }
+    }
+
+    /// Starts the replacement the restart policy decided on, and announces it.
+    fn respawn(&mut self, id: usize) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        slot.respawn_at = None;
+        let (reason, delay) = slot
+            .next_restart
+            .take()
+            .unwrap_or((crate::slot::RestartRule::Unstable, Duration::ZERO));
+        let restarts = slot.counters.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.start(id, Role::Current).is_some()
+            && let Some(pid) = self
+                .slots
+                .get(&id)
+                .and_then(|s| s.current)
+                .and_then(|g| self.procs.get(&(id, g)))
+                .map(|p| p.pid)
+        {
+            self.emit(ClusterEvent::Restarted {
+                slot: id,
+                pid,
+                restarts,
+                reason,
+                delay_ms: delay.as_millis() as u64,
+            });
         }
     }
 
@@ -678,24 +762,7 @@ impl Supervisor {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            if let Some(slot) = self.slots.get_mut(&id) {
-                slot.respawn_at = None;
-                let restarts = slot.counters.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-                if self.start(id, Role::Current).is_some()
-                    && let Some(pid) = self
-                        .slots
-                        .get(&id)
-                        .and_then(|s| s.current)
-                        .and_then(|g| self.procs.get(&(id, g)))
-                        .map(|p| p.pid)
-                {
-                    self.emit(ClusterEvent::Restarted {
-                        slot: id,
-                        pid,
-                        restarts,
-                    });
-                }
-            }
+            self.respawn(id);
         }
         let hang_after = self.config.health_check_interval * 3;
         let ready_timeout = self.config.ready_timeout;
@@ -775,6 +842,10 @@ impl Supervisor {
 
     fn publish(&self) {
         let now = Instant::now();
+        // Requests wait for a worker only while one may still come.
+        let coming =
+            self.shutdown.is_none() && self.slots.values().any(|s| !s.removed && !s.failed);
+        self.shared.upstreams.set_coming(coming);
         let infos = self
             .slots
             .iter()
@@ -802,6 +873,7 @@ impl Supervisor {
                     requests: s.counters.requests.load(Ordering::Relaxed),
                     errors: s.counters.errors.load(Ordering::Relaxed),
                     in_flight: s.counters.in_flight.load(Ordering::Relaxed),
+                    history: s.history.clone(),
                     counters: s.counters.clone(),
                 }
             })

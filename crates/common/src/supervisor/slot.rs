@@ -20,14 +20,19 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::error::CommandError;
-use crate::slot::{SlotCounters, SlotState};
+use crate::slot::{RestartRule, SlotCounters, SlotHistory, SlotState};
 
 /// Told whether a replacement became Ready.
 pub(super) type ReplaceReply = oneshot::Sender<Result<(), CommandError>>;
 
 pub(super) struct Slot {
     pub(super) counters: Arc<SlotCounters>,
-    pub(super) history: VecDeque<Instant>,
+    /// When its unstable restarts happened, for the restart policy's window.
+    pub(super) restarts: VecDeque<Instant>,
+    /// The last unexpected exit and what was done about it, for `/health`.
+    pub(super) history: SlotHistory,
+    /// The rule and delay of the restart that `respawn_at` (or an immediate respawn) will carry out.
+    pub(super) next_restart: Option<(RestartRule, std::time::Duration)>,
     pub(super) next_generation: u64,
     pub(super) current: Option<u64>,
     pub(super) replacement: Option<(u64, Option<ReplaceReply>)>,
@@ -41,7 +46,9 @@ impl Slot {
     pub(super) fn new(counters: Arc<SlotCounters>) -> Self {
         Self {
             counters,
-            history: VecDeque::new(),
+            restarts: VecDeque::new(),
+            history: SlotHistory::default(),
+            next_restart: None,
             next_generation: 0,
             current: None,
             replacement: None,

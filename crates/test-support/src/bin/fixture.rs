@@ -4,6 +4,9 @@
 //! - `FIXTURE_CRASH_SLOT=N`: the worker in slot N exits with status 3 as it starts, every time;
 //! - `FIXTURE_FAIL_START_FILE=PATH`: while PATH exists, every new worker exits with status 3 at start.
 //!
+//! Routes that break the worker on purpose: `/abort` (SIGABRT, a query of death), `/exit?code=N`,
+//! `/hang?slot=N`, `/garbage?slot=N`, `/alloc?mb=N`.
+//!
 //! Every cluster event is printed to stdout as `event: {json}`, so tests can follow the stream.
 
 use std::process::ExitCode;
@@ -189,10 +192,32 @@ fn worker(ctx: &WorkerContext) -> Router {
                 "not me\n"
             }),
         )
+        .route("/abort", get(abort))
+        .route(
+            "/exit",
+            // Exits with a status code, as a worker with a fatal bug would. Any method: a POST is
+            // not resent, so it kills exactly one worker.
+            any(|Query(q): Query<Code>| exit(q.code)),
+        )
         .route(
             "/ws",
             any(move |ws: WebSocketUpgrade| async move { ws.on_upgrade(move |s| echo(s, id)) }),
         )
+}
+
+/// A "query of death": aborts the worker serving it (SIGABRT, a crash of its own), naming the
+/// request that did it (the edge's `X-Request-Id`).
+async fn abort(headers: axum::http::HeaderMap) -> &'static str {
+    let id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    eprintln!("fixture: aborting on request {id}");
+    std::process::abort()
+}
+
+async fn exit(code: u16) -> &'static str {
+    std::process::exit(i32::from(code))
 }
 
 /// `/slow` requests this worker is running, reported in IPC replies so tests can see them.
