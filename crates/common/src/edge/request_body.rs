@@ -95,6 +95,24 @@ impl From<StallError<hyper::Error>> for RequestBodyError {
     }
 }
 
+/// Passes on a frame of the client's body, counting its bytes against `remaining`
+/// (`MAX_BODY_SIZE` minus what came before): past it, the body is cut with `TooLarge`.
+fn capped(
+    polled: Poll<Option<Result<Frame<Bytes>, RequestBodyError>>>,
+    remaining: &mut u64,
+) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+    if let Poll::Ready(Some(Ok(frame))) = &polled
+        && let Some(data) = frame.data_ref()
+    {
+        let len = data.len() as u64;
+        if len > *remaining {
+            return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
+        }
+        *remaining -= len;
+    }
+    polled
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = RequestBodyError;
@@ -114,37 +132,15 @@ impl Body for RequestBody {
                 if let Some(prefix) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
                 }
-                match body.as_mut().poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Some(data) = frame.data_ref() {
-                            let len = data.len() as u64;
-                            if len > *remaining {
-                                return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
-                            }
-                            *remaining -= len;
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                    Poll::Ready(None) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                }
+                let polled = body.as_mut().poll_frame(cx).map_err(RequestBodyError::from);
+                capped(polled, remaining)
             }
-            RequestBody::Client { body, remaining } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        let len = data.len() as u64;
-                        if len > *remaining {
-                            return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
-                        }
-                        *remaining -= len;
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            RequestBody::Client { body, remaining } => {
+                let polled = Pin::new(body)
+                    .poll_frame(cx)
+                    .map_err(RequestBodyError::Client);
+                capped(polled, remaining)
+            }
         }
     }
 
