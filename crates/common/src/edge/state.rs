@@ -16,12 +16,14 @@ use crate::http::routes::MasterRoutes;
 /// Settings the edge needs, taken from [`Config`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    pub upstream_timeout: Duration,
-    pub header_timeout: Duration,
+    // What a client may send, and how slowly (see each variable in `Config`).
     pub max_header_size: usize,
+    pub header_timeout: Duration,
     pub max_body_size: u64,
-    pub body_buffer: u64,
     pub body_timeout: Duration,
+    pub body_buffer: u64,
+    // How long a request may wait on the workers' side.
+    pub upstream_timeout: Duration,
     /// How long a request waits at the master while no worker is Ready (`QUEUE_TIMEOUT`).
     pub queue_timeout: Duration,
     /// How many may wait so at once (`QUEUE_MAX`).

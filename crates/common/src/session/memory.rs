@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::FutureExt;
 
-use super::{Session, SessionList, SessionStore, StoreError, StoreStats, now_ms};
+use super::{Session, SessionList, SessionStore, StoreFuture, StoreStats, now_ms};
 
 /// A bounded in-memory session store.
 #[derive(Debug)]
@@ -229,39 +229,24 @@ impl SessionStore for MemoryStore {
         "memory"
     }
 
-    fn insert(&self, session: Session) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn insert(&self, session: Session) -> StoreFuture<'_, ()> {
         self.insert_now(session);
         futures_util::future::ready(Ok(())).boxed()
     }
 
-    fn touch<'a>(
-        &'a self,
-        id: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+    fn touch(&self, id: &str, now_ms: u64) -> StoreFuture<'_, Option<Session>> {
         futures_util::future::ready(Ok(self.touch_now(id, now_ms))).boxed()
     }
 
-    fn set_data<'a>(
-        &'a self,
-        id: &'a str,
-        key: &'a str,
-        value: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn set_data(&self, id: &str, key: &str, value: &str, now_ms: u64) -> StoreFuture<'_, bool> {
         futures_util::future::ready(Ok(self.set_data_now(id, key, value, now_ms))).boxed()
     }
 
-    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn remove(&self, id: &str) -> StoreFuture<'_, bool> {
         futures_util::future::ready(Ok(self.lock().remove(id))).boxed()
     }
 
-    fn list(
-        &self,
-        slot: usize,
-        limit: usize,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<SessionList, StoreError>> {
+    fn list(&self, slot: usize, limit: usize, now_ms: u64) -> StoreFuture<'_, SessionList> {
         futures_util::future::ready(Ok(self.list_now(slot, limit, now_ms))).boxed()
     }
 

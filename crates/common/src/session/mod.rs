@@ -125,6 +125,11 @@ pub struct StoreStats {
     pub expired: u64,
 }
 
+/// What a store's methods return: a boxed future (so the trait stays object-safe) that borrows
+/// only the store. A store that needs its arguments after the first await copies them; the memory
+/// store answers at once and copies nothing.
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
 /// Where sessions live. Object-safe (boxed futures) so a lesson picks the store from configuration.
 ///
 /// Every method that uses a session takes `now_ms` rather than reading a clock, so stores are tested
@@ -134,35 +139,20 @@ pub trait SessionStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Stores a new session.
-    fn insert(&self, session: Session) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn insert(&self, session: Session) -> StoreFuture<'_, ()>;
 
     /// Counts one request on a live session, atomically: `requestCount += 1`, `lastAccess = now_ms`,
     /// expiry pushed back. Returns the updated session, or `None` if there is no such live session.
-    fn touch<'a>(
-        &'a self,
-        id: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
+    fn touch(&self, id: &str, now_ms: u64) -> StoreFuture<'_, Option<Session>>;
 
     /// Sets `data[key] = value` on a live session; false if there is none.
-    fn set_data<'a>(
-        &'a self,
-        id: &'a str,
-        key: &'a str,
-        value: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn set_data(&self, id: &str, key: &str, value: &str, now_ms: u64) -> StoreFuture<'_, bool>;
 
     /// Deletes a session; false if there was none.
-    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn remove(&self, id: &str) -> StoreFuture<'_, bool>;
 
     /// The live sessions minted by `slot`, most recently used first, at most `limit` of them.
-    fn list(
-        &self,
-        slot: usize,
-        limit: usize,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<SessionList, StoreError>>;
+    fn list(&self, slot: usize, limit: usize, now_ms: u64) -> StoreFuture<'_, SessionList>;
 
     /// Counters, read without waiting (the worker answers the master's IPC questions with them).
     fn stats(&self) -> StoreStats;

@@ -13,12 +13,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::FutureExt;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use super::{Session, SessionList, SessionStore, StoreError, StoreStats, parse_id};
+use super::{Session, SessionList, SessionStore, StoreError, StoreFuture, StoreStats, parse_id};
 
 /// How long one Redis connection attempt or command may take before the request fails with 503.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -153,7 +153,7 @@ impl SessionStore for RedisStore {
         "redis"
     }
 
-    fn insert(&self, session: Session) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn insert(&self, session: Session) -> StoreFuture<'_, ()> {
         async move {
             let mut conn = self.conn().await?;
             let key = self.key(&session.id);
@@ -186,12 +186,10 @@ impl SessionStore for RedisStore {
         .boxed()
     }
 
-    fn touch<'a>(
-        &'a self,
-        id: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+    fn touch(&self, id: &str, now_ms: u64) -> StoreFuture<'_, Option<Session>> {
+        let id = id.to_owned();
         async move {
+            let id = id.as_str();
             let mut conn = self.conn().await?;
             let fields: Option<HashMap<String, String>> = self
                 .touch
@@ -208,14 +206,10 @@ impl SessionStore for RedisStore {
         .boxed()
     }
 
-    fn set_data<'a>(
-        &'a self,
-        id: &'a str,
-        key: &'a str,
-        value: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn set_data(&self, id: &str, key: &str, value: &str, now_ms: u64) -> StoreFuture<'_, bool> {
+        let (id, key, value) = (id.to_owned(), key.to_owned(), value.to_owned());
         async move {
+            let (id, key, value) = (id.as_str(), key.as_str(), value.as_str());
             let mut conn = self.conn().await?;
             let done: i64 = self
                 .set_data
@@ -234,8 +228,10 @@ impl SessionStore for RedisStore {
         .boxed()
     }
 
-    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn remove(&self, id: &str) -> StoreFuture<'_, bool> {
+        let id = id.to_owned();
         async move {
+            let id = id.as_str();
             let mut conn = self.conn().await?;
             let (deleted, _): (u64, u64) = redis::pipe()
                 .atomic()
@@ -249,12 +245,7 @@ impl SessionStore for RedisStore {
         .boxed()
     }
 
-    fn list(
-        &self,
-        slot: usize,
-        limit: usize,
-        now_ms: u64,
-    ) -> BoxFuture<'_, Result<SessionList, StoreError>> {
+    fn list(&self, slot: usize, limit: usize, now_ms: u64) -> StoreFuture<'_, SessionList> {
         async move {
             let mut conn = self.conn().await?;
             let index = self.index(slot);
