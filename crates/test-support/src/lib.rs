@@ -244,37 +244,11 @@ pub struct LoadReport {
 /// Runs `connections` concurrent GET loops against `url` for `duration`; a failure is anything but 2xx.
 pub async fn load(http: &Http, url: &str, connections: usize, duration: Duration) -> LoadReport {
     let deadline = tokio::time::Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let http = http.clone();
-        let url = url.to_string();
-        tasks.push(tokio::spawn(async move {
-            let mut report = LoadReport::default();
-            while tokio::time::Instant::now() < deadline {
-                match http.send("GET", &url, &[], "").await {
-                    Ok(r) if (200..300).contains(&r.status) => report.ok += 1,
-                    Ok(r) => {
-                        report.failed += 1;
-                        report.failures.push(format!("{}: {}", r.status, r.body));
-                    }
-                    Err(e) => {
-                        report.failed += 1;
-                        report.failures.push(e);
-                    }
-                }
-            }
-            report
-        }));
-    }
-    let mut total = LoadReport::default();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            total.ok += r.ok;
-            total.failed += r.failed;
-            total.failures.extend(r.failures.into_iter().take(5));
-        }
-    }
-    total
+    load_while(http, url, connections, move || {
+        tokio::time::Instant::now() < deadline
+    })
+    .await
+    .0
 }
 
 /// Runs `connections` concurrent GET loops against `url` until `stop` is set (the caller bounds
@@ -286,13 +260,51 @@ pub async fn load_until(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> (LoadReport, Duration) {
     use std::sync::atomic::Ordering;
+    load_while(http, url, connections, move || {
+        !stop.load(Ordering::Relaxed)
+    })
+    .await
+}
+
+/// GET loops against a URL in the background until [`BackgroundLoad::finish`]: the load a chaos
+/// test keeps up while it breaks the cluster.
+pub struct BackgroundLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(LoadReport, Duration)>,
+}
+
+impl BackgroundLoad {
+    /// Starts `connections` loops against `url`.
+    pub fn start(url: String, connections: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { load_until(&Http::new(), &url, connections, stop).await }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the loops; what they saw and the slowest request.
+    pub async fn finish(self) -> (LoadReport, Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// `connections` GET loops that go on while `going()` says so: the report and the slowest request.
+async fn load_while(
+    http: &Http,
+    url: &str,
+    connections: usize,
+    going: impl Fn() -> bool + Clone + Send + 'static,
+) -> (LoadReport, Duration) {
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (http, url, stop) = (http.clone(), url.to_string(), stop.clone());
+        let (http, url, going) = (http.clone(), url.to_string(), going.clone());
         tasks.push(tokio::spawn(async move {
             let mut report = LoadReport::default();
             let mut worst = Duration::ZERO;
-            while !stop.load(Ordering::Relaxed) {
+            while going() {
                 let started = Instant::now();
                 let outcome = http.send("GET", &url, &[], "").await;
                 worst = worst.max(started.elapsed());

@@ -473,18 +473,12 @@ async fn all_ready_without(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_workers_killed_every_300ms_restart_at_once_with_the_default_delay_and_fail_nothing()
 {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     // The default RESTART_DELAY (1 s) and MAX_RESTARTS (5): six kills in two seconds would have
     // backed both slots off and then failed them under the old policy.
     let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
     let http = Http::new();
     let base = c.base();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (http, url, stop) = (http.clone(), c.url("/whoami"), stop.clone());
-        async move { test_support::load_until(&http, &url, 16, stop).await }
-    });
+    let load = test_support::BackgroundLoad::start(c.url("/whoami"), 16);
     let mut killed = Vec::new();
     for round in 0..6usize {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -506,8 +500,7 @@ async fn ready_workers_killed_every_300ms_restart_at_once_with_the_default_delay
         "every slot Ready within 1 s of the last kill: {:?}",
         http.slot_states(&base).await
     );
-    stop.store(true, Ordering::Relaxed);
-    let (report, worst) = load.await.unwrap();
+    let (report, worst) = load.finish().await;
     assert!(report.ok > 100, "traffic flowed: {report:?}");
     assert_eq!(
         report.failed, 0,
@@ -597,17 +590,11 @@ async fn a_crash_after_min_uptime_is_stable_and_one_sooner_backs_off_and_counts(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_worker_is_killed_at_once_requests_wait_for_the_replacements() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
     let http = Http::new();
     let base = c.base();
     // Background load: some requests are in flight on both workers as they die.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (http, url, stop) = (Http::new(), c.url("/whoami"), stop.clone());
-        async move { test_support::load_until(&http, &url, 8, stop).await }
-    });
+    let load = test_support::BackgroundLoad::start(c.url("/whoami"), 8);
     let mut killed = Vec::new();
     for round in 0..3 {
         assert!(
@@ -646,8 +633,7 @@ async fn when_every_worker_is_killed_at_once_requests_wait_for_the_replacements(
             );
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let (report, worst) = load.await.unwrap();
+    let (report, worst) = load.finish().await;
     assert_eq!(
         report.failed, 0,
         "requests in flight as both died were resent (worst {worst:?}): {:?}",
@@ -726,16 +712,10 @@ async fn while_no_worker_is_ready_at_most_queue_max_requests_wait_and_only_queue
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_of_death_kills_at_most_two_workers_gets_502_and_no_bystander_fails() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
     let http = Http::new();
     let base = c.base();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (http, url, stop) = (Http::new(), c.url("/whoami"), stop.clone());
-        async move { test_support::load_until(&http, &url, 8, stop).await }
-    });
+    let load = test_support::BackgroundLoad::start(c.url("/whoami"), 8);
     let restarts = |h: &Value| -> u64 {
         (0..2)
             .filter_map(|i| h["workers"]["slots"][i]["restarts"].as_u64())
@@ -778,8 +758,7 @@ async fn a_query_of_death_kills_at_most_two_workers_gets_502_and_no_bystander_fa
             c.stderr()
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    let (report, worst) = load.await.unwrap();
+    let (report, worst) = load.finish().await;
     assert_eq!(
         report.failed, 0,
         "other clients' requests did not fail (worst {worst:?}): {:?}",
