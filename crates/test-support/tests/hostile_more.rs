@@ -222,7 +222,10 @@ async fn smuggled_requests_never_reach_a_worker() {
             .as_bytes(),
         )
         .await;
-        eprintln!("{mode:?} obs-fold-get: {:?} closed={closed}", statuses(&reply));
+        eprintln!(
+            "{mode:?} obs-fold-get: {:?} closed={closed}",
+            statuses(&reply)
+        );
         assert_eq!(statuses(&reply), [400], "{mode:?}: {reply}");
         assert!(closed, "{mode:?}: {reply}");
         tags.push("obs-fold-get".into());
@@ -250,5 +253,347 @@ async fn the_smuggling_detector_sees_a_request_the_client_did_send() {
         .await;
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
         assert!(smuggled(cluster(mode).addr).await.contains(&tag));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A worker that frames its answer badly
+// ---------------------------------------------------------------------------------------------
+
+/// Reads one response with a `content-length` body from `s` (the head and exactly that many
+/// bytes), or None on EOF, an error or 5 s.
+async fn one_response(s: &mut TcpStream, out: &mut Vec<u8>) -> Option<String> {
+    if !read_until(s, out, b"\r\n\r\n", Duration::from_secs(5)).await {
+        return None;
+    }
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let read = async {
+        let mut buf = [0u8; 16 * 1024];
+        while out.len() < end + len {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    if !tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .unwrap_or(false)
+    {
+        return None;
+    }
+    let whole = String::from_utf8_lossy(&out[..end + len]).into_owned();
+    out.drain(..end + len);
+    Some(whole)
+}
+
+#[tokio::test]
+async fn a_short_body_from_the_worker_cuts_the_client_connection() {
+    // /lying?kind=short announces 100,000 bytes and sends 5. The answer has started when the
+    // worker's server finds out, so the client's connection is cut short of the length; the
+    // worker connection is never pooled again, and the next request is answered correctly.
+    for mode in MODES {
+        for _ in 0..3 {
+            let (reply, closed) =
+                raw(mode, b"GET /lying?kind=short HTTP/1.1\r\nHost: t\r\n\r\n").await;
+            assert!(closed, "{mode:?}: the connection is cut: {reply:.300}");
+            let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            assert!(body.len() < 100_000, "{mode:?}: {reply:.300}");
+            for _ in 0..4 {
+                still_serving(mode).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_after_a_workers_answer_never_desyncs_the_next_one() {
+    // /lying?kind=long announces 20,000 bytes and sends them, then a whole response more. The
+    // client sees the 20,000 bytes, never the extra response; the next request on the same client
+    // connection (and on others) gets its own answer, not the garbage.
+    for mode in MODES {
+        let mut s = TcpStream::connect(cluster(mode).addr).await.unwrap();
+        let mut out = Vec::new();
+        for round in 0..10 {
+            s.write_all(b"GET /lying?kind=long HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .unwrap();
+            let Some(lying) = one_response(&mut s, &mut out).await else {
+                // The worker's server noticed the lie before the head left: the connection is
+                // cut (or a 5xx came). Either way the client saw no garbage as an answer.
+                assert!(
+                    !String::from_utf8_lossy(&out).contains("smuggled"),
+                    "{mode:?}: {}",
+                    String::from_utf8_lossy(&out)
+                );
+                s = TcpStream::connect(cluster(mode).addr).await.unwrap();
+                out.clear();
+                still_serving(mode).await;
+                continue;
+            };
+            assert!(
+                lying.starts_with("HTTP/1.1 200"),
+                "{mode:?} {round}: {lying:.200}"
+            );
+            s.write_all(b"GET /whoami HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .unwrap();
+            match one_response(&mut s, &mut out).await {
+                Some(next) => assert!(
+                    next.starts_with("HTTP/1.1 200") && next.contains("\"worker\""),
+                    "{mode:?} {round}: the next answer is the garbage: {next:.300}"
+                ),
+                None => {
+                    // Cut after the lying answer: allowed, as long as no garbage came through.
+                    assert!(
+                        !String::from_utf8_lossy(&out).contains("smuggled"),
+                        "{mode:?} {round}: {}",
+                        String::from_utf8_lossy(&out)
+                    );
+                    s = TcpStream::connect(cluster(mode).addr).await.unwrap();
+                    out.clear();
+                }
+            }
+            still_serving(mode).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. 100,000 pipelined requests in one write
+// ---------------------------------------------------------------------------------------------
+
+/// A process's resident set, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_pipelined_requests_in_one_write_are_all_answered() {
+    const N: usize = 100_000;
+    for mode in MODES {
+        let c = cluster(mode);
+        still_serving(mode).await;
+        let before = rss_kib(c.pid);
+        let mut all = b"GET /ping HTTP/1.1\r\nHost: t\r\n\r\n".repeat(N);
+        all.extend_from_slice(b"GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let s = TcpStream::connect(c.addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        // Written in one call, from its own task: the answers must be read as they come, or
+        // both sides' buffers fill and neither moves.
+        let writer = tokio::spawn(async move { wr.write_all(&all).await.map(|_| wr) });
+        let started = Instant::now();
+        let mut answers = 0usize;
+        let mut tail: Vec<u8> = Vec::new();
+        let needle = b"HTTP/1.1 200";
+        let read = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        tail.extend_from_slice(&buf[..n]);
+                        answers += tail.windows(needle.len()).filter(|w| w == needle).count();
+                        let keep = tail.len().min(needle.len() - 1);
+                        tail.drain(..tail.len() - keep);
+                    }
+                }
+            }
+        };
+        let ended = tokio::time::timeout(Duration::from_secs(90), read).await;
+        let took = started.elapsed();
+        let _ = writer.await;
+        let after = rss_kib(c.pid);
+        eprintln!("{mode:?}: {answers} answers in {took:?}; master RSS {before} → {after} KiB");
+        assert!(
+            ended.is_ok(),
+            "{mode:?}: not done within 90 s ({answers} answers)"
+        );
+        assert_eq!(
+            answers,
+            N + 1,
+            "{mode:?}: every request answered, then closed"
+        );
+        assert!(
+            after < before + 64 * 1024,
+            "{mode:?}: master RSS grew {before} → {after} KiB"
+        );
+        still_serving(mode).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. 10,000 cookies
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn ten_thousand_cookies_get_431() {
+    // On one line (about 110 KB, far over MAX_HEADER_SIZE), and as 10,000 Cookie lines (over the
+    // header count too).
+    let pairs: Vec<String> = (0..10_000).map(|i| format!("c{i}=v{i}")).collect();
+    let one_line = format!(
+        "GET /whoami HTTP/1.1\r\nHost: t\r\nCookie: {}\r\n\r\n",
+        pairs.join("; ")
+    );
+    let lines: String = pairs.iter().map(|p| format!("Cookie: {p}\r\n")).collect();
+    let many_lines = format!("GET /whoami HTTP/1.1\r\nHost: t\r\n{lines}\r\n");
+    for mode in MODES {
+        for req in [&one_line, &many_lines] {
+            let (reply, closed) = raw(mode, req.as_bytes()).await;
+            assert_eq!(statuses(&reply), [431], "{mode:?}: {reply:.300}");
+            assert!(closed, "{mode:?}: {reply:.300}");
+            still_serving(mode).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Expect: 100-continue
+// ---------------------------------------------------------------------------------------------
+
+/// Sends a 5-byte POST to `path` with `Expect: 100-continue` and holds the body back: the first
+/// head the server sends before it has the body, then the rest after the body went.
+async fn expect_continue(mode: Mode, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(cluster(mode).addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\
+        Connection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let got = read_until(&mut s, &mut out, b"\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(got, "{mode:?} {path}: nothing sent before the body");
+    let first = String::from_utf8_lossy(&out).into_owned();
+    s.write_all(b"hello").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), read_all(&mut s, &mut rest)).await;
+    (first, String::from_utf8_lossy(&rest).into_owned())
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_100_before_the_body_is_sent() {
+    // A handler that reads the body before answering: in proxy mode the edge reads the body
+    // (hyper sends the 100 as it does), in handoff mode the worker's hyper sends it when the
+    // handler asks for the body.
+    for mode in MODES {
+        let (first, rest) = expect_continue(mode, "/length").await;
+        assert!(
+            first.starts_with("HTTP/1.1 100 Continue\r\n"),
+            "{mode:?}: no 100 Continue before the body: {first:?}"
+        );
+        assert!(rest.contains("HTTP/1.1 200"), "{mode:?}: {rest}");
+        assert!(rest.ends_with("5 bytes\n"), "{mode:?}: {rest}");
+    }
+    // A handler that answers before it reads (/echo streams the body back): in handoff mode the
+    // final head comes first, without a 100, which RFC 9110 §10.1.1 allows (a server may answer
+    // with a final status instead); the client then sends the body and gets it back.
+    for mode in MODES {
+        let (first, rest) = expect_continue(mode, "/echo").await;
+        let whole = format!("{first}{rest}");
+        assert!(
+            first.starts_with("HTTP/1.1 100 Continue\r\n") || first.starts_with("HTTP/1.1 200"),
+            "{mode:?}: {first:?}"
+        );
+        assert!(whole.ends_with("hello"), "{mode:?}: {whole}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A client that half-closes
+// ---------------------------------------------------------------------------------------------
+
+static HALF_PROXY: OnceLock<SharedCluster> = OnceLock::new();
+static HALF_HANDOFF: OnceLock<SharedCluster> = OnceLock::new();
+
+/// One worker and one pooled connection to it: a worker connection orphaned by a client that
+/// went away would hold up the next request at once.
+fn half_cluster(mode: Mode) -> SharedCluster {
+    match mode {
+        Mode::Proxy => SharedCluster::get(
+            &HALF_PROXY,
+            FIXTURE,
+            &[("WORKERS", "1"), ("POOL_SIZE", "1")],
+        ),
+        Mode::Handoff => SharedCluster::get(
+            &HALF_HANDOFF,
+            FIXTURE,
+            &[
+                ("WORKERS", "1"),
+                ("POOL_SIZE", "1"),
+                ("DISPATCH", "handoff"),
+            ],
+        ),
+    }
+}
+
+/// The sum of the slots' in-flight counts in the master's /health.
+async fn in_flight(addr: std::net::SocketAddr) -> u64 {
+    let health = get_json(addr, "/health").await;
+    health["workers"]["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .map(|s| {
+            s["inFlight"]
+                .as_u64()
+                .or(s["in_flight"].as_u64())
+                .expect("in flight")
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_half_closed_client_orphans_no_work_in_the_pool() {
+    // Decided: a client that sends its request and shuts down its write side is taken as gone
+    // (as hyper and nginx do): no answer is promised. What must hold is that the worker's side
+    // is not orphaned: the in-flight count returns to 0 and another client is served at once.
+    for mode in MODES {
+        let c = half_cluster(mode);
+        still_serving_at(c.addr, "warm-up").await;
+        for path in ["/whoami", "/slow?ms=300"] {
+            let mut s = TcpStream::connect(c.addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut out = Vec::new();
+            let ended = tokio::time::timeout(Duration::from_secs(5), read_all(&mut s, &mut out))
+                .await
+                .is_ok();
+            let reply = String::from_utf8_lossy(&out).into_owned();
+            eprintln!("{mode:?} {path} half-closed: {:?}", statuses(&reply));
+            assert!(ended, "{mode:?} {path}: the connection ends");
+            // Answered or not, the worker connection is back, or dropped, within a bound.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                let n = in_flight(c.addr).await;
+                if n == 0 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{mode:?} {path}: {n} still in flight"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let started = Instant::now();
+            still_serving_at(c.addr, &format!("{mode:?} {path}")).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{mode:?} {path}"
+            );
+        }
     }
 }

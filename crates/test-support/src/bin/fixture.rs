@@ -7,7 +7,7 @@
 //! Routes that break the worker on purpose: `/abort` (SIGABRT, a query of death), `/exit?code=N`,
 //! `/hang?slot=N`, `/garbage?slot=N`, `/alloc?mb=N`.
 //!
-//! Routes for the hostile-input tests: `/smuggled?tag=T` records that the worker served it (the
+//! Routes for the hostile-input tests: `/length` answers once it has the whole body; `/smuggled?tag=T` records that the worker served it (the
 //! tags are in every IPC reply, `"smuggled"`, so a test can ask each slot through
 //! `/fixture/ask?slot=N` whether a request it never sent reached a worker); `/lying?kind=short`
 //! announces 100,000 bytes and sends 5; `/lying?kind=long` announces 20,000 and sends more, a
@@ -136,6 +136,11 @@ fn worker(ctx: &WorkerContext) -> Router {
             }),
         )
         .route("/echo", post(|req: Request| async move { req.into_body() }))
+        .route(
+            "/length",
+            // Reads the whole body before answering (unlike /echo, which streams it back).
+            post(|body: bytes::Bytes| async move { format!("{} bytes\n", body.len()) }),
+        )
         .route(
             "/chunks",
             get(|Query(q): Query<Count>| async move {
