@@ -490,6 +490,16 @@ where
             io.write_all(out).await?;
             io.write_all(&data).await?;
             io.write_all(b"\r\n").await?;
+        } else if let ResponseFraming::Length(n) = framing
+            && sent > n
+        {
+            // A body longer than it announced: the bytes past the length would be read as the
+            // next response on this connection (RFC 9112 §6.3: the length is what frames the
+            // message; RFC 9110 §8.6: a sender must not send a Content-Length known to be
+            // wrong). Send what fits and cut the connection.
+            let fits = data.len() - (sent - n) as usize;
+            io.write_all(&data[..fits]).await?;
+            return Err(short_body(sent, n));
         } else {
             io.write_all(&data).await?;
         }
@@ -504,7 +514,7 @@ where
 
 fn short_body(sent: u64, n: u64) -> io::Error {
     io::Error::other(format!(
-        "the body gave {sent} of the {n} bytes it announced"
+        "the body gave {sent} bytes, not the {n} it announced"
     ))
 }
 
@@ -565,6 +575,46 @@ impl<I: Io> AsyncWrite for Rewind<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body announcing `announced` bytes and giving `pieces`.
+    struct Lying(u64, std::collections::VecDeque<Bytes>);
+
+    impl Body for Lying {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.1.pop_front().map(|p| Ok(http_body::Frame::data(p))))
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_it_announced_never_writes_past_its_length() {
+        // Large enough for the streaming path: the extra bytes would be the next "response".
+        let n = INLINE_BODY as u64 + 10;
+        let pieces = [vec![b'a'; n as usize], b"HTTP/1.1 200 OK\r\n\r\n".to_vec()];
+        let body = Lying(n, pieces.into_iter().map(Bytes::from).collect());
+        let (mut ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let mut out = Vec::new();
+        let written = write_response(&mut ours, &mut out, Response::new(body), false, false).await;
+        assert!(written.is_err(), "the connection must be cut");
+        drop(ours);
+        let mut wire = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut wire)
+            .await
+            .expect("read");
+        let text = String::from_utf8_lossy(&wire);
+        let (_, sent) = text.split_once("\r\n\r\n").expect("a head");
+        assert_eq!(sent.len() as u64, n, "exactly the announced length");
+        assert!(!sent.contains("HTTP/1.1"), "nothing past the length");
+    }
 
     fn parse_all(raw: &[u8]) -> (Parsed, BytesMut) {
         let mut read = BytesMut::from(raw);

@@ -7,6 +7,12 @@
 //! Routes that break the worker on purpose: `/abort` (SIGABRT, a query of death), `/exit?code=N`,
 //! `/hang?slot=N`, `/garbage?slot=N`, `/alloc?mb=N`.
 //!
+//! Routes for the hostile-input tests: `/length` answers once it has the whole body; `/smuggled?tag=T` records that the worker served it (the
+//! tags are in every IPC reply, `"smuggled"`, so a test can ask each slot through
+//! `/fixture/ask?slot=N` whether a request it never sent reached a worker); `/lying?kind=short`
+//! announces 100,000 bytes and sends 5; `/lying?kind=long` announces 20,000 and sends more, a
+//! response followed by garbage.
+//!
 //! Every cluster event is printed to stdout as `event: {json}`, so tests can follow the stream.
 
 use std::process::ExitCode;
@@ -68,7 +74,8 @@ fn main() -> ExitCode {
         .observe(tally)
         .on_request(|ctx, body| {
             let slow = SLOW_RUNNING.load(Ordering::Relaxed);
-            json!({ "worker": ctx.id, "asked": body, "slow": slow })
+            let smuggled = SMUGGLED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            json!({ "worker": ctx.id, "asked": body, "slow": slow, "smuggled": smuggled })
         })
         .master(|handle| {
             // Asks a worker over IPC: GET /fixture/ask?slot=N
@@ -129,6 +136,11 @@ fn worker(ctx: &WorkerContext) -> Router {
             }),
         )
         .route("/echo", post(|req: Request| async move { req.into_body() }))
+        .route(
+            "/length",
+            // Reads the whole body before answering (unlike /echo, which streams it back).
+            post(|body: bytes::Bytes| async move { format!("{} bytes\n", body.len()) }),
+        )
         .route(
             "/chunks",
             get(|Query(q): Query<Count>| async move {
@@ -192,6 +204,31 @@ fn worker(ctx: &WorkerContext) -> Router {
                 "not me\n"
             }),
         )
+        .route(
+            "/smuggled",
+            any(|Query(q): Query<Tag>| async move {
+                SMUGGLED
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(q.tag);
+                "smuggled\n"
+            }),
+        )
+        .route(
+            "/lying",
+            get(|Query(q): Query<Kind>| async move {
+                match q.kind.as_str() {
+                    "short" => Lying::new(100_000, vec![b"short".to_vec()]),
+                    _ => Lying::new(
+                        20_000,
+                        vec![
+                            vec![b'a'; 20_000],
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nsmuggled\n".to_vec(),
+                        ],
+                    ),
+                }
+            }),
+        )
         .route("/abort", get(abort))
         .route(
             "/exit",
@@ -222,6 +259,58 @@ async fn exit(code: u16) -> &'static str {
 
 /// `/slow` requests this worker is running, reported in IPC replies so tests can see them.
 static SLOW_RUNNING: AtomicU64 = AtomicU64::new(0);
+
+/// The tags of every `/smuggled` request this worker served.
+static SMUGGLED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+#[derive(serde::Deserialize)]
+struct Tag {
+    tag: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Kind {
+    kind: String,
+}
+
+/// A body whose size hint lies: it announces `announced` bytes and yields `pieces`, whatever
+/// their length, as a buggy handler's hand-made body would.
+struct Lying {
+    announced: u64,
+    pieces: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl Lying {
+    fn new(announced: u64, pieces: Vec<Vec<u8>>) -> Self {
+        Self {
+            announced,
+            pieces: pieces.into(),
+        }
+    }
+}
+
+impl http_body::Body for Lying {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let piece = self.pieces.pop_front();
+        std::task::Poll::Ready(piece.map(|p| Ok(http_body::Frame::data(p.into()))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.announced)
+    }
+}
+
+impl IntoResponse for Lying {
+    fn into_response(self) -> axum::response::Response {
+        axum::response::Response::new(axum::body::Body::new(self))
+    }
+}
 
 /// Memory the `/alloc` route keeps alive, to push a worker over `MAX_MEMORY`.
 static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
