@@ -8,7 +8,7 @@
 //! `/hang?slot=N`, `/garbage?slot=N`, `/alloc?mb=N`.
 //!
 //! Routes for the hostile-input tests: `/length` answers once it has the whole body; `/smuggled?tag=T` records that the worker served it (the
-//! tags are in every IPC reply, `"smuggled"`, so a test can ask each slot through
+//! tags are in every IPC reply once there are any, `"smuggled"`, so a test can ask each slot through
 //! `/fixture/ask?slot=N` whether a request it never sent reached a worker); `/lying?kind=short`
 //! announces 100,000 bytes and sends 5; `/lying?kind=long` announces 20,000 and sends more, a
 //! response followed by garbage.
@@ -75,7 +75,13 @@ fn main() -> ExitCode {
         .on_request(|ctx, body| {
             let slow = SLOW_RUNNING.load(Ordering::Relaxed);
             let smuggled = SMUGGLED.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            json!({ "worker": ctx.id, "asked": body, "slow": slow, "smuggled": smuggled })
+            let mut reply = json!({ "worker": ctx.id, "asked": body, "slow": slow });
+            // Only once some were served, so a reply is what it always was until a smuggling
+            // test records a tag.
+            if !smuggled.is_empty() {
+                reply["smuggled"] = json!(smuggled);
+            }
+            reply
         })
         .master(|handle| {
             // Asks a worker over IPC: GET /fixture/ask?slot=N
