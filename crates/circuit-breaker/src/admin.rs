@@ -68,9 +68,18 @@ impl Admin {
     /// Asks every worker and answers 200 with their replies, or 502 naming the ones that did
     /// not answer (the others did apply the change).
     async fn gather(&self, question: Value, mut body: Value) -> Response {
+        let answers = self.ask_all(question).await;
+        // An empty list would read as "no breaker is open", which nobody checked.
+        if answers.is_empty() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_ready_worker",
+                "no worker is ready to answer",
+            );
+        }
         let mut workers = Vec::new();
         let mut failed = Vec::new();
-        for (slot, answer) in self.ask_all(question).await {
+        for (slot, answer) in answers {
             match answer {
                 Ok(a) => workers.push(a),
                 Err(e) => failed.push(json!({ "id": slot, "error": e })),
