@@ -1,0 +1,37 @@
+//! Bad `BREAKER_*` settings stop the binary at once with status 2 and a message naming the
+//! variable; `BREAKER_SCOPE=cluster` is refused as not implemented yet rather than run as
+//! worker scope.
+
+mod support;
+
+use support::run_to_exit;
+
+#[test]
+fn bad_breaker_settings_exit_with_status_2_naming_the_variable() {
+    for (var, value) in [
+        ("BREAKER_WAIT_IN_OPEN", "10s"),
+        ("BREAKER_HALF_OPEN_CALLS", "0"),
+        ("BREAKER_MIN_CALLS", "many"),
+        ("BREAKER_FAILURE_RATE", "150"),
+        ("BREAKER_WINDOW", "0s"),
+        ("BREAKER_SLOW_CALL_MS", "-1"),
+        ("BREAKER_SCOPE", "global"),
+    ] {
+        let (status, stderr) = run_to_exit(&[(var, value)]);
+        assert_eq!(status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(var),
+            "{var}={value}: stderr does not name it: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn cluster_scope_is_refused_as_not_implemented_yet() {
+    let (status, stderr) = run_to_exit(&[("BREAKER_SCOPE", "cluster")]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("BREAKER_SCOPE") && stderr.contains("not implemented yet"),
+        "{stderr}"
+    );
+}
