@@ -111,6 +111,7 @@ pub fn cluster(config: Config, settings: Settings, role: Role) -> Cluster {
         Role::Master(s) => (s.addresses(), s),
         Role::Worker(a) => (a, Services::default()),
     };
+    let (env_key, env_value) = services.worker_env();
     let services_line = addresses.to_string().replace(',', "  ");
     // One set of breakers per process: the router and the control-channel handler share it.
     let breakers = Arc::new(Breakers::new(&settings.breaker));
@@ -119,6 +120,7 @@ pub fn cluster(config: Config, settings: Settings, role: Role) -> Cluster {
         .worker(move |ctx| worker::router(ctx, router_breakers.clone(), addresses.clone()))
         .on_request(move |ctx, question| worker::answer(ctx, &breakers, &question))
         .master(move |handle| admin::routes(admin::Admin::new(handle, services)))
+        .worker_env(env_key, env_value)
         .banner_line("deps", services_line)
         .banner_line("scope", "worker: each worker has a breaker per service")
         .hint("for i in $(seq 10); do curl -s {url}/api/fail; done; curl {url}/")

@@ -24,8 +24,7 @@ fn main() -> ExitCode {
         let addrs = services::Addresses::from_source(&config::ProcessEnv);
         Role::Worker(addrs.unwrap_or_else(|e| config::exit_bad_config(&e)))
     } else {
-        // SAFETY: nothing above starts a thread, and this exports the addresses for workers.
-        match unsafe { services::start() } {
+        match services::start() {
             Ok(s) => Role::Master(s),
             Err(e) => {
                 eprintln!("error: cannot start the downstream services: {e}");

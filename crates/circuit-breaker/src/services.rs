@@ -152,6 +152,11 @@ pub struct Services {
 }
 
 impl Services {
+    /// The variable the workers read the services' addresses from, and its value.
+    pub fn worker_env(&self) -> (&'static str, String) {
+        (ADDRESSES_VAR, self.addresses().to_string())
+    }
+
     /// The service called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Dependency>> {
         self.deps.iter().find(|d| d.name == name)
@@ -168,15 +173,10 @@ impl Services {
     }
 }
 
-/// Binds the three services on `127.0.0.1`, port 0, exports their addresses in
-/// `CIRCUIT_SERVICES` for the workers to inherit, and serves them on a thread of their own (so a
-/// service told to be slow never delays the master's supervision).
-///
-/// # Safety
-///
-/// It sets an environment variable, which is sound only while no other thread runs: call it
-/// first thing in `main`, in the master only.
-pub unsafe fn start() -> std::io::Result<Services> {
+/// Binds the three services on `127.0.0.1`, port 0, and serves them on a thread of their own (so
+/// a service told to be slow never delays the master's supervision). Their addresses reach the
+/// workers in `CIRCUIT_SERVICES` (see [`Services::worker_env`]). In the master only.
+pub fn start() -> std::io::Result<Services> {
     let mut deps = Vec::new();
     let mut listeners = Vec::new();
     for name in SERVICES {
@@ -192,8 +192,6 @@ pub unsafe fn start() -> std::io::Result<Services> {
         listeners.push(listener);
     }
     let services = Services { deps };
-    // SAFETY: the caller promises no other thread runs yet; the services' thread starts below.
-    unsafe { std::env::set_var(ADDRESSES_VAR, services.addresses().to_string()) };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

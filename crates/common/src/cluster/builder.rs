@@ -54,6 +54,7 @@ pub struct Cluster {
     scorer: Option<HealthScorer>,
     hints: Vec<String>,
     banner_lines: Vec<(String, String)>,
+    worker_env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -71,6 +72,7 @@ impl Cluster {
             scorer: None,
             hints: Vec::new(),
             banner_lines: Vec::new(),
+            worker_env: Vec::new(),
         }
     }
 
@@ -143,6 +145,13 @@ impl Cluster {
         self
     }
 
+    /// Sets `key=value` in every worker's environment, e.g. the address of a service the master
+    /// started, without touching the master's own environment (which is unsound once threads run).
+    pub fn worker_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.worker_env.push((key.into(), value.into()));
+        self
+    }
+
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
         logging::init(self.config.log_format);
@@ -163,6 +172,7 @@ impl Cluster {
             scorer: self.scorer,
             hints: self.hints,
             banner_lines: self.banner_lines,
+            worker_env: self.worker_env,
         })
     }
 }

@@ -46,6 +46,8 @@ pub(super) struct Master {
     pub hints: Vec<String>,
     /// Labelled lines the banner prints after the workers.
     pub banner_lines: Vec<(String, String)>,
+    /// Set in every worker's environment.
+    pub worker_env: Vec<(String, String)>,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -94,6 +96,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         scorer,
         hints,
         banner_lines,
+        worker_env,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = accept::bind(addr, config.edge_threads)
@@ -122,7 +125,8 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         exe,
         run_dir.path().to_path_buf(),
         shared.clone(),
-    );
+    )
+    .with_worker_env(worker_env);
     let mut supervisor = tokio::spawn(supervisor.run(cmd_rx));
 
     let mut routes = health_routes(handle.clone());

@@ -131,6 +131,8 @@ pub(crate) struct Supervisor {
     shutdown: Option<(Instant, oneshot::Sender<bool>)>,
     killed_at_shutdown: bool,
     sampler: Sampler,
+    /// Variables the lesson set for its workers (see `Cluster::worker_env`).
+    worker_env: Vec<(String, String)>,
 }
 
 impl Supervisor {
@@ -151,7 +153,14 @@ impl Supervisor {
             shutdown: None,
             killed_at_shutdown: false,
             sampler: Sampler::default(),
+            worker_env: Vec::new(),
         }
+    }
+
+    /// Sets more environment variables for every worker it starts.
+    pub(crate) fn with_worker_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.worker_env = env;
+        self
     }
 
     /// Runs until a shutdown completes.
@@ -261,6 +270,7 @@ impl Supervisor {
             &socket,
             self.config.health_check_interval,
             self.config.dispatch == crate::config::Dispatch::Handoff,
+            &self.worker_env,
         ) {
             Ok(s) => s,
             Err(e) => {

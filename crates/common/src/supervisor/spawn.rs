@@ -33,6 +33,7 @@ pub(crate) fn spawn(
     socket: &Path,
     heartbeat: Duration,
     handoff: bool,
+    extra_env: &[(String, String)],
 ) -> io::Result<Spawned> {
     let (ours, theirs) = StdUnixStream::pair()?;
     let child_fd = theirs.as_raw_fd();
@@ -50,6 +51,7 @@ pub(crate) fn spawn(
         .env(env::SOCKET, socket)
         .env(env::MASTER_PID, master_pid.to_string())
         .env(env::HEARTBEAT_MS, heartbeat.as_millis().to_string())
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if handoff_fd >= 0 {
