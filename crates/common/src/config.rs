@@ -173,7 +173,7 @@ pub enum Dispatch {
     Handoff,
 }
 
-/// How the kernel schedules the cluster's threads (see [`crate::sched`]).
+/// How the kernel schedules the cluster's threads (see `common::sched`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheduling {
     /// `SCHED_BATCH` (the default): a thread that wakes does not preempt the one running, so each
@@ -318,7 +318,7 @@ pub struct Config {
     /// workers: 2 edge threads 87–94k req/s, 4 threads 101–106k, 6 threads 87k, 8 threads 79k.
     pub edge_threads: usize,
     /// `SCHEDULING` = `batch` (default) or `normal`: the kernel scheduling policy of the master
-    /// and, inherited, of its workers (see [`crate::sched`]).
+    /// and, inherited, of its workers (see `common::sched`).
     pub scheduling: Scheduling,
 }
 

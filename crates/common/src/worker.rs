@@ -122,7 +122,7 @@ fn parse_env(client: ClientLimits) -> Result<Boot, BoxError> {
     })
 }
 
-/// Runs the worker to completion. Called by [`crate::Cluster::run`] when `CLUSTER_WORKER=true`.
+/// Runs the worker to completion. Called by `Cluster::run` when `CLUSTER_WORKER=true`.
 pub(crate) fn run(
     build: &dyn Fn(&WorkerContext) -> Router,
     on_request: Option<RequestHandler>,

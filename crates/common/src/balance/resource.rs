@@ -1,7 +1,7 @@
 //! Resource-based: prefer the worker using the least CPU and memory, weighed by how busy it is.
 //!
 //! The master samples each worker's CPU and resident memory by pid every `METRICS_INTERVAL` (see
-//! [`SlotCounters`](crate::metrics::SlotCounters)). Those samples are seconds old, so on their own
+//! [`SlotCounters`](crate::slot::SlotCounters)). Those samples are seconds old, so on their own
 //! they herd: every request until the next sample goes to whichever worker looked idle last time.
 //! The score therefore multiplies the sampled load by `1 + in flight`, the count taken at dispatch:
 //!

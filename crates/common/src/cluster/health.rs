@@ -38,7 +38,7 @@ pub struct SlotHealth {
     /// The slot.
     #[serde(flatten)]
     pub info: WorkerInfo,
-    /// 0–100 from the scorer (see [`Cluster::health_scorer`]).
+    /// 0–100 from the scorer (see [`Cluster::health_scorer`](super::Cluster::health_scorer)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_score: Option<u8>,
     /// The scorer's verdict, e.g. `healthy` or `degraded`.

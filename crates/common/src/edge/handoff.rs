@@ -16,7 +16,7 @@
 //! re-sends a byte after the handoff.
 //!
 //! Each worker has a second socketpair for this, a datagram one: see
-//! [`wire::handoff`](crate::wire::handoff).
+//! `wire::handoff`.
 
 use std::io;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 //! - `threads`: the edge threads, each a current-thread runtime with its own accept loop;
 //! - `serve`: proxy dispatch, one client connection served by the plain loop, then hyper;
 //! - [`handoff`]: the other dispatch mode, passing whole connections to workers;
-//! - `state`: what every connection shares ([`Edge`](state::Edge): limits, strategy, routes);
+//! - `state`: what every connection shares (`Edge`: limits, strategy, routes);
 //! - [`upstreams`]: the ready workers, as selectors and as backends;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
 //! - [`pool`]: a worker as an upstream ([`Backend`]), with its bounded keep-alive pool;

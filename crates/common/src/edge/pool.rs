@@ -1,5 +1,5 @@
 //! Workers as upstreams: one [`Backend`] per worker process, each with a bounded pool of
-//! keep-alive HTTP/1.1 connections ([`WorkerConn`]) to the worker's Unix socket.
+//! keep-alive HTTP/1.1 connections (`http::client::WorkerConn`) to the worker's Unix socket.
 //!
 //! The bound matters (measured: with an unbounded pool, 10,000 client connections became 10,000
 //! upstream connections, the workers ballooned and 445 requests timed out; with 64 per worker,
@@ -277,7 +277,7 @@ impl Drop for Dispatched {
     }
 }
 
-/// A pooled connection in use. Dropped without [`Lease::release`], the connection is closed: its
+/// A pooled connection in use. Dropped without `Lease::release`, the connection is closed: its
 /// response may not have been read to the end, so it cannot carry another request.
 #[derive(Debug)]
 pub struct Lease {

@@ -3,7 +3,7 @@
 //! Retry rules: a request that never reached a worker (connect refused, pooled connection already
 //! closed) is retried once on another worker whatever its method; one that reached a worker that
 //! then died before answering is retried only when it is idempotent and had no body, because
-//! only then can sending it twice do no harm. Retries draw on a [`RetryBudget`], so a cluster in
+//! only then can sending it twice do no harm. Retries draw on a retry budget (tower's `TpsBudget`), so a cluster in
 //! trouble is not hit with twice its load. A response that never starts within
 //! `UPSTREAM_TIMEOUT` is a 504 and is not retried: the worker may still be doing the work.
 

@@ -7,7 +7,7 @@
 //! selector's index names the backend without a lookup or an allocation.
 //!
 //! While no worker can take a request (all crashed, all restarting), the edge waits here for one
-//! ([`Upstreams::wait_for`]) instead of answering 503 at once: every change of the set bumps a
+//! (`Upstreams::wait_for`) instead of answering 503 at once: every change of the set bumps a
 //! `watch`, so waiters wake when a worker becomes Ready, without polling. Only that slow path
 //! subscribes; a request that finds the set non-empty takes no extra lock and allocates nothing.
 
@@ -57,7 +57,7 @@ impl Default for Upstreams {
     }
 }
 
-/// Why [`Upstreams::wait_for`] found no worker.
+/// Why `Upstreams::wait_for` found no worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotReady {
     /// No worker can become Ready (every slot Failed, or shutting down).

@@ -1,14 +1,14 @@
 //! HTTP/1.1 plumbing the edge and the workers share, independent of what a cluster is.
 //!
 //! Layout:
-//! - [`check`]: what a request must be before it is served (RFC 9112's MUSTs hyper leaves to us);
-//! - [`head`]: the spans of a parsed head's headers, shared by the request and response parsers;
-//! - [`server`]: the lean loop that serves *plain* requests (no body, no upgrade) and hands a
+//! - `check`: what a request must be before it is served (RFC 9112's MUSTs hyper leaves to us);
+//! - `head`: the spans of a parsed head's headers, shared by the request and response parsers;
+//! - `server`: the lean loop that serves *plain* requests (no body, no upgrade) and hands a
 //!   connection to hyper at its first request that is not plain;
-//! - [`client`]: the master's HTTP/1.1 client for its workers, one pooled connection driven by the
+//! - `client`: the master's HTTP/1.1 client for its workers, one pooled connection driven by the
 //!   task of the request that holds it; generic over the request body type;
 //! - [`headers`]: the proxy hop's header policy (hop-by-hop, `X-Forwarded-For`, request ids);
-//! - [`deadline`]: one timer per connection for its header and upstream deadlines;
+//! - `deadline`: one timer per connection for its header and upstream deadlines;
 //! - [`routes`]: [`MasterRoutes`](routes::MasterRoutes), the paths the master answers itself.
 //!
 //! Depends on `error` and `wire::socket` only; knows nothing of slots, balancing or the edge.

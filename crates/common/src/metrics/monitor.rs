@@ -24,7 +24,7 @@ pub const RATE_WINDOWS: [u64; 3] = [1, 10, 60];
 pub const HEADLINE_RATE_WINDOW: u64 = 10;
 
 /// Everything the master measures about its workers. Cheap to clone; give one to
-/// [`Cluster::observe`](crate::Cluster::observe) and keep one for the routes.
+/// `Cluster::observe` and keep one for the routes.
 #[derive(Clone, Debug)]
 pub struct Monitor {
     inner: Arc<Inner>,
@@ -160,7 +160,7 @@ pub struct WorkerReport {
     pub state: SlotState,
     /// `healthy` or `degraded` for a ready worker, else its state (`starting`, `failed`, …).
     pub status: String,
-    /// 0 to 100; see [`health`](super::health).
+    /// 0 to 100; see the [`health`] module.
     pub health_score: u8,
     /// What the score took points off for.
     pub penalties: Vec<&'static str>,
@@ -517,7 +517,7 @@ impl Monitor {
     }
 
     /// Snapshots `cluster` into the history every `every` (one second for `/history`);
-    /// runs until the runtime stops. Spawn it from [`Cluster::on_start`](crate::Cluster::on_start).
+    /// runs until the runtime stops. Spawn it from `Cluster::on_start`.
     pub async fn keep_history(self, cluster: impl ClusterView, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

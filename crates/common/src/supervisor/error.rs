@@ -1,4 +1,4 @@
-//! [`CommandError`]: why the supervisor could not do what a [`ClusterHandle`](crate::ClusterHandle)
+//! [`CommandError`]: why the supervisor could not do what a `ClusterHandle`
 //! asked. One enum, so the reason travels to the caller as a value, not as a string each layer
 //! rewrites.
 

@@ -1,7 +1,7 @@
 //! The wire between master and worker: everything both ends of the conversation must agree on.
 //!
 //! Layout:
-//! - [`env`]: the environment a master sets when it re-executes its binary as a worker;
+//! - [`env`](mod@env): the environment a master sets when it re-executes its binary as a worker;
 //! - [`ipc`]: typed, length-delimited JSON messages over the inherited control socketpair;
 //! - `socket`: the Unix stream HTTP travels on, watched for readability only until a write would
 //!   block;
