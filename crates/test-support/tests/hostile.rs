@@ -4,101 +4,28 @@
 //! Each test runs its case against a proxy-mode cluster and a handoff-mode cluster, both shared by
 //! the whole file. RELIABILITY.md lists every case with the status it gets.
 
+mod hostile_common;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use test_support::SharedCluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
+use hostile_common::*;
+
 const MAX_HEADER_SIZE: usize = 16 * 1024;
 
-static PROXY: OnceLock<SharedCluster> = OnceLock::new();
-static HANDOFF: OnceLock<SharedCluster> = OnceLock::new();
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    Proxy,
-    Handoff,
-}
-
-const MODES: [Mode; 2] = [Mode::Proxy, Mode::Handoff];
-
-fn cluster(mode: Mode) -> SharedCluster {
-    match mode {
-        Mode::Proxy => SharedCluster::get(
-            &PROXY,
-            FIXTURE,
-            &[
-                ("WORKERS", "2"),
-                ("MAX_BODY_SIZE", "1M"),
-                ("MAX_HEADER_SIZE", "16384"),
-                ("HEADER_TIMEOUT", "800"),
-                ("UPSTREAM_TIMEOUT", "2000"),
-            ],
-        ),
-        Mode::Handoff => SharedCluster::get(
-            &HANDOFF,
-            FIXTURE,
-            &[
-                ("WORKERS", "2"),
-                ("DISPATCH", "handoff"),
-                ("MAX_BODY_SIZE", "1M"),
-                ("MAX_HEADER_SIZE", "16384"),
-                ("HEADER_TIMEOUT", "800"),
-                ("UPSTREAM_TIMEOUT", "2000"),
-            ],
-        ),
-    }
-}
-
-/// Sends raw bytes and reads until the server closes or 5 s pass.
-async fn raw(mode: Mode, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(cluster(mode).addr).await.unwrap();
-    // A server that refuses early may close before all is written: what it answered still counts.
-    let _ = s.write_all(request).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), read_all(&mut s, &mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Reads until EOF or an error (a reset after a refusal is an end too).
-async fn read_all(s: &mut TcpStream, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-/// The status codes of every response in `reply`, in order.
-fn statuses(reply: &str) -> Vec<u16> {
-    reply
-        .match_indices("HTTP/1.1 ")
-        .filter_map(|(i, _)| reply.get(i + 9..i + 12)?.parse().ok())
-        .collect()
-}
-
-/// The master still serves a normal request after the case.
-async fn still_serving(mode: Mode) {
-    let reply = raw(
-        mode,
-        b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(
-        reply.starts_with("HTTP/1.1 200"),
-        "{mode:?}: the next normal request: {reply}"
-    );
+/// Sends raw bytes in `mode` and reads until the server closes or 5 s pass.
+async fn reply(mode: Mode, request: &[u8]) -> String {
+    raw_to(cluster(mode).addr, request).await.0
 }
 
 /// Sends `request` in each mode and expects `status` first, then that the cluster still serves.
 async fn expect(request: &[u8], status: u16) {
     for mode in MODES {
-        let reply = raw(mode, request).await;
+        let reply = reply(mode, request).await;
         let got = statuses(&reply);
         assert_eq!(
             got.first(),
@@ -148,7 +75,7 @@ async fn an_invalid_host_value_gets_400() {
 #[tokio::test]
 async fn an_http_1_0_request_may_leave_host_out() {
     for mode in MODES {
-        let reply = raw(mode, b"GET /whoami HTTP/1.0\r\n\r\n").await;
+        let reply = reply(mode, b"GET /whoami HTTP/1.0\r\n\r\n").await;
         // Answered in the client's own version (RFC 9110 §6.2).
         assert!(reply.starts_with("HTTP/1.0 200"), "{mode:?}: {reply}");
     }
@@ -158,7 +85,7 @@ async fn an_http_1_0_request_may_leave_host_out() {
 async fn an_absolute_form_target_names_the_host_the_worker_sees() {
     // RFC 9112 §3.2.2: the target's authority wins over the Host line.
     for mode in MODES {
-        let reply = raw(
+        let reply = reply(
             mode,
             b"GET http://real.example:8080/headers HTTP/1.1\r\nHost: other.example\r\n\
             Connection: close\r\n\r\n",
@@ -236,7 +163,7 @@ async fn a_long_or_unsafe_request_id_is_replaced_by_a_minted_one() {
         let req = format!(
             "GET /headers HTTP/1.1\r\nHost: t\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
         );
-        let reply = raw(Mode::Proxy, req.as_bytes()).await;
+        let reply = reply(Mode::Proxy, req.as_bytes()).await;
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply:.200}");
         let (head, body) = reply.split_once("\r\n\r\n").expect("a response");
         let reflected = head
@@ -251,7 +178,7 @@ async fn a_long_or_unsafe_request_id_is_replaced_by_a_minted_one() {
             "the worker sees the minted id only"
         );
     }
-    let reply = raw(
+    let reply = reply(
         Mode::Proxy,
         b"GET /headers HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-42.a_b\r\nConnection: close\r\n\r\n",
     )
@@ -272,7 +199,7 @@ async fn a_pipelined_head_over_the_limit_gets_431_whatever_came_before_it() {
     let mut req = b"GET /whoami HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
     req.extend_from_slice(second.as_bytes());
     for mode in MODES {
-        let reply = raw(mode, &req).await;
+        let reply = reply(mode, &req).await;
         assert_eq!(statuses(&reply), [200, 431], "{mode:?}: {reply}");
         still_serving(mode).await;
     }
@@ -280,7 +207,7 @@ async fn a_pipelined_head_over_the_limit_gets_431_whatever_came_before_it() {
     let mut req = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi".to_vec();
     req.extend_from_slice(second.as_bytes());
     for mode in MODES {
-        let reply = raw(mode, &req).await;
+        let reply = reply(mode, &req).await;
         assert_eq!(statuses(&reply), [200, 431], "{mode:?}: {reply}");
         still_serving(mode).await;
     }
@@ -291,7 +218,7 @@ async fn a_head_just_under_the_limit_is_served() {
     let big = "b".repeat(MAX_HEADER_SIZE - 200);
     let req = format!("GET /whoami HTTP/1.1\r\nHost: t\r\nX-A: {big}\r\nConnection: close\r\n\r\n");
     for mode in MODES {
-        let reply = raw(mode, req.as_bytes()).await;
+        let reply = reply(mode, req.as_bytes()).await;
         assert!(reply.starts_with("HTTP/1.1 200"), "{mode:?}: {reply:.300}");
     }
 }
@@ -301,7 +228,7 @@ async fn an_informational_status_is_never_a_final_answer() {
     // A handler that returns 100 has a bug: the client must get a final answer, not a 1xx and
     // silence (RFC 9110 §15.2).
     for mode in MODES {
-        let reply = raw(
+        let reply = reply(
             mode,
             b"GET /status?code=100 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
         )
@@ -333,7 +260,7 @@ async fn a_slow_first_head_in_handoff_mode_is_cut_at_header_timeout() {
 
 #[tokio::test]
 async fn a_body_over_max_body_size_gets_413_in_handoff_mode_too() {
-    let reply = raw(
+    let reply = reply(
         Mode::Handoff,
         b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1048577\r\n\r\nabc",
     )

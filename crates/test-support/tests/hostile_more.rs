@@ -4,6 +4,8 @@
 //! dispatch modes where it applies, against clusters shared by the whole file. RELIABILITY.md
 //! lists every case with the status it gets.
 
+mod hostile_common;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -11,115 +13,7 @@ use test_support::SharedCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
-
-static PROXY: OnceLock<SharedCluster> = OnceLock::new();
-static HANDOFF: OnceLock<SharedCluster> = OnceLock::new();
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    Proxy,
-    Handoff,
-}
-
-const MODES: [Mode; 2] = [Mode::Proxy, Mode::Handoff];
-
-fn cluster(mode: Mode) -> SharedCluster {
-    match mode {
-        Mode::Proxy => SharedCluster::get(
-            &PROXY,
-            FIXTURE,
-            &[
-                ("WORKERS", "2"),
-                ("MAX_BODY_SIZE", "1M"),
-                ("MAX_HEADER_SIZE", "16384"),
-                ("HEADER_TIMEOUT", "800"),
-                ("UPSTREAM_TIMEOUT", "2000"),
-            ],
-        ),
-        Mode::Handoff => SharedCluster::get(
-            &HANDOFF,
-            FIXTURE,
-            &[
-                ("WORKERS", "2"),
-                ("DISPATCH", "handoff"),
-                ("MAX_BODY_SIZE", "1M"),
-                ("MAX_HEADER_SIZE", "16384"),
-                ("HEADER_TIMEOUT", "800"),
-                ("UPSTREAM_TIMEOUT", "2000"),
-            ],
-        ),
-    }
-}
-
-/// Sends raw bytes and reads until the server closes or 5 s pass: the reply, and whether the
-/// server closed the connection (rather than the wait running out).
-async fn raw_to(addr: std::net::SocketAddr, request: &[u8]) -> (String, bool) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    // A server that refuses early may close before all is written: what it answered still counts.
-    let _ = s.write_all(request).await;
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), read_all(&mut s, &mut out))
-        .await
-        .is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
-}
-
-async fn raw(mode: Mode, request: &[u8]) -> (String, bool) {
-    raw_to(cluster(mode).addr, request).await
-}
-
-/// Reads until EOF or an error (a reset after a refusal is an end too).
-async fn read_all(s: &mut TcpStream, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-/// Reads until `out` holds `needle` (true), or EOF, an error or `wait` (false).
-async fn read_until(s: &mut TcpStream, out: &mut Vec<u8>, needle: &[u8], wait: Duration) -> bool {
-    let found = |out: &Vec<u8>| out.windows(needle.len()).any(|w| w == needle);
-    let read = async {
-        let mut buf = [0u8; 16 * 1024];
-        while !found(out) {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-        true
-    };
-    tokio::time::timeout(wait, read).await.unwrap_or(false)
-}
-
-/// The status codes of every response in `reply`, in order.
-fn statuses(reply: &str) -> Vec<u16> {
-    reply
-        .match_indices("HTTP/1.1 ")
-        .filter_map(|(i, _)| reply.get(i + 9..i + 12)?.parse().ok())
-        .collect()
-}
-
-/// The master still serves a normal request after the case.
-async fn still_serving_at(addr: std::net::SocketAddr, what: &str) {
-    let (reply, _) = raw_to(
-        addr,
-        b"GET /whoami HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(
-        reply.starts_with("HTTP/1.1 200") && reply.contains("\"worker\""),
-        "{what}: the next normal request: {reply}"
-    );
-}
-
-async fn still_serving(mode: Mode) {
-    still_serving_at(cluster(mode).addr, &format!("{mode:?}")).await;
-}
+use hostile_common::*;
 
 /// A JSON body from a master route, over a fresh connection.
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
