@@ -6,20 +6,17 @@ use support::run_to_exit;
 
 #[test]
 fn bad_settings_exit_with_status_2_naming_the_variable() {
-    for (var, value) in [
-        ("SESSION_STORE", "mysql://localhost"),
-        ("SESSION_TIMEOUT", "30m"),
-        ("SESSION_MAX", "-5"),
-        ("TRUSTED_PROXIES", "everyone"),
-        ("WORKERS", "0"),
-    ] {
-        let (status, stderr) = run_to_exit(&[(var, value)]);
-        assert_eq!(status.code(), Some(2), "{var}={value}: {stderr}");
-        assert!(
-            stderr.contains(var),
-            "{var}={value}: stderr does not name it: {stderr}"
-        );
-    }
+    test_support::assert_bad_settings_exit_2(
+        support::BIN,
+        &[],
+        &[
+            ("SESSION_STORE", "mysql://localhost"),
+            ("SESSION_TIMEOUT", "30m"),
+            ("SESSION_MAX", "-5"),
+            ("TRUSTED_PROXIES", "everyone"),
+            ("WORKERS", "0"),
+        ],
+    );
 }
 
 #[test]

@@ -336,6 +336,53 @@ async fn load_while(
     (total, worst)
 }
 
+/// Runs `bin` with `PORT=0` and `env` until it exits by itself within 10 s (it is killed, and the
+/// test fails, otherwise): its exit status and what it wrote to stderr. For settings that must be
+/// refused at start.
+pub fn run_to_exit(bin: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(bin)
+        .env("PORT", "0")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the binary did not exit with env {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut err);
+    }
+    (status, err)
+}
+
+/// Each `(variable, bad value)` makes `bin` exit with status 2 and a message naming the variable.
+/// `base` is set first, for every run.
+pub fn assert_bad_settings_exit_2(bin: &str, base: &[(&str, &str)], cases: &[(&str, &str)]) {
+    for &(var, value) in cases {
+        let mut env = base.to_vec();
+        env.push((var, value));
+        let (status, stderr) = run_to_exit(bin, &env);
+        assert_eq!(status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(var),
+            "{var}={value}: stderr does not name it: {stderr}"
+        );
+    }
+}
+
 /// Sends `n` GETs to `url`, `concurrency` at a time, and returns the ones that did not answer 200
 /// (the status, or the transport error): empty means every request succeeded.
 pub async fn send_many(

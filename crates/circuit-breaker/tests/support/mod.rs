@@ -4,8 +4,8 @@
 
 #![allow(dead_code, reason = "each test file uses its own subset")]
 
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use serde_json::Value;
 use test_support::{Http, Reply, eventually_async};
@@ -108,34 +108,9 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i]
 }
 
-/// Runs the binary with `env` until it exits (within 10 s); its status and stderr.
+/// Runs the binary with one worker and `env` until it exits (within 10 s); its status and stderr.
 pub fn run_to_exit(env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let out = Command::new(BIN)
-        .env("PORT", "0")
-        .env("WORKERS", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-    let started = Instant::now();
-    let mut child = out;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the binary did not exit with env {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        use std::io::Read;
-        let _ = pipe.read_to_string(&mut err);
-    }
-    (status, err)
+    let mut all = vec![("WORKERS", "1")];
+    all.extend_from_slice(env);
+    test_support::run_to_exit(BIN, &all)
 }

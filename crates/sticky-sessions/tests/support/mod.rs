@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use test_support::{Http, Reply};
@@ -249,29 +249,5 @@ impl Drop for RedisServer {
 
 /// Runs the binary expecting it to exit by itself within 10 s (it is killed otherwise).
 pub fn run_to_exit(env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let mut child = Command::new(BIN)
-        .env("PORT", "0")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the binary");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the binary did not exit with env {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut err);
-    }
-    (status, err)
+    test_support::run_to_exit(BIN, env)
 }
