@@ -18,14 +18,10 @@ static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
 /// Held by each test for its whole run.
 static TURN: Mutex<()> = Mutex::const_new(());
 
-const WORKERS: usize = 2;
+use support::WORKERS;
 
 fn cluster() -> SharedCluster {
-    SharedCluster::get(
-        &CLUSTER,
-        support::BIN,
-        &[("WORKERS", "2"), ("BREAKER_SCOPE", "worker")],
-    )
+    support::two_workers(&CLUSTER)
 }
 
 #[tokio::test]

@@ -12,15 +12,11 @@ use test_support::{Http, SharedCluster};
 
 static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
 
-const WORKERS: usize = 2;
+use support::WORKERS;
 
 fn cluster() -> SharedCluster {
     // The default 10 s wait keeps the circuit open for the whole test.
-    SharedCluster::get(
-        &CLUSTER,
-        support::BIN,
-        &[("WORKERS", "2"), ("BREAKER_SCOPE", "worker")],
-    )
+    support::two_workers(&CLUSTER)
 }
 
 #[tokio::test]

@@ -13,6 +13,16 @@ use test_support::{Http, Reply, eventually_async};
 /// The lesson's binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_circuit-breaker");
 
+/// The workers a test file's shared cluster runs.
+pub const WORKERS: usize = 2;
+
+/// The file's shared cluster in `cell`: two workers, worker scope, default settings otherwise.
+pub fn two_workers(
+    cell: &'static std::sync::OnceLock<test_support::SharedCluster>,
+) -> test_support::SharedCluster {
+    test_support::SharedCluster::get(cell, BIN, &[("WORKERS", "2"), ("BREAKER_SCOPE", "worker")])
+}
+
 /// `POST url` with a JSON body, panicking on a transport error.
 pub async fn post(http: &Http, url: &str, body: &str) -> Reply {
     http.send("POST", url, &[("content-type", "application/json")], body)
