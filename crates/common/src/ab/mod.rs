@@ -7,7 +7,8 @@
 //! - [`stats`]: the two-proportion z-test and the normal distribution it needs;
 //! - [`exposing`]: [`Exposing`], the selector wrapper that counts exposures at the edge, and
 //!   [`user_of`], who a request says its user is;
-//! - [`routes`]: `GET /ab/status`, `POST /ab/convert`, `GET /ab/variant?user=U`.
+//! - [`routes`]: the master's `GET /ab/status`, `POST /ab/convert`, `GET /ab/variant?user=U`,
+//!   and [`page_routes`], each worker's `GET /ab/page`.
 //!
 //! Layer 4: depends on `config`, `http::routes`, and at its own layer on [`crate::flags::bucket`]
 //! (the one hash every split uses), `balance` (the `Selector` it wraps) and `session` (the
@@ -20,5 +21,5 @@ pub mod stats;
 
 pub use experiment::{AbSettings, AbTest, Converted, Status, Variant};
 pub use exposing::{Exposing, USER_HEADER, user_of};
-pub use routes::routes;
+pub use routes::{PAGE_PATH, page_routes, routes};
 pub use stats::{ZTest, two_proportion_z};

@@ -6,6 +6,12 @@
 //!   never served a variant is a 409 and counts nothing; a bad body a 400;
 //! - `GET /ab/variant?user=U`: which variant U sees, counting nothing (to check an assignment).
 //!
+//! And for each worker, [`page_routes`]: `GET /ab/page` renders the variant of the user in
+//! `X-User-Id` (or the session cookie) as `{"worker", "user", "variant"}` with an `X-Variant`
+//! header; a request with no user gets A, the control. The master counts the exposure as it
+//! routes the request, when its selector is wrapped in [`Exposing`](super::Exposing) for
+//! [`PAGE_PATH`].
+//!
 //! GET on `/ab/convert` is a 405, so a link or a prefetch cannot count a conversion.
 
 use std::sync::Arc;
@@ -14,13 +20,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::experiment::{AbTest, Converted};
+use super::experiment::{AbTest, Converted, Variant};
+use super::exposing::user_of;
 use crate::flags::flag::check_user;
 use crate::http::routes::MasterRoutes;
 
@@ -106,4 +113,23 @@ pub fn routes(ab: Arc<AbTest>) -> MasterRoutes {
             .route("/ab/variant", get(variant))
             .with_state(ab),
     )
+}
+
+/// The path [`page_routes`] serves, for [`Exposing`](super::Exposing).
+pub const PAGE_PATH: &str = "/ab/page";
+
+/// `GET /ab/page` on a worker: the variant `ab` assigns the request's user. Merge it into the
+/// worker's router; the worker only assigns (pure), the master counts.
+pub fn page_routes(ab: Arc<AbTest>, worker: usize) -> Router {
+    let page = move |headers: HeaderMap| {
+        let ab = ab.clone();
+        async move {
+            // No user, no experiment: the control, as everyone had before it.
+            let user = user_of(&headers);
+            let variant = user.map_or(Variant::A, |u| ab.assign(u));
+            let body = json!({ "worker": worker, "user": user, "variant": variant });
+            ([("x-variant", variant.as_str())], axum::Json(body)).into_response()
+        }
+    };
+    Router::new().route(PAGE_PATH, get(page))
 }

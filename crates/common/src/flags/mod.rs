@@ -13,7 +13,8 @@
 //! - [`client`]: the workers' view, reloaded when the file changes (why the file and not the
 //!   control channel is said there);
 //! - [`routes`]: `GET /flags`, `GET|POST /flags/{key}`, `POST /flags/{key}/delete`,
-//!   `GET /flags/{key}/evaluate?user=U`;
+//!   `GET /flags/{key}/evaluate?user=U` on the master, and [`worker_routes`]'
+//!   `GET /feature/{key}?user=U` on each worker;
 //! - [`FlagSettings`]: `FLAGS_FILE` and `FLAGS_POLL_MS`.
 //!
 //! Layer 4: depends on `config` and `http::routes` below it, and on nothing at its own layer.
@@ -31,7 +32,7 @@ use std::time::Duration;
 pub use client::FlagClient;
 pub use eval::{Evaluation, Reason};
 pub use flag::{Flag, FlagUpdate};
-pub use routes::routes;
+pub use routes::{routes, worker_routes};
 pub use store::{FlagSet, FlagStore, StoreError};
 
 use crate::config::{self, ConfigError, Source};

@@ -11,6 +11,10 @@
 //!   POST", and a plain `curl -X POST` for all of them;
 //! - `GET /flags/{key}/evaluate?user=U`: the [`Evaluation`](super::Evaluation) for `U`, or 404.
 //!
+//! And for each worker, [`worker_routes`]: `GET /feature/{key}?user=U`, the flag as that worker's
+//! [`FlagClient`] sees it (`{"worker", "version", "flagKey", "value", "variant", "reason"}`), to
+//! watch a change reach the workers.
+//!
 //! GET on a mutating route is a 405 (axum answers it, with `Allow: POST`), so a crawler or a
 //! prefetching browser cannot change a flag. The body is read as JSON whatever its
 //! `Content-Type`, so `curl -d '{…}'` works without `-H`.
@@ -25,6 +29,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::client::FlagClient;
 use super::flag::{FlagUpdate, check_key, check_user};
 use super::store::{FlagStore, StoreError};
 use crate::http::routes::MasterRoutes;
@@ -184,4 +189,25 @@ pub fn routes(store: FlagStore) -> MasterRoutes {
             .route("/flags/{key}/evaluate", get(evaluate))
             .with_state(store),
     )
+}
+
+/// `GET /feature/{key}?user=U` on a worker: the evaluation through `client`, with the worker's
+/// id and the version of the flags it has. Merge it into the worker's router.
+pub fn worker_routes(client: FlagClient, worker: usize) -> Router {
+    let feature = move |Path(key): Path<String>, q: Result<Query<UserQuery>, QueryRejection>| {
+        let client = client.clone();
+        async move {
+            let Ok(Query(UserQuery { user })) = q else {
+                return error(StatusCode::BAD_REQUEST, "bad_request", "say who: ?user=ID");
+            };
+            if let Err(why) = check_user(&user) {
+                return error(StatusCode::BAD_REQUEST, "bad_request", why.to_string());
+            }
+            let mut body = json!(client.evaluate(&key, &user));
+            body["worker"] = json!(worker);
+            body["version"] = json!(client.version());
+            axum::Json(body).into_response()
+        }
+    };
+    Router::new().route("/feature/{key}", get(feature))
 }

@@ -5,29 +5,19 @@
 //! `FLAGS_FILE` (default: `flags-ab-flags.json` in the system's temporary directory),
 //! `FLAGS_POLL_MS`, `AB_EXPERIMENT`, `AB_SALT`, `AB_SPLIT`, `AB_MAX_USERS`.
 //!
-//! The master answers `/flags…` and `/ab/status|convert|variant`. Each worker serves:
-//! - `GET /feature/{key}?user=U`: the flag as this worker sees it, through its `FlagClient`:
-//!   `{"worker", "version", "flagKey", "value", "variant", "reason"}`;
-//! - `GET /ab/page` for the user in `X-User-Id` (or the session cookie): the variant it renders,
-//!   `{"worker", "user", "variant"}` and an `X-Variant` header. The master counts the exposure as
-//!   it routes the request (`ab::Exposing`).
+//! The master answers `/flags…` and `/ab/status|convert|variant`; each worker serves
+//! `GET /feature/{key}?user=U` (the flag through its `FlagClient`) and `GET /ab/page` (the variant
+//! of the user in `X-User-Id`), and the master counts the page's exposures as it routes them
+//! (`ab::Exposing`). A lesson mounts them with these same lines.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use common::Cluster;
 use common::ab::{self, AbSettings, AbTest};
 use common::balance::RoundRobin;
 use common::config::{self, Config, Defaults, ProcessEnv};
-use common::flags::{self, FlagClient, FlagSettings};
-use common::{Cluster, WorkerContext};
-use serde::Deserialize;
-use serde_json::json;
+use common::flags::{self, FlagSettings};
 
 fn main() -> ExitCode {
     let config = Config::from_env_or_exit(Defaults {
@@ -57,11 +47,11 @@ fn main() -> ExitCode {
             let client = flag_settings
                 .client()
                 .unwrap_or_else(|e| config::exit_bad_config(&e));
-            worker(ctx, client, worker_ab.clone())
+            flags::worker_routes(client, ctx.id).merge(ab::page_routes(worker_ab.clone(), ctx.id))
         })
         .selector(ab::Exposing::new(
             ab.clone(),
-            "/ab/page",
+            ab::PAGE_PATH,
             RoundRobin::default(),
         ))
         .master(move |_| {
@@ -70,38 +60,4 @@ fn main() -> ExitCode {
         })
         .banner_line("flags", banner)
         .run()
-}
-
-#[derive(Deserialize)]
-struct UserQuery {
-    user: String,
-}
-
-fn worker(ctx: &WorkerContext, flags: FlagClient, ab: Arc<AbTest>) -> Router {
-    let id = ctx.id;
-    let feature = move |Path(key): Path<String>, q: Result<Query<UserQuery>, QueryRejection>| {
-        let flags = flags.clone();
-        async move {
-            let Ok(Query(UserQuery { user })) = q else {
-                return (StatusCode::BAD_REQUEST, "say who: ?user=ID\n").into_response();
-            };
-            let mut body = json!(flags.evaluate(&key, &user));
-            body["worker"] = json!(id);
-            body["version"] = json!(flags.version());
-            axum::Json(body).into_response()
-        }
-    };
-    let page = move |headers: HeaderMap| {
-        let ab = ab.clone();
-        async move {
-            // No user, no experiment: the control, as everyone had before it.
-            let user = ab::user_of(&headers);
-            let variant = user.map_or(ab::Variant::A, |u| ab.assign(u));
-            let body = json!({ "worker": id, "user": user, "variant": variant });
-            ([("x-variant", variant.as_str())], axum::Json(body)).into_response()
-        }
-    };
-    Router::new()
-        .route("/feature/{key}", get(feature))
-        .route("/ab/page", get(page))
 }
