@@ -20,13 +20,13 @@ use crate::session::{COOKIE_NAME, cookie_value};
 /// The header a client names its user in, for A/B tests and flags alike.
 pub const USER_HEADER: &str = "x-user-id";
 
-/// Who `headers` say the user is: `X-User-Id`, else the session cookie. `None` (not in the
-/// experiment) when neither is there or the value is empty or longer than 256 bytes.
+/// Who `headers` say the user is: the session cookie, else `X-User-Id` (the order the canary's
+/// split uses). `None` (not in the experiment) when neither is there or the value is empty or
+/// longer than 256 bytes. The client's IP is no user: many users share one behind a NAT, so it
+/// would put them in one group and count them as one.
 pub fn user_of(headers: &HeaderMap) -> Option<&str> {
-    let named = headers
-        .get(USER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| cookie_value(headers, COOKIE_NAME))?;
+    let named = cookie_value(headers, COOKIE_NAME)
+        .or_else(|| headers.get(USER_HEADER).and_then(|v| v.to_str().ok()))?;
     (!named.is_empty() && named.len() <= crate::flags::flag::MAX_USER_LEN).then_some(named)
 }
 
@@ -61,5 +61,31 @@ impl<S: Selector> Selector for Exposing<S> {
 
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_names_the_user_before_the_header_and_bad_values_name_nobody() {
+        let mut h = HeaderMap::new();
+        assert_eq!(user_of(&h), None);
+        h.insert(USER_HEADER, "alice".parse().expect("a header value"));
+        assert_eq!(user_of(&h), Some("alice"));
+        h.insert(
+            http::header::COOKIE,
+            "sessionId=s1; x=y".parse().expect("a header value"),
+        );
+        assert_eq!(user_of(&h), Some("s1"));
+        let mut h = HeaderMap::new();
+        h.insert(USER_HEADER, "".parse().expect("a header value"));
+        assert_eq!(user_of(&h), None, "empty");
+        h.insert(
+            USER_HEADER,
+            "u".repeat(257).parse().expect("a header value"),
+        );
+        assert_eq!(user_of(&h), None, "too long");
     }
 }

@@ -6,8 +6,8 @@
 //!   never served a variant is a 409 and counts nothing; a bad body a 400;
 //! - `GET /ab/variant?user=U`: which variant U sees, counting nothing (to check an assignment).
 //!
-//! And for each worker, [`page_routes`]: `GET /ab/page` renders the variant of the user in
-//! `X-User-Id` (or the session cookie) as `{"worker", "user", "variant"}` with an `X-Variant`
+//! And for each worker, [`page_routes`]: `GET /ab/page` renders the variant of the user named
+//! by the session cookie or `X-User-Id` as `{"worker", "user", "variant"}` with an `X-Variant`
 //! header; a request with no user gets A, the control. The master counts the exposure as it
 //! routes the request, when its selector is wrapped in [`Exposing`](super::Exposing) for
 //! [`PAGE_PATH`].
