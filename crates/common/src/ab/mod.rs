@@ -7,7 +7,7 @@
 //! - [`stats`]: the two-proportion z-test and the normal distribution it needs;
 //! - [`exposing`]: [`Exposing`], the selector wrapper that counts exposures at the edge, and
 //!   [`user_of`], who a request says its user is;
-//! - [`routes`]: the master's `GET /ab/status`, `POST /ab/convert`, `GET /ab/variant?user=U`,
+//! - [`mod@routes`]: the master's `GET /ab/status`, `POST /ab/convert`, `GET /ab/variant?user=U`,
 //!   and [`page_routes`], each worker's `GET /ab/page`.
 //!
 //! Layer 4: depends on `config`, `http::routes`, and at its own layer on [`crate::flags::bucket`]

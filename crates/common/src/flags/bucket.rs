@@ -156,3 +156,28 @@ mod tests {
         }
     }
 }
+
+/// Property tests: nesting and range for any salt, user and pair of percentages.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        /// In at `low` means in at every `high >= low`; the bucket is in range and the same twice.
+        #[test]
+        fn prop_a_user_in_at_a_percentage_is_in_at_every_higher_one(
+            salt in ".{0,20}", user in ".{0,40}", a in 0u8..=100, b in 0u8..=100,
+        ) {
+            let (low, high) = (a.min(b), a.max(b));
+            let bucket_now = bucket(&salt, &user);
+            prop_assert!(bucket_now < BUCKETS);
+            prop_assert_eq!(bucket_now, bucket(&salt, &user));
+            if in_rollout(&salt, &user, low) {
+                prop_assert!(in_rollout(&salt, &user, high));
+            }
+        }
+    }
+}

@@ -13,6 +13,9 @@ use super::eval::{Evaluation, Reason};
 pub const MAX_FLAGS: usize = 256;
 /// The most users in one allow or deny list.
 pub const MAX_LIST: usize = 1_000;
+/// The most users in all the lists of all the flags together: the file every worker reloads on
+/// a change stays small (about a megabyte at most), whatever the per-flag limits would allow.
+pub const MAX_LISTED_USERS: usize = 10_000;
 /// The longest flag key, in bytes.
 pub const MAX_KEY_LEN: usize = 64;
 /// The longest user id or salt, in bytes.

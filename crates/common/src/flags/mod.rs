@@ -1,6 +1,6 @@
 //! Feature flags: switch a feature on for some users without a deploy.
 //!
-//! The master keeps the flags ([`FlagStore`]) and serves them ([`routes`]); workers read them
+//! The master keeps the flags ([`FlagStore`]) and serves them ([`routes()`]); workers read them
 //! through a [`FlagClient`]. Each flag is on or off, rolled out to a percentage of users by a
 //! stable hash of (salt, user), and has allow and deny lists; an evaluation answers the value and
 //! why, in OpenFeature's words ([`Reason`]).
@@ -12,7 +12,7 @@
 //! - [`store`]: the master's store, persisted to a JSON file by atomic rename;
 //! - [`client`]: the workers' view, reloaded when the file changes (why the file and not the
 //!   control channel is said there);
-//! - [`routes`]: `GET /flags`, `GET|POST /flags/{key}`, `POST /flags/{key}/delete`,
+//! - [`mod@routes`]: `GET /flags`, `GET|POST /flags/{key}`, `POST /flags/{key}/delete`,
 //!   `GET /flags/{key}/evaluate?user=U` on the master, and [`worker_routes`]'
 //!   `GET /feature/{key}?user=U` on each worker;
 //! - [`FlagSettings`]: `FLAGS_FILE` and `FLAGS_POLL_MS`.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::eval::Evaluation;
-use super::flag::{Flag, FlagUpdate, Invalid, MAX_FLAGS, check_key};
+use super::flag::{Flag, FlagUpdate, Invalid, MAX_FLAGS, MAX_LISTED_USERS, check_key};
 
 /// Every flag at one moment, and which change that moment is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -259,6 +259,14 @@ impl FlagStore {
             None if current.len() >= MAX_FLAGS => return Err(StoreError::Full),
             None => (Flag::new(key).updated(update)?, true),
         };
+        let listed = |f: &Flag| f.allow.len() + f.deny.len();
+        let others: usize = current.iter().filter(|f| f.key != key).map(listed).sum();
+        if others + listed(&flag) > MAX_LISTED_USERS {
+            return Err(StoreError::Invalid(Invalid(format!(
+                "the flags would list {} users in all; at most {MAX_LISTED_USERS} across every flag",
+                others + listed(&flag)
+            ))));
+        }
         let mut next = FlagSet::clone(&current);
         next.version += 1;
         next.flags.insert(key.to_string(), flag.clone());
@@ -284,6 +292,61 @@ impl FlagStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Arc<FlagSet>> {
         // A panic while holding the lock cannot leave a half-made set: the set is replaced whole.
         self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Property tests: the file loader on arbitrary bytes.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn flagish() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            // Near-misses of the real shape, where a loader is likeliest to trust too much.
+            (
+                any::<u64>(),
+                ".{0,12}",
+                any::<u16>(),
+                proptest::collection::vec(".{0,6}", 0..4)
+            )
+                .prop_map(|(version, key, pct, users)| {
+                    serde_json::json!({
+                        "version": version,
+                        "flags": [{
+                            "key": key, "enabled": true, "percentage": pct, "salt": key,
+                            "allow": users, "deny": []
+                        }]
+                    })
+                    .to_string()
+                    .into_bytes()
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::prop::config())]
+
+        /// Whatever is in the file, loading it gives a set whose every flag passes the checks a
+        /// posted flag does, or an error: never a panic, never a flag the routes would refuse.
+        #[test]
+        fn prop_flag_file_loader_survives_arbitrary_bytes(raw in flagish()) {
+            let dir = std::env::temp_dir().join(format!(
+                "flags-prop-{}-{:08x}", std::process::id(), rand::random::<u32>()
+            ));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let path = dir.join("flags.json");
+            std::fs::write(&path, &raw).expect("write");
+            let loaded = FlagSet::load(&path);
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Ok(set) = loaded {
+                prop_assert!(set.len() <= MAX_FLAGS);
+                for flag in set.iter() {
+                    prop_assert!(flag.check().is_ok(), "{flag:?}");
+                }
+            }
+        }
     }
 }
 
@@ -362,6 +425,24 @@ mod tests {
             Err(StoreError::Full)
         ));
         assert!(store.upsert("a", on(30)).is_ok(), "updating needs no room");
+        let users = |from: usize| -> std::collections::BTreeSet<String> {
+            (from..from + 1_000).map(|i| format!("u{i}")).collect()
+        };
+        for i in 0..10 {
+            let update = FlagUpdate {
+                allow: Some(users(i * 1_000)),
+                ..FlagUpdate::default()
+            };
+            store
+                .upsert(&format!("f{}", i + 1), update)
+                .expect("within the total");
+        }
+        let one_more = FlagUpdate {
+            deny: Some(["x".to_string()].into()),
+            ..FlagUpdate::default()
+        };
+        let err = store.upsert("f20", one_more).expect_err("over the total");
+        assert!(err.to_string().contains("across every flag"), "{err}");
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
 
