@@ -350,3 +350,37 @@ fn a_corrupt_flags_file_and_bad_settings_exit_2_naming_the_variable() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_replacement_worker_starts_with_the_flags_of_the_moment() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = TempDir::new("replacement");
+    let cluster = start(&dir);
+    let (http, base) = (Http::new(), cluster.base());
+    let saved = set_flag(&http, &base, "late", r#"{"enabled": true}"#).await;
+    let version = saved["version"].as_u64().expect("a version");
+    let ready = http.ready_pids(&base).await;
+    let &(slot, pid) = ready.first().expect("a ready worker");
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill the worker");
+    let replaced = test_support::eventually_async(Duration::from_secs(20), || async {
+        let now = http.ready_pids(&base).await;
+        now.len() == 2 && now.iter().any(|&(s, p)| s == slot && p != pid)
+    })
+    .await;
+    assert!(
+        replaced,
+        "slot {slot} (pid {pid}) was not replaced within 20 s"
+    );
+    // The file has not changed since the replacement started, so what it knows it read at boot.
+    let views = worker_views(&http, &base, "late", "anyone", 4).await;
+    let from_slot: Vec<_> = views.iter().filter(|v| v.0 == slot).collect();
+    assert!(!from_slot.is_empty(), "the replacement answered: {views:?}");
+    for v in from_slot {
+        assert_eq!(
+            (v.1, v.2, v.3.as_str()),
+            (version, true, "DEFAULT"),
+            "the replacement in slot {slot} knows flag version {version}: {views:?}"
+        );
+    }
+}
