@@ -152,7 +152,7 @@ pub struct Status {
     pub variants: Vec<VariantStatus>,
     /// B against A; `None` until both have users and some variation.
     pub significance: Option<Significance>,
-    /// Users counted, and the cap.
+    /// Users counted (each once).
     pub users: u64,
     /// `AB_MAX_USERS`.
     pub max_users: usize,
