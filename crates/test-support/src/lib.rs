@@ -43,6 +43,16 @@ impl ClusterProcess {
     /// Starts `bin` with `env` (plus `PORT=0`, `HOST=127.0.0.1` unless given) and waits for its
     /// banner line `… listening on http://ADDR`.
     pub fn start(bin: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(bin, env, |_| {})
+    }
+
+    /// [`ClusterProcess::start`], with `configure` applied to the command before it is spawned:
+    /// arguments, a wrapper program, another `pre_exec` hook (for a test that passes a socket).
+    pub fn start_with(
+        bin: &str,
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut cmd = Command::new(bin);
         cmd.env("PORT", "0")
             .env("HOST", "127.0.0.1")
@@ -65,6 +75,7 @@ impl ClusterProcess {
                 Ok(())
             });
         }
+        configure(&mut cmd);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));

@@ -146,13 +146,16 @@ impl ClusterHandle {
             .map(|w| w.id)
             .collect();
         tracing::info!(?slots, "rolling restart started");
+        super::systemd::reloading();
         for slot in slots {
             if let Err(e) = self.replace(slot).await {
                 tracing::error!(slot, error = %e, "rolling restart aborted; the old worker keeps serving");
+                super::systemd::reloaded();
                 return Err(e);
             }
         }
         tracing::info!("rolling restart finished");
+        super::systemd::reloaded();
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use super::handle::ClusterHandle;
 use super::health::HealthScorer;
 use super::run_dir::RunDir;
 use super::signals;
+use super::systemd::Systemd;
 use crate::balance::Selector;
 use crate::config::Config;
 use crate::edge::{Upstreams, accept, state::Edge, threads};
@@ -60,6 +61,8 @@ pub(super) fn run(master: Master) -> ExitCode {
             tracing::warn!(error = %e, "cannot set the scheduling policy; keeping the default")
         }
     }
+    // Before the runtime starts: a bad variable exits 2 before anything is bound or spawned.
+    let systemd = Systemd::from_env_or_exit();
     let span = tracing::info_span!("master");
     // The control runtime (supervisor, signals, IPC) is light work on the main thread; the edge
     // runs on threads of its own (see `edge::threads`).
@@ -74,7 +77,7 @@ pub(super) fn run(master: Master) -> ExitCode {
         }
     };
     let _entered = span.enter();
-    match rt.block_on(master_main(master)) {
+    match rt.block_on(master_main(master, systemd)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -85,7 +88,7 @@ pub(super) fn run(master: Master) -> ExitCode {
 }
 
 /// Returns whether everything drained without being killed.
-async fn master_main(master: Master) -> Result<bool, BoxError> {
+async fn master_main(master: Master, mut systemd: Systemd) -> Result<bool, BoxError> {
     let Master {
         name,
         config,
@@ -99,8 +102,12 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         worker_env,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
-    let listeners = accept::bind(addr, config.edge_threads)
-        .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT or HOST)"))?;
+    let listeners = match systemd.listeners(config.edge_threads) {
+        Ok(Some(inherited)) => inherited,
+        Ok(None) => accept::bind(addr, config.edge_threads)
+            .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT or HOST)"))?,
+        Err(e) => return Err(format!("cannot use the socket systemd passed (fd 3): {e}").into()),
+    };
     let local = match listeners.first() {
         Some(first) => first.local_addr()?,
         None => addr,
@@ -150,6 +157,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
     )
     .map_err(|e| format!("cannot start the edge threads: {e}"))?;
     tokio::spawn(signals::handle(handle.clone()));
+    systemd.spawn(&handle, local, stopped.clone());
     if let Some(f) = on_start {
         f(handle.clone());
     }

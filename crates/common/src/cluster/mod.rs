@@ -9,7 +9,8 @@
 //! - [`handle`]: [`ClusterHandle`], which steers the running cluster;
 //! - [`health`]: `/health`'s answer;
 //! - `master`: the master's life from bind to exit;
-//! - `signals`, `run_dir`, `logging`: the master's signals, socket directory and log output.
+//! - `signals`, `run_dir`, `logging`: the master's signals, socket directory and log output;
+//! - `systemd`: readiness, status and watchdog notifications, and socket activation.
 //!
 //! The top of the crate: it imports everything below and nothing imports it.
 
@@ -20,6 +21,7 @@ mod logging;
 mod master;
 mod run_dir;
 mod signals;
+mod systemd;
 
 pub use builder::{Cluster, config_with_workers, is_worker};
 pub use handle::ClusterHandle;
