@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -225,6 +226,42 @@ impl Default for RestartPolicy {
     }
 }
 
+/// The edge's certificate chain and private key, PEM files (`TLS_CERT`, `TLS_KEY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `TLS_CERT`: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `TLS_KEY`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `TLS_CERT` and `TLS_KEY`, both or neither; TLS cannot be combined with handoff dispatch,
+/// where the workers would hold the connections (and would need the key).
+fn tls_files(src: &impl Source, dispatch: Dispatch) -> Result<Option<TlsFiles>, ConfigError> {
+    let missing = |var: &str, other: &str| ConfigError {
+        var: var.into(),
+        value: String::new(),
+        expected: format!("a PEM file path, set together with {other}"),
+    };
+    let files = match (src.get("TLS_CERT"), src.get("TLS_KEY")) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err(missing("TLS_KEY", "TLS_CERT")),
+        (None, Some(_)) => return Err(missing("TLS_CERT", "TLS_KEY")),
+        (Some(cert), Some(key)) => TlsFiles {
+            cert: cert.trim().into(),
+            key: key.trim().into(),
+        },
+    };
+    if dispatch == Dispatch::Handoff {
+        return Err(ConfigError {
+            var: "TLS_CERT".into(),
+            value: files.cert.display().to_string(),
+            expected: "no TLS with DISPATCH=handoff (the edge must terminate TLS itself)".into(),
+        });
+    }
+    Ok(Some(files))
+}
+
 /// What a lesson may change before the environment is read.
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
@@ -320,6 +357,9 @@ pub struct Config {
     /// `SCHEDULING` = `batch` (default) or `normal`: the kernel scheduling policy of the master
     /// and, inherited, of its workers (see `common::sched`).
     pub scheduling: Scheduling,
+    /// `TLS_CERT` and `TLS_KEY` (PEM paths), unset by default: the edge speaks HTTPS itself,
+    /// for a cluster with no proxy in front (see `edge::tls`). Read and checked at start.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -393,6 +433,7 @@ impl Config {
             dispatch,
             edge_threads: number(src, "EDGE_THREADS", (2 * cpu_count()).min(64), 1, 64)?,
             scheduling,
+            tls: tls_files(src, dispatch)?,
         })
     }
 }

@@ -113,6 +113,8 @@ impl ClusterProcess {
             let left = deadline.saturating_duration_since(Instant::now());
             match me.lines.recv_timeout(left) {
                 Ok(line) if line.contains("listening on http://") => break line,
+                // A TLS edge (`TLS_CERT`) prints its https:// address; the address is the same.
+                Ok(line) if line.contains("listening on https://") => break line,
                 Ok(line) => me.backlog.push_back(line),
                 Err(_) => panic!(
                     "{bin} printed no banner within {START_TIMEOUT:?}; stderr:\n{}",
@@ -121,8 +123,12 @@ impl ClusterProcess {
             }
         };
         let url = banner
-            .split("listening on http://")
+            .split("listening on ")
             .nth(1)
+            .map(|rest| {
+                rest.trim_start_matches("https://")
+                    .trim_start_matches("http://")
+            })
             .and_then(|rest| rest.split_whitespace().next())
             .expect("banner has an address");
         me.addr = url.parse().expect("banner address parses");

@@ -63,6 +63,9 @@ pub(super) fn run(master: Master) -> ExitCode {
     }
     // Before the runtime starts: a bad variable exits 2 before anything is bound or spawned.
     let systemd = Systemd::from_env_or_exit();
+    let tls = master.config.tls.as_ref().map(|files| {
+        crate::edge::tls::acceptor(files).unwrap_or_else(|e| crate::config::exit_bad_config(&e))
+    });
     let span = tracing::info_span!("master");
     // The control runtime (supervisor, signals, IPC) is light work on the main thread; the edge
     // runs on threads of its own (see `edge::threads`).
@@ -77,7 +80,7 @@ pub(super) fn run(master: Master) -> ExitCode {
         }
     };
     let _entered = span.enter();
-    match rt.block_on(master_main(master, systemd)) {
+    match rt.block_on(master_main(master, systemd, tls)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -88,7 +91,11 @@ pub(super) fn run(master: Master) -> ExitCode {
 }
 
 /// Returns whether everything drained without being killed.
-async fn master_main(master: Master, mut systemd: Systemd) -> Result<bool, BoxError> {
+async fn master_main(
+    master: Master,
+    mut systemd: Systemd,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<bool, BoxError> {
     let Master {
         name,
         config,
@@ -140,6 +147,7 @@ async fn master_main(master: Master, mut systemd: Systemd) -> Result<bool, BoxEr
     if let Some(build) = build_master {
         routes = routes.merge(build(handle.clone()));
     }
+    let edge_tls = tls.is_some();
     let edge = Arc::new(Edge {
         limits: (&config).into(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
@@ -147,6 +155,7 @@ async fn master_main(master: Master, mut systemd: Systemd) -> Result<bool, BoxEr
         selector,
         master: routes,
         retry: TpsBudget::default(),
+        tls,
     });
     let serving = threads::spawn(
         listeners,
@@ -162,7 +171,8 @@ async fn master_main(master: Master, mut systemd: Systemd) -> Result<bool, BoxEr
         f(handle.clone());
     }
     wait_ready(&handle, config.ready_timeout).await;
-    print_banner(name, local, &handle, &hints, &banner_lines);
+    let scheme = if edge_tls { "https" } else { "http" };
+    print_banner(name, scheme, local, &handle, &hints, &banner_lines);
 
     stopped.wait().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -211,13 +221,14 @@ async fn wait_ready(handle: &ClusterHandle, timeout: Duration) {
 
 fn print_banner(
     name: &str,
+    scheme: &str,
     addr: SocketAddr,
     handle: &ClusterHandle,
     hints: &[String],
     lines: &[(String, String)],
 ) {
     use std::io::Write;
-    let url = format!("http://{addr}");
+    let url = format!("{scheme}://{addr}");
     let workers: Vec<String> = handle
         .workers()
         .iter()
