@@ -167,6 +167,17 @@ async fn master_main(
     .map_err(|e| format!("cannot start the edge threads: {e}"))?;
     tokio::spawn(signals::handle(handle.clone()));
     systemd.spawn(&handle, local, stopped.clone());
+    let mut banner_lines = banner_lines;
+    if let Some(policy) = config.autoscale {
+        super::scaling::spawn(handle.clone(), policy, stopped.clone());
+        banner_lines.push((
+            "scaling".into(),
+            format!(
+                "{}..{} workers, aiming at {} in flight each",
+                policy.min, policy.max, policy.target_in_flight
+            ),
+        ));
+    }
     if let Some(f) = on_start {
         f(handle.clone());
     }
