@@ -233,3 +233,33 @@ fn socket_inode(pid: u32, fd: u32) -> Option<String> {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     Some(link.to_string_lossy().into_owned())
 }
+
+#[test]
+fn a_rolling_restart_is_announced_as_reloading_then_ready_again() {
+    let notify = NotifySocket::bind("reload");
+    let cluster = ClusterProcess::start(
+        FIXTURE,
+        &[("WORKERS", "1"), ("NOTIFY_SOCKET", notify.path())],
+    );
+    let mut seen = Vec::new();
+    assert!(
+        notify.until("READY=1", Duration::from_secs(20), &mut seen),
+        "no READY=1; got {seen:?}"
+    );
+    cluster.signal(Signal::SIGUSR2);
+    let mut reload = Vec::new();
+    assert!(
+        notify.until("RELOADING=1", Duration::from_secs(10), &mut reload),
+        "no RELOADING=1 within 10 s of SIGUSR2; got {reload:?}"
+    );
+    let reloading = reload.last().cloned().unwrap_or_default();
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "RELOADING=1 carries the clock Type=notify-reload asks for: {reloading:?}"
+    );
+    let mut after = Vec::new();
+    assert!(
+        notify.until("READY=1", Duration::from_secs(20), &mut after),
+        "no READY=1 after the rolling restart; got {after:?}"
+    );
+}
