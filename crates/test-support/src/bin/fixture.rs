@@ -14,6 +14,7 @@
 //! response followed by garbage.
 //!
 //! Every cluster event is printed to stdout as `event: {json}`, so tests can follow the stream.
+//! `/fixture/autoscale` answers `ClusterHandle::autoscale()` as JSON (`null` without `AUTOSCALE`).
 
 use std::process::ExitCode;
 use std::time::Duration;
