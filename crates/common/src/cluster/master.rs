@@ -19,7 +19,7 @@ use super::handle::ClusterHandle;
 use super::health::HealthScorer;
 use super::run_dir::RunDir;
 use super::signals;
-use crate::balance::Selector;
+use crate::balance::{Selector, Split};
 use crate::config::Config;
 use crate::edge::{Upstreams, accept, state::Edge, threads};
 use crate::error::BoxError;
@@ -27,7 +27,7 @@ use crate::http::routes::MasterRoutes;
 use crate::metrics::Observer;
 use crate::shutdown;
 use crate::slot::SlotState;
-use crate::supervisor::{Command, Shared, Supervisor};
+use crate::supervisor::{Command, PoolSpec, Shared, Supervisor};
 
 /// Builds the master's own routes once the cluster exists.
 pub(super) type BuildMaster = Box<dyn FnOnce(ClusterHandle) -> MasterRoutes + Send>;
@@ -48,6 +48,10 @@ pub(super) struct Master {
     pub banner_lines: Vec<(String, String)>,
     /// Set in every worker's environment.
     pub worker_env: Vec<(String, String)>,
+    /// The version pools; empty for the one pool of `WORKERS` workers.
+    pub pools: Vec<PoolSpec>,
+    /// Chooses each request's pool, when there are several.
+    pub split: Option<Arc<dyn Split>>,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -97,6 +101,8 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         hints,
         banner_lines,
         worker_env,
+        pools,
+        split,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = accept::bind(addr, config.edge_threads)
@@ -126,7 +132,8 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         run_dir.path().to_path_buf(),
         shared.clone(),
     )
-    .with_worker_env(worker_env);
+    .with_worker_env(worker_env)
+    .with_pools(pools);
     let mut supervisor = tokio::spawn(supervisor.run(cmd_rx));
 
     let mut routes = health_routes(handle.clone());
@@ -138,6 +145,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         upstreams: shared.upstreams.clone(),
         selector,
+        split,
         master: routes,
         retry: TpsBudget::default(),
     });
