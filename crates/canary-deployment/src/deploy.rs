@@ -19,7 +19,7 @@ use common::balance::TrafficSplit;
 use common::balance::split::SplitState;
 use common::metrics::{PoolStats, PoolWindows};
 use common::supervisor::PoolSpec;
-use common::{ClusterHandle, SlotState};
+use common::{ClusterEvent, ClusterHandle, SlotState};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -190,19 +190,48 @@ impl Deployment {
                 .set_pool(canary, self.canary_spec("canary"))
                 .await
                 .map_err(io)?;
-            self.handle.scale_pool(canary, want).await.map_err(io)?;
-            if !self
-                .handle
-                .wait_pool_ready(canary, want, START_TIMEOUT)
-                .await
-            {
-                return Err(refused(503, "the canary workers did not become ready"));
-            }
+            self.start_pool(canary, want, "canary").await?;
             self.state().versions[canary] = self.settings.canary_version.clone();
         }
         let knob = self.state().faults;
         self.push_faults(knob).await;
         Ok(())
+    }
+
+    /// Scales `pool` to `n` and waits for `n` Ready workers. A worker of the pool that exits
+    /// on the way fails it at once (a build that cannot start is not waited on until
+    /// `START_TIMEOUT`), and the pool is scaled back to 0.
+    async fn start_pool(&self, pool: usize, n: usize, name: &str) -> Result<(), Refused> {
+        let mut events = self.handle.events();
+        self.handle
+            .scale_pool(pool, n)
+            .await
+            .map_err(|e| refused(500, e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let failure = loop {
+            if self.ready_in(pool).len() >= n {
+                return Ok(());
+            }
+            let tick = tokio::time::sleep(Duration::from_millis(50));
+            tokio::select! {
+                ev = events.recv() => {
+                    if let Ok(ClusterEvent::Exited { slot, code, signal, .. }) = ev
+                        && self.handle.pool_workers(pool).iter().any(|w| w.id == slot)
+                    {
+                        break format!(
+                            "a {name} worker (slot {slot}) exited before it was ready \
+                             (code {code:?}, signal {signal:?})"
+                        );
+                    }
+                }
+                _ = tick => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break format!("the {name} workers were not ready within {START_TIMEOUT:?}");
+            }
+        };
+        let _ = self.handle.scale_pool(pool, 0).await;
+        Err(refused(503, failure))
     }
 
     /// Sends the fault knob to every canary worker.
@@ -533,14 +562,7 @@ impl Deployment {
         if !drained {
             return Err(refused(503, "the idle pool's old workers did not stop"));
         }
-        self.handle.scale_pool(idle, size).await.map_err(io)?;
-        if !self.handle.wait_pool_ready(idle, size, START_TIMEOUT).await {
-            let _ = self.handle.scale_pool(idle, 0).await;
-            return Err(refused(
-                503,
-                format!("the {colour} workers did not become ready"),
-            ));
-        }
+        self.start_pool(idle, size, colour).await?;
         for slot in self.ready_in(idle) {
             match self.handle.probe(slot, "/health", ASK_TIMEOUT).await {
                 Ok((200, _)) => {}
