@@ -59,7 +59,18 @@ pub fn salt(settings: &Settings) -> Salt {
 }
 
 /// The whole cluster: the two pools, the split, the per-pool windows, the routes.
+///
+/// `DISPATCH=handoff` is refused (exit 2): it hands whole connections to workers, so the master
+/// never sees the requests it would split between versions.
 pub fn cluster(config: Config, settings: Settings) -> Cluster {
+    if config.dispatch == common::config::Dispatch::Handoff {
+        common::config::exit_bad_config(&common::config::ConfigError {
+            var: "DISPATCH".into(),
+            value: "handoff".into(),
+            expected: "proxy: a canary splits requests, which needs the master to see each one"
+                .into(),
+        });
+    }
     let split = Arc::new(TrafficSplit::new(salt(&settings), 0, 1));
     let windows = Arc::new(PoolWindows::default());
     let faults = Arc::new(Faults::default());

@@ -18,6 +18,7 @@ fn bad_settings_exit_2_naming_the_variable() {
             ("CANARY_WORKERS", "1000"),
             ("CANARY_SALT", "short"),
             ("BLUE_GREEN_KEEP_SECONDS", "-1"),
+            ("DISPATCH", "handoff"),
         ],
     );
 }

@@ -450,6 +450,89 @@ mod tests {
         assert_eq!(u.waiting(), 0);
     }
 
+    fn backend(slot: usize, pool: usize) -> Arc<Backend> {
+        let shape = super::super::pool::PoolShape {
+            connections: 1,
+            shards: 1,
+        };
+        let observers: crate::slot::Observers = Arc::new([]);
+        Arc::new(
+            Backend::new(
+                slot,
+                1000 + slot as u32,
+                0,
+                format!("/nonexistent/w{slot}.sock").into(),
+                Arc::default(),
+                shape,
+                observers,
+            )
+            .with_pool(pool),
+        )
+    }
+
+    /// Picks the first worker it is shown, so a test sees which slice it was given.
+    struct First;
+
+    impl Selector for First {
+        fn select(&self, _: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
+            (!ready.is_empty()).then_some(0)
+        }
+
+        fn name(&self) -> &'static str {
+            "first"
+        }
+    }
+
+    fn info<'a>(
+        method: &'a http::Method,
+        uri: &'a http::Uri,
+        headers: &'a http::HeaderMap,
+    ) -> RequestInfo<'a> {
+        RequestInfo {
+            method,
+            uri,
+            headers,
+            client: "127.0.0.1:1".parse().expect("an address"),
+        }
+    }
+
+    #[test]
+    fn each_pool_is_one_run_of_the_ready_set_and_a_request_is_placed_inside_its_pool() {
+        let u = Upstreams::default();
+        // Inserted out of order, across two pools.
+        for (slot, pool) in [(3, 1), (1, 0), (4, 1), (2, 0)] {
+            u.insert(backend(slot, pool));
+        }
+        let ready = u.snapshot();
+        let slots = |ws: &[Worker]| ws.iter().map(Worker::slot).collect::<Vec<_>>();
+        assert_eq!(slots(ready.workers()), [1, 2, 3, 4]);
+        assert_eq!(slots(ready.pool(0)), [1, 2]);
+        assert_eq!(slots(ready.pool(1)), [3, 4]);
+        assert!(ready.pool(7).is_empty());
+        let (m, uri, h) = (
+            http::Method::GET,
+            http::Uri::from_static("/"),
+            http::HeaderMap::new(),
+        );
+        let req = info(&m, &uri, &h);
+        let pick = |pool| ready.select_in(pool, &First, &req).map(|b| b.slot());
+        // One pool, or none chosen: the whole set, as before pools existed.
+        assert_eq!(pick(None), Some(1));
+        assert_eq!(
+            pick(Some(1)),
+            Some(3),
+            "the selector saw pool 1's workers only"
+        );
+        // A pool with no ready worker falls back to the whole set rather than refusing.
+        assert_eq!(pick(Some(7)), Some(1));
+        let retried = ready.select_in_excluding(Some(1), &First, &req, &[1003]);
+        assert_eq!(
+            retried.map(|b| b.slot()),
+            Some(4),
+            "a retry stays in its pool"
+        );
+    }
+
     #[tokio::test]
     async fn an_exit_is_told_apart_by_its_cause_and_an_unknown_one_times_out() {
         let u = Upstreams::default();
