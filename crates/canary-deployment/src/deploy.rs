@@ -184,8 +184,30 @@ impl Deployment {
     async fn ensure_canary(&self) -> Result<(), Refused> {
         let (_, canary) = self.roles();
         let want = self.settings.canary_workers.max(1);
-        if self.ready_in(canary).len() < want {
+        let other_version = {
+            let mut s = self.state();
+            // A canary takes the secondary pool over: a blue-green keep-warm timer must not stop it.
+            s.switches += 1;
+            s.versions[canary] != self.settings.canary_version
+        };
+        if other_version || self.ready_in(canary).len() < want {
             let io = |e: common::BoxError| refused(500, e.to_string());
+            if other_version {
+                // The old colour of a blue-green switch, still warm: not the canary's version.
+                self.handle.scale_pool(canary, 0).await.map_err(io)?;
+                let drained = self
+                    .wait(
+                        || self.handle.pool_workers(canary).is_empty(),
+                        START_TIMEOUT,
+                    )
+                    .await;
+                if !drained {
+                    return Err(refused(
+                        503,
+                        "the secondary pool's old workers did not stop",
+                    ));
+                }
+            }
             self.handle
                 .set_pool(canary, self.canary_spec("canary"))
                 .await
@@ -316,10 +338,6 @@ impl Deployment {
                 409,
                 "the canary version was promoted: it is the stable version now",
             )),
-            _ if self.roles() != (0, 1) => Err(refused(
-                409,
-                "a blue-green switch left pool 1 live: switch back first",
-            )),
             _ => Ok(()),
         }
     }
@@ -368,8 +386,11 @@ impl Deployment {
         let (stable, canary) = self.roles();
         {
             let mut s = self.state();
-            if matches!(s.mode, Mode::Promoting | Mode::Promoted) {
-                return Err(refused(409, "already promoted"));
+            if !matches!(s.mode, Mode::Manual | Mode::RollingOut | Mode::Paused) {
+                return Err(refused(
+                    409,
+                    "no canary is rolling out (POST /canary/increase or /canary/rollout first)",
+                ));
             }
             if self.ready_in(canary).is_empty() {
                 return Err(refused(409, "no canary is running"));
