@@ -702,7 +702,9 @@ impl Deployment {
                 "stableWorkers": self.ready_in(stable).len(),
                 "canaryWorkers": self.ready_in(canary).len(),
                 "isRollingOut": s.mode == Mode::RollingOut,
-                "isRollingBack": false,
+                // Rolled back, and the canary's workers are still draining their requests.
+                "isRollingBack": s.mode == Mode::RolledBack
+                    && !self.handle.pool_workers(canary).is_empty(),
                 "autoRollbackEnabled": true,
                 "mode": s.mode,
                 "steps": self.settings.steps,

@@ -38,23 +38,16 @@ use common::{Cluster, Config};
 use crate::deploy::Deployment;
 use crate::worker::Faults;
 
-/// Where the drawn salt is written, in the master's run directory's parent (the temp dir) when
-/// `CANARY_SALT` is unset; see [`salt`].
-const SALT_FILE: &str = "canary-salt";
+/// The file in the master's run directory that holds a drawn salt.
+pub const SALT_FILE: &str = "canary-salt";
 
-/// The salt users are bucketed with: `CANARY_SALT`, or one drawn now and written to the run
-/// directory (`$TMPDIR/canary-salt-<pid>`), so an operator can give it to a second instance.
-pub fn salt(settings: &Settings) -> Salt {
+/// The salt users are bucketed with, and whether it was drawn now: `CANARY_SALT`, or a random
+/// one, which the master then keeps in its run directory ([`SALT_FILE`]) for as long as it runs,
+/// so an operator can read it and give it to a second instance as `CANARY_SALT`.
+pub fn salt(settings: &Settings) -> (Salt, bool) {
     match &settings.salt {
-        Some(secret) => Salt::from_secret(secret),
-        None => {
-            let salt = Salt::random();
-            let path = std::env::temp_dir().join(format!("{SALT_FILE}-{}", std::process::id()));
-            if let Err(e) = std::fs::write(&path, salt.secret()) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot keep the drawn salt");
-            }
-            salt
-        }
+        Some(secret) => (Salt::from_secret(secret), false),
+        None => (Salt::random(), true),
     }
 }
 
@@ -71,7 +64,9 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
                 .into(),
         });
     }
-    let split = Arc::new(TrafficSplit::new(salt(&settings), 0, 1));
+    let (salt, drawn) = salt(&settings);
+    let kept_salt = drawn.then(|| salt.secret().to_string());
+    let split = Arc::new(TrafficSplit::new(salt, 0, 1));
     let windows = Arc::new(PoolWindows::default());
     let faults = Arc::new(Faults::default());
     let router_faults = faults.clone();
@@ -115,6 +110,12 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
         .worker(move |ctx| worker::router(ctx, router_faults.clone()))
         .on_request(move |_ctx, question| worker::answer(&faults, &question))
         .master(move |handle| {
+            if let Some(secret) = kept_salt {
+                let path = handle.run_dir().join(SALT_FILE);
+                if let Err(e) = std::fs::write(&path, secret) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot keep the drawn salt");
+                }
+            }
             let d = Deployment::new(handle, settings, split_for_master, windows_for_master);
             *deployment.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
             admin::routes(d)

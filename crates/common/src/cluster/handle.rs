@@ -74,6 +74,11 @@ impl ClusterHandle {
         self.shared.upstreams.snapshot()
     }
 
+    /// The master's private run directory (mode 0700, removed when the master exits).
+    pub fn run_dir(&self) -> &std::path::Path {
+        &self.shared.run_dir
+    }
+
     /// Seconds since the master started.
     pub fn uptime(&self) -> Duration {
         self.shared.started.elapsed()

@@ -121,6 +121,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         events,
         shutting_down: AtomicBool::new(false),
         started: Instant::now(),
+        run_dir: run_dir.path().to_path_buf(),
         observers: observers.into(),
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
