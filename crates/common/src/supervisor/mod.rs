@@ -245,15 +245,18 @@ impl Supervisor {
                     .get(&id)
                     .is_none_or(|s| s.removed && s.current.is_none());
                 if free && !active.contains(&id) {
-                    // A slot id once used by another pool starts its counts afresh.
-                    let counters = self
-                        .slots
-                        .remove(&id)
+                    // A slot id once used by another pool starts its counts afresh. Its
+                    // generations go on either way: a process of the removed slot may still be
+                    // draining, and a new one numbered like it would take its key and socket.
+                    let old = self.slots.remove(&id);
+                    let next_generation = old.as_ref().map_or(0, |s| s.next_generation);
+                    let counters = old
                         .filter(|s| s.pool == pool)
                         .map(|s| s.counters)
                         .unwrap_or_default();
                     let mut slot = Slot::new(counters);
                     slot.pool = pool;
+                    slot.next_generation = next_generation;
                     self.slots.insert(id, slot);
                     self.start(id, Role::Current);
                     add -= 1;
