@@ -1,7 +1,7 @@
 //! The other strategies, each run through its route under load: blue-green (the idle colour
 //! started and every worker's `/health` checked before one atomic switch; an instant switch back;
-//! the old colour stopped after `BLUE_GREEN_KEEP_SECONDS`) and rolling (per pool, with a pause,
-//! 0 failed requests).
+//! the old colour stopped after `BLUE_GREEN_KEEP_SECONDS`), rolling (per pool, with a pause,
+//! 0 failed requests), and a canary started after a switch, in the warm old colour.
 
 mod support;
 
@@ -100,4 +100,32 @@ async fn blue_green_switches_and_switches_back_under_load_with_no_failed_request
             "slot {slot} kept pid {pid}"
         );
     }
+
+    // A canary after a switch: green is stable now, and blue, still warm with v1.0.0, becomes
+    // the canary pool. It must be restarted with the canary's version, and the keep-warm timer of
+    // the switch must not stop it.
+    post_ok(&http, &base, "/deploy/blue-green", "").await;
+    let r = post_ok(&http, &base, "/canary/increase", "").await;
+    assert_eq!(r["canaryPercentage"], 10);
+    let s = support::status(&http, &base).await;
+    assert_eq!(
+        (s["pools"]["stable"].as_u64(), s["pools"]["canary"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        versions_now(&http, &base, "bgc").await,
+        [CANARY],
+        "no user is left on v1.0.0"
+    );
+    // Past BLUE_GREEN_KEEP_SECONDS (2 s) of the switch, the canary still runs.
+    let (waited, s) = support::wait_status(&http, &base, Duration::from_secs(10), |s| {
+        s["deployment"]["step"]["elapsedSeconds"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 3.0
+    })
+    .await;
+    assert!(waited, "{s:#}");
+    assert_eq!(s["deployment"]["canaryWorkers"], 1, "{s:#}");
+    post_ok(&http, &base, "/canary/rollback", "").await;
 }
