@@ -55,6 +55,11 @@ pub struct WorkerContext {
     pub pid: u32,
     /// How many processes this slot had before this one.
     pub generation: u64,
+    /// The version this worker runs, in a cluster of version pools (`None` otherwise): it is also
+    /// put on every response as `X-App-Version`.
+    pub version: Option<String>,
+    /// The name of its version pool (`stable`, `canary`, …), in a cluster of version pools.
+    pub pool: Option<String>,
 }
 
 /// Answers a [`MasterMessage::Request`]; the default answers with the worker's stats.
@@ -109,6 +114,8 @@ fn parse_env(client: ClientLimits) -> Result<Boot, BoxError> {
             id: get(keys::WORKER_ID)?,
             pid: std::process::id(),
             generation: get(keys::GENERATION)?,
+            version: std::env::var(keys::APP_VERSION).ok(),
+            pool: std::env::var(keys::POOL).ok(),
         },
         ipc_fd: get(keys::IPC_FD)?,
         socket: PathBuf::from(get::<String>(keys::SOCKET)?),
@@ -159,7 +166,7 @@ pub(crate) fn run(
     // Inside the runtime, so a router builder may spawn tasks (sweepers, pools).
     let router = {
         let _rt = rt.enter();
-        build(&boot.ctx)
+        with_version(build(&boot.ctx), boot.ctx.version.as_deref())
     };
     match rt.block_on(serve(boot, router, on_request)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -168,6 +175,24 @@ pub(crate) fn run(
             ExitCode::from(1)
         }
     }
+}
+
+/// Puts `X-App-Version: version` on every response, so a client (and a test) sees which version
+/// answered. Only workers of a version pool get the layer; the others pay nothing.
+fn with_version(router: Router, version: Option<&str>) -> Router {
+    let Some(value) = version.and_then(|v| http::HeaderValue::from_str(v).ok()) else {
+        return router;
+    };
+    router.layer(axum::middleware::map_response(
+        move |mut resp: axum::response::Response| {
+            let value = value.clone();
+            async move {
+                resp.headers_mut()
+                    .insert(crate::http::headers::X_APP_VERSION.clone(), value);
+                resp
+            }
+        },
+    ))
 }
 
 #[derive(Default)]

@@ -262,6 +262,8 @@ mod tests {
             id: 1,
             pid: 42,
             generation: 0,
+            version: None,
+            pool: None,
         }
     }
 

@@ -285,6 +285,7 @@ mod tests {
         lrt.on_complete(&Completion {
             slot: 1,
             pid: 1001,
+            pool: 0,
             latency: MS,
             status: Some(500),
             outcome: Outcome::Complete,

@@ -14,6 +14,7 @@
 //! - [`ring`]: the consistent-hash ring with virtual nodes, shared by `consistent_hash` and `sticky`;
 //! - [`sticky`]: session affinity (the cookie names its slot; new clients by ring or strategy);
 //! - [`outlier`]: passive outlier ejection wrapped around any selector;
+//! - [`split`]: the version pool of a request, chosen before its worker (canary, blue-green);
 //! - [`strategy`] and [`switch`]: strategies by name, and a selector that can be switched live;
 //! - `rotor`: the rotating start and least-of scan several strategies share.
 //!
@@ -30,6 +31,7 @@ pub mod ring;
 mod rotor;
 pub mod round_robin;
 pub mod selector;
+pub mod split;
 pub mod sticky;
 pub mod strategy;
 pub mod switch;
@@ -43,6 +45,7 @@ pub use p2c::P2c;
 pub use resource::ResourceBased;
 pub use round_robin::RoundRobin;
 pub use selector::{RequestInfo, Selector, Worker};
+pub use split::{Placement, Split, TrafficSplit};
 pub use strategy::Strategy;
 pub use switch::{StrategyOptions, Switch};
 pub use weighted::Weighted;

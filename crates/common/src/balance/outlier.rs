@@ -357,6 +357,7 @@ mod tests {
         Completion {
             slot: b.slot(),
             pid: b.pid(),
+            pool: 0,
             latency: Duration::from_millis(5),
             status: Some(status),
             outcome: Outcome::Complete,

@@ -10,11 +10,12 @@ use super::handle::ClusterHandle;
 use super::health::HealthScorer;
 use super::logging;
 use super::master::{self, BuildMaster, Master, OnStart};
-use crate::balance::{RoundRobin, Selector};
+use crate::balance::{RoundRobin, Selector, Split};
 use crate::config::{Config, Defaults};
 use crate::http::routes::MasterRoutes;
 use crate::metrics::Observer;
 use crate::slot::WorkerInfo;
+use crate::supervisor::PoolSpec;
 use crate::wire::env;
 use crate::worker::{RequestHandler, WorkerContext};
 
@@ -55,6 +56,8 @@ pub struct Cluster {
     hints: Vec<String>,
     banner_lines: Vec<(String, String)>,
     worker_env: Vec<(String, String)>,
+    pools: Vec<PoolSpec>,
+    split: Option<Arc<dyn Split>>,
 }
 
 impl Cluster {
@@ -73,6 +76,8 @@ impl Cluster {
             hints: Vec::new(),
             banner_lines: Vec::new(),
             worker_env: Vec::new(),
+            pools: Vec::new(),
+            split: None,
         }
     }
 
@@ -152,6 +157,21 @@ impl Cluster {
         self
     }
 
+    /// Adds a version pool (see [`PoolSpec`]): the first one given replaces the cluster's one pool
+    /// of `WORKERS` workers and is pool 0, the next is pool 1, and so on. Pool sizes come from the
+    /// specs.
+    pub fn pool(mut self, spec: PoolSpec) -> Self {
+        self.pools.push(spec);
+        self
+    }
+
+    /// How each request's version pool is chosen (see [`Split`]); without one, every ready
+    /// worker of every pool may take any request.
+    pub fn split(mut self, split: impl Split) -> Self {
+        self.split = Some(Arc::new(split));
+        self
+    }
+
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
         logging::init(self.config.log_format);
@@ -173,6 +193,8 @@ impl Cluster {
             hints: self.hints,
             banner_lines: self.banner_lines,
             worker_env: self.worker_env,
+            pools: self.pools,
+            split: self.split,
         })
     }
 }

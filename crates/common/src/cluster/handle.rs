@@ -16,7 +16,7 @@ use crate::error::BoxError;
 use crate::metrics::ClusterView;
 use crate::shutdown;
 use crate::slot::{ClusterEvent, SlotState, WorkerInfo};
-use crate::supervisor::{Command, Shared};
+use crate::supervisor::{Command, PoolSpec, Shared};
 
 /// Steers a running cluster. Cheap to clone; every method works from any task.
 #[derive(Clone)]
@@ -76,6 +76,11 @@ impl ClusterHandle {
     /// The ready workers as the edge sees them.
     pub fn upstreams(&self) -> Arc<Ready> {
         self.shared.upstreams.snapshot()
+    }
+
+    /// The master's private run directory (mode 0700, removed when the master exits).
+    pub fn run_dir(&self) -> &std::path::Path {
+        &self.shared.run_dir
     }
 
     /// Seconds since the master started.
@@ -170,27 +175,113 @@ impl ClusterHandle {
     /// Replaces every worker, one slot at a time, without dropping a request. Stops at the first
     /// replacement that fails, leaving that slot's old worker serving. One roll at a time.
     pub async fn rolling_restart(&self) -> Result<(), BoxError> {
+        self.rolling_restart_pool(None, Duration::ZERO)
+            .await
+            .map(|_| ())
+    }
+
+    /// As [`ClusterHandle::rolling_restart`], for the slots of version pool `pool` only (all
+    /// pools when `None`), waiting `pause` after each replacement so a bad version shows itself
+    /// before the next slot goes. A replacement that fails its readiness (exits, or is not Ready
+    /// within `READY_TIMEOUT`) aborts the roll: the slots not yet replaced keep their old
+    /// workers. Returns how many slots were replaced.
+    pub async fn rolling_restart_pool(
+        &self,
+        pool: Option<usize>,
+        pause: Duration,
+    ) -> Result<usize, BoxError> {
         let Ok(_guard) = self.rolling.try_lock() else {
             return Err("a rolling restart is already running".into());
         };
         let slots: Vec<usize> = self
             .workers()
             .iter()
-            .filter(|w| w.state == SlotState::Ready)
+            .filter(|w| w.state == SlotState::Ready && pool.is_none_or(|p| w.pool == p))
             .map(|w| w.id)
             .collect();
-        tracing::info!(?slots, "rolling restart started");
+        tracing::info!(?slots, ?pool, "rolling restart started");
         super::systemd::reloading();
-        for slot in slots {
+        for (done, slot) in slots.iter().copied().enumerate() {
+            if done > 0 && !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             if let Err(e) = self.replace(slot).await {
                 tracing::error!(slot, error = %e, "rolling restart aborted; the old worker keeps serving");
                 super::systemd::reloaded();
-                return Err(e);
+                return Err(format!("slot {slot} (after {done} replaced): {e}").into());
             }
         }
         tracing::info!("rolling restart finished");
         super::systemd::reloaded();
-        Ok(())
+        Ok(slots.len())
+    }
+
+    /// Runs `n` slots in version pool `pool` (0 to 256; 0 drains the pool away).
+    pub async fn scale_pool(&self, pool: usize, n: usize) -> Result<(), BoxError> {
+        if n > 256 {
+            return Err(format!("cannot scale to {n} workers: expected 0 to 256").into());
+        }
+        self.command(Command::ScalePool(pool, n)).await
+    }
+
+    /// What version pool `pool`'s processes started from now on run (a new pool when `pool` is
+    /// one past the last). Running workers keep their version until replaced: follow with
+    /// [`ClusterHandle::rolling_restart_pool`] to deploy it.
+    pub async fn set_pool(&self, pool: usize, spec: PoolSpec) -> Result<(), BoxError> {
+        self.command(Command::SetPool(pool, spec)).await
+    }
+
+    /// The slots of version pool `pool`.
+    pub fn pool_workers(&self, pool: usize) -> Vec<WorkerInfo> {
+        let mut workers = self.workers();
+        workers.retain(|w| w.pool == pool);
+        workers
+    }
+
+    /// Waits up to `timeout` until version pool `pool` has `n` Ready slots and none starting;
+    /// whether it did.
+    pub async fn wait_pool_ready(&self, pool: usize, n: usize, timeout: Duration) -> bool {
+        let mut workers = self.shared.workers.subscribe();
+        let ready = workers.wait_for(|w| {
+            let mine = || w.iter().filter(|w| w.pool == pool);
+            mine().filter(|w| w.state == SlotState::Ready).count() >= n
+                && mine().all(|w| w.state != SlotState::Starting)
+        });
+        matches!(tokio::time::timeout(timeout, ready).await, Ok(Ok(_)))
+    }
+
+    /// `GET path` on the worker serving `slot`, straight over its socket (not through the edge
+    /// and its balancing): its status and body. How a deployment checks every new worker's
+    /// `/health` before it takes traffic.
+    pub async fn probe(
+        &self,
+        slot: usize,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(u16, bytes::Bytes), BoxError> {
+        use http_body_util::BodyExt as _;
+        let backend = self
+            .upstreams()
+            .backend_of_slot(slot)
+            .ok_or_else(|| format!("slot {slot} has no ready worker"))?;
+        let socket = backend.socket().to_path_buf();
+        let path = path.to_string();
+        let exchange = async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let req = http::Request::get(path)
+                .header(http::header::HOST, "localhost")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, BoxError>((status, body))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| format!("slot {slot} did not answer within {timeout:?}"))?
     }
 
     /// Starts a graceful shutdown (as SIGTERM does).

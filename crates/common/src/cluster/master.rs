@@ -20,7 +20,7 @@ use super::health::HealthScorer;
 use super::run_dir::RunDir;
 use super::signals;
 use super::systemd::Systemd;
-use crate::balance::Selector;
+use crate::balance::{Selector, Split};
 use crate::config::Config;
 use crate::edge::{Upstreams, accept, state::Edge, threads};
 use crate::error::BoxError;
@@ -28,7 +28,7 @@ use crate::http::routes::MasterRoutes;
 use crate::metrics::Observer;
 use crate::shutdown;
 use crate::slot::SlotState;
-use crate::supervisor::{Command, Shared, Supervisor};
+use crate::supervisor::{Command, PoolSpec, Shared, Supervisor};
 
 /// Builds the master's own routes once the cluster exists.
 pub(super) type BuildMaster = Box<dyn FnOnce(ClusterHandle) -> MasterRoutes + Send>;
@@ -49,6 +49,10 @@ pub(super) struct Master {
     pub banner_lines: Vec<(String, String)>,
     /// Set in every worker's environment.
     pub worker_env: Vec<(String, String)>,
+    /// The version pools; empty for the one pool of `WORKERS` workers.
+    pub pools: Vec<PoolSpec>,
+    /// Chooses each request's pool, when there are several.
+    pub split: Option<Arc<dyn Split>>,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -107,6 +111,8 @@ async fn master_main(
         hints,
         banner_lines,
         worker_env,
+        pools,
+        split,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = match systemd.listeners(config.edge_threads) {
@@ -129,6 +135,7 @@ async fn master_main(
         events,
         shutting_down: AtomicBool::new(false),
         started: Instant::now(),
+        run_dir: run_dir.path().to_path_buf(),
         observers: observers.into(),
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -140,7 +147,8 @@ async fn master_main(
         run_dir.path().to_path_buf(),
         shared.clone(),
     )
-    .with_worker_env(worker_env);
+    .with_worker_env(worker_env)
+    .with_pools(pools);
     let mut supervisor = tokio::spawn(supervisor.run(cmd_rx));
 
     let mut routes = health_routes(handle.clone());
@@ -153,6 +161,7 @@ async fn master_main(
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         upstreams: shared.upstreams.clone(),
         selector,
+        split,
         master: routes,
         retry: TpsBudget::default(),
         tls,

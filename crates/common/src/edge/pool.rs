@@ -48,6 +48,8 @@ pub struct Backend {
     observers: Observers,
     /// The worker's fd-passing channel, in handoff mode.
     handoff: Option<HandoffChannel>,
+    /// The version pool its slot belongs to (0 in a one-pool cluster).
+    pool: usize,
 }
 
 /// One edge thread's share of a backend's connections.
@@ -117,7 +119,24 @@ impl Backend {
             active: std::sync::atomic::AtomicUsize::new(0),
             observers,
             handoff: None,
+            pool: 0,
         }
+    }
+
+    /// Puts the backend in version pool `pool`.
+    pub(crate) fn with_pool(mut self, pool: usize) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The version pool its slot belongs to.
+    pub fn pool(&self) -> usize {
+        self.pool
+    }
+
+    /// The Unix socket the worker serves HTTP on.
+    pub(crate) fn socket(&self) -> &std::path::Path {
+        &self.socket
     }
 
     /// Gives the backend its fd-passing channel (handoff mode).
@@ -264,6 +283,7 @@ impl Drop for Dispatched {
         let done = Completion {
             slot: self.backend.slot(),
             pid: self.backend.pid(),
+            pool: self.backend.pool(),
             latency: self.started.elapsed(),
             status: self.status,
             outcome: self.outcome,

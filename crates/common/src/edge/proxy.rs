@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING,
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, SET_COOKIE, TRANSFER_ENCODING,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
@@ -24,7 +24,7 @@ use super::state::Edge;
 use super::upstreams::NotReady;
 use tower::retry::budget::Budget;
 
-use crate::balance::RequestInfo;
+use crate::balance::{Placement, RequestInfo};
 use crate::http::check::{self, Refusal, valid_request_id};
 use crate::http::client::{Added, Lost};
 use crate::http::deadline::Stall;
@@ -86,11 +86,23 @@ pub(crate) fn refused(refusal: Refusal) -> Response<EdgeBody> {
     resp
 }
 
-/// The worker for `req` among those ready now.
-fn choose(edge: &Edge, req: &request::Parts, client: SocketAddr) -> Option<Arc<Backend>> {
+/// The worker for `req` among those ready now, in version pool `pool` if one was chosen.
+fn choose(
+    edge: &Edge,
+    req: &request::Parts,
+    client: SocketAddr,
+    pool: Option<usize>,
+) -> Option<Arc<Backend>> {
     edge.upstreams
         .snapshot()
-        .select(&*edge.selector, &request_info(req, client))
+        .select_in(pool, &*edge.selector, &request_info(req, client))
+}
+
+/// The version pool of `req`, when the cluster splits traffic between pools.
+fn place(edge: &Edge, req: &request::Parts, client: SocketAddr) -> Option<Placement> {
+    edge.split
+        .as_ref()
+        .map(|split| split.place(&request_info(req, client)))
 }
 
 /// Forwards `req` to a worker and returns its response, or the edge's error response.
@@ -231,9 +243,12 @@ pub(crate) async fn forward_parts(
     // instead of doubling the load on a cluster already in trouble.
     edge.retry.deposit();
 
-    let mut backend = match choose(edge, &parts, client) {
+    // The pool first (by the split, per user), then a worker inside it (by the selector).
+    let mut placement = place(edge, &parts, client);
+    let pool = placement.as_ref().map(|p| p.pool);
+    let mut backend = match choose(edge, &parts, client, pool) {
         Some(b) => b,
-        None => match wait_pick(edge, &parts, client, &[]).await {
+        None => match wait_pick(edge, &parts, client, &[], pool).await {
             Ok(b) => b,
             Err(why) => return with_id(unavailable(why), request_id),
         },
@@ -248,7 +263,12 @@ pub(crate) async fn forward_parts(
     loop {
         let failed_pid = backend.pid();
         match attempt(edge, backend, &parts, added, &mut body, &peer.watch).await {
-            Attempt::Done(resp) => return with_id(resp, request_id),
+            Attempt::Done(mut resp) => {
+                if let Some(cookie) = placement.as_mut().and_then(|p| p.set_cookie.take()) {
+                    resp.headers_mut().append(SET_COOKIE, cookie);
+                }
+                return with_id(resp, request_id);
+            }
             Attempt::NotSent(why) => {
                 tracing::debug!(worker_pid = failed_pid, %why, "request not sent; retrying elsewhere");
             }
@@ -318,14 +338,14 @@ pub(crate) async fn forward_parts(
             lane = edge.upstreams.suspect_lane(SUSPECT_LANE_WAIT).await;
         }
         let info = request_info(&parts, client);
-        let next = edge
-            .upstreams
-            .snapshot()
-            .select_excluding(&*edge.selector, &info, &failed);
+        let next =
+            edge.upstreams
+                .snapshot()
+                .select_in_excluding(pool, &*edge.selector, &info, &failed);
         backend = match next {
             Some(b) => b,
             // Only failed workers left: wait for another one, or for a replacement, to be Ready.
-            None => match wait_pick(edge, &parts, client, &failed).await {
+            None => match wait_pick(edge, &parts, client, &failed, pool).await {
                 Ok(b) => b,
                 Err(why) => return with_id(unavailable(why), request_id),
             },
@@ -361,12 +381,13 @@ async fn wait_pick(
     req: &request::Parts,
     client: SocketAddr,
     exclude: &[u32],
+    pool: Option<usize>,
 ) -> Result<Arc<Backend>, NotReady> {
     let info = request_info(req, client);
     let limits = &edge.limits;
     edge.upstreams
         .wait_for(limits.queue_timeout, limits.queue_max, |ready| {
-            ready.select_excluding(&*edge.selector, &info, exclude)
+            ready.select_in_excluding(pool, &*edge.selector, &info, exclude)
         })
         .await
 }
@@ -465,9 +486,10 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     append_forwarded_for(&mut parts.headers, peer);
-    let backend = match choose(edge, &parts, client) {
+    let pool = place(edge, &parts, client).map(|p| p.pool);
+    let backend = match choose(edge, &parts, client, pool) {
         Some(b) => b,
-        None => match wait_pick(edge, &parts, client, &[]).await {
+        None => match wait_pick(edge, &parts, client, &[], pool).await {
             Ok(b) => b,
             Err(why) => return unavailable(why),
         },

@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 use tower::retry::budget::TpsBudget;
 
 use super::upstreams::Upstreams;
-use crate::balance::Selector;
+use crate::balance::{Selector, Split};
 use crate::config::Config;
 use crate::http::deadline::Deadlines;
 use crate::http::routes::MasterRoutes;
@@ -60,6 +60,9 @@ pub(crate) struct Edge {
     pub connection_slots: Arc<Semaphore>,
     pub upstreams: Arc<Upstreams>,
     pub selector: Arc<dyn Selector>,
+    /// Chooses each request's version pool before the selector chooses its worker; `None` in a
+    /// one-pool cluster, whose requests then take exactly the path they always took.
+    pub split: Option<Arc<dyn Split>>,
     pub master: MasterRoutes,
     /// Retries draw on it, so a cluster in trouble is not hit with twice its load.
     pub retry: TpsBudget,

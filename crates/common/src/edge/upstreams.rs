@@ -10,6 +10,12 @@
 //! (`Upstreams::wait_for`) instead of answering 503 at once: every change of the set bumps a
 //! `watch`, so waiters wake when a worker becomes Ready, without polling. Only that slow path
 //! subscribes; a request that finds the set non-empty takes no extra lock and allocates nothing.
+//!
+//! Version pools (`supervisor::pool`): the set is kept sorted by (pool, slot), so each pool's
+//! workers are one run of it, and [`Ready`] records where each run starts and ends. A request
+//! whose pool was chosen (`balance::split`) is placed by the selector among that run only, a
+//! sub-slice: still no copy and no allocation. In a one-pool cluster the run is the whole set and
+//! nothing else changes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -89,19 +95,52 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// One version of the ready set: the same workers twice, in slot order.
+/// One version of the ready set: the same workers twice, in (pool, slot) order.
 #[derive(Debug, Default)]
 pub struct Ready {
     workers: Box<[Worker]>,
     backends: Box<[Arc<Backend>]>,
+    /// Each pool that has a ready worker, with where its run of `workers` starts and ends.
+    pools: Box<[(usize, std::ops::Range<usize>)]>,
 }
 
 impl Ready {
+    /// `backends` must be sorted by (pool, slot).
     fn new(backends: Vec<Arc<Backend>>) -> Self {
+        let mut pools: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        for (i, b) in backends.iter().enumerate() {
+            match pools.last_mut() {
+                Some((pool, run)) if *pool == b.pool() => run.end = i + 1,
+                _ => pools.push((b.pool(), i..i + 1)),
+            }
+        }
         Self {
             workers: backends.iter().map(|b| b.worker().clone()).collect(),
             backends: backends.into(),
+            pools: pools.into(),
         }
+    }
+
+    /// The ready backend of `slot`, if it has one.
+    pub(crate) fn backend_of_slot(&self, slot: usize) -> Option<Arc<Backend>> {
+        self.backends.iter().find(|b| b.slot() == slot).cloned()
+    }
+
+    /// The ready workers of version pool `pool` (empty when it has none).
+    pub fn pool(&self, pool: usize) -> &[Worker] {
+        self.run_of(pool).map_or(&[], |run| &self.workers[run])
+    }
+
+    /// The ready backends of version pool `pool`.
+    pub fn pool_backends(&self, pool: usize) -> &[Arc<Backend>] {
+        self.run_of(pool).map_or(&[], |run| &self.backends[run])
+    }
+
+    fn run_of(&self, pool: usize) -> Option<std::ops::Range<usize>> {
+        self.pools
+            .iter()
+            .find(|(p, _)| *p == pool)
+            .map(|(_, run)| run.clone())
     }
 
     /// The workers as a selector sees them.
@@ -135,6 +174,47 @@ impl Ready {
 }
 
 impl Ready {
+    /// As [`Ready::select`], among the workers of version pool `pool` when one is given. A pool
+    /// with no ready worker (its last one just drained, say) is no reason to refuse a request:
+    /// then any ready worker takes it.
+    pub(crate) fn select_in(
+        &self,
+        pool: Option<usize>,
+        selector: &dyn Selector,
+        req: &RequestInfo<'_>,
+    ) -> Option<Arc<Backend>> {
+        let run = match pool.and_then(|p| self.run_of(p)) {
+            Some(run) => run,
+            None => return self.select(selector, req),
+        };
+        let i = selector.select(req, &self.workers[run.clone()])?;
+        self.backends.get(run.start + i).cloned()
+    }
+
+    /// As [`Ready::select_in`], leaving out every process in `exclude`.
+    pub(crate) fn select_in_excluding(
+        &self,
+        pool: Option<usize>,
+        selector: &dyn Selector,
+        req: &RequestInfo<'_>,
+        exclude: &[u32],
+    ) -> Option<Arc<Backend>> {
+        if pool.is_none() {
+            return self.select_excluding(selector, req, exclude);
+        }
+        if exclude.is_empty() || !self.backends.iter().any(|b| exclude.contains(&b.pid())) {
+            return self.select_in(pool, selector, req);
+        }
+        let rest = Ready::new(
+            self.backends
+                .iter()
+                .filter(|b| !exclude.contains(&b.pid()))
+                .cloned()
+                .collect(),
+        );
+        rest.select_in(pool, selector, req)
+    }
+
     /// As [`Ready::select`], leaving out every process in `exclude` (the workers that already
     /// failed this request). Only retries come here, so the filtered copy is fine.
     pub(crate) fn select_excluding(
@@ -281,7 +361,7 @@ impl Upstreams {
             .cloned()
             .collect();
         next.push(backend);
-        next.sort_by_key(|b| b.slot());
+        next.sort_by_key(|b| (b.pool(), b.slot()));
         *ready = Arc::new(Ready::new(next));
         drop(ready);
         self.bump();
@@ -368,6 +448,89 @@ mod tests {
             .expect("the waiter did not panic");
         assert_eq!(got, Err(NotReady::NoneComing));
         assert_eq!(u.waiting(), 0);
+    }
+
+    fn backend(slot: usize, pool: usize) -> Arc<Backend> {
+        let shape = super::super::pool::PoolShape {
+            connections: 1,
+            shards: 1,
+        };
+        let observers: crate::slot::Observers = Arc::new([]);
+        Arc::new(
+            Backend::new(
+                slot,
+                1000 + slot as u32,
+                0,
+                format!("/nonexistent/w{slot}.sock").into(),
+                Arc::default(),
+                shape,
+                observers,
+            )
+            .with_pool(pool),
+        )
+    }
+
+    /// Picks the first worker it is shown, so a test sees which slice it was given.
+    struct First;
+
+    impl Selector for First {
+        fn select(&self, _: &RequestInfo<'_>, ready: &[Worker]) -> Option<usize> {
+            (!ready.is_empty()).then_some(0)
+        }
+
+        fn name(&self) -> &'static str {
+            "first"
+        }
+    }
+
+    fn info<'a>(
+        method: &'a http::Method,
+        uri: &'a http::Uri,
+        headers: &'a http::HeaderMap,
+    ) -> RequestInfo<'a> {
+        RequestInfo {
+            method,
+            uri,
+            headers,
+            client: "127.0.0.1:1".parse().expect("an address"),
+        }
+    }
+
+    #[test]
+    fn each_pool_is_one_run_of_the_ready_set_and_a_request_is_placed_inside_its_pool() {
+        let u = Upstreams::default();
+        // Inserted out of order, across two pools.
+        for (slot, pool) in [(3, 1), (1, 0), (4, 1), (2, 0)] {
+            u.insert(backend(slot, pool));
+        }
+        let ready = u.snapshot();
+        let slots = |ws: &[Worker]| ws.iter().map(Worker::slot).collect::<Vec<_>>();
+        assert_eq!(slots(ready.workers()), [1, 2, 3, 4]);
+        assert_eq!(slots(ready.pool(0)), [1, 2]);
+        assert_eq!(slots(ready.pool(1)), [3, 4]);
+        assert!(ready.pool(7).is_empty());
+        let (m, uri, h) = (
+            http::Method::GET,
+            http::Uri::from_static("/"),
+            http::HeaderMap::new(),
+        );
+        let req = info(&m, &uri, &h);
+        let pick = |pool| ready.select_in(pool, &First, &req).map(|b| b.slot());
+        // One pool, or none chosen: the whole set, as before pools existed.
+        assert_eq!(pick(None), Some(1));
+        assert_eq!(
+            pick(Some(1)),
+            Some(3),
+            "the selector saw pool 1's workers only"
+        );
+        // A pool with no ready worker falls back to the whole set rather than refusing.
+        assert_eq!(pick(Some(7)), Some(1));
+        let retried = ready.select_in_excluding(Some(1), &First, &req, &[1003]);
+        assert_eq!(
+            retried.map(|b| b.slot()),
+            Some(4),
+            "a retry stays in its pool"
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,8 @@ pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwa
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Set on every proxied response: which slot answered.
 pub static X_WORKER_ID: HeaderName = HeaderName::from_static("x-worker-id");
+/// The version that answered, set by workers of a version pool.
+pub static X_APP_VERSION: HeaderName = HeaderName::from_static("x-app-version");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not be forwarded.
 pub(crate) static HOP_BY_HOP: [HeaderName; 6] = [

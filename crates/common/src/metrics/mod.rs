@@ -13,6 +13,7 @@
 //! - [`monitor`]: [`Monitor`], which puts them together and builds the `/metrics` [`Report`];
 //! - [`prometheus`]: the Prometheus text rendering (prometheus-client);
 //! - [`routes`]: `/metrics`, `/metrics/prometheus`, `/alerts`, `/history` for a lesson to merge;
+//! - [`versions`]: [`PoolWindows`], per version pool over a resettable window (canary analysis);
 //! - [`view`]: [`ClusterView`], the cluster as metrics see it.
 //!
 //! The words it counts in ([`SlotCounters`], [`Completion`], [`Observer`]) are the cluster's
@@ -26,12 +27,14 @@ pub mod monitor;
 pub mod prometheus;
 pub mod recorder;
 pub mod routes;
+pub mod versions;
 pub mod view;
 pub mod window;
 
 pub use health::{Alert, Thresholds};
 pub use monitor::{Monitor, Report};
 pub use recorder::Recorder;
+pub use versions::{PoolStats, PoolWindows};
 pub use view::ClusterView;
 
 pub use crate::slot::{Completion, Observer, Observers, Outcome, SlotCounters};

@@ -547,6 +547,7 @@ mod tests {
     fn worker(id: usize, counters: Arc<SlotCounters>) -> WorkerInfo {
         WorkerInfo {
             id,
+            pool: 0,
             pid: Some(4000 + id as u32),
             state: SlotState::Ready,
             restarts: 0,
@@ -564,6 +565,7 @@ mod tests {
         Completion {
             slot,
             pid: 1,
+            pool: 0,
             latency: Duration::from_millis(ms),
             status: Some(status),
             outcome: Outcome::Complete,

@@ -250,6 +250,7 @@ mod tests {
     fn worker(id: usize) -> WorkerInfo {
         WorkerInfo {
             id,
+            pool: 0,
             pid: Some(100 + id as u32),
             state: SlotState::Ready,
             restarts: 2,
@@ -273,6 +274,7 @@ mod tests {
                 &Completion {
                     slot: 1,
                     pid: 101,
+                    pool: 0,
                     latency: Duration::from_millis(ms),
                     status: Some(status),
                     outcome: Outcome::Complete,

@@ -111,6 +111,7 @@ mod tests {
         Completion {
             slot,
             pid: 1000 + slot as u32,
+            pool: 0,
             latency: Duration::from_millis(ms),
             status,
             outcome: if status.is_some() {

@@ -14,6 +14,9 @@ pub struct Completion {
     pub slot: usize,
     /// The worker process that served it.
     pub pid: u32,
+    /// The version pool the slot belongs to (0, the cluster's own, unless it runs several; see
+    /// `supervisor::PoolSpec`): what per-version metrics are keyed by.
+    pub pool: usize,
     /// From dispatch (before any queueing for a pool connection) to the end of the response body,
     /// or to the failure.
     pub latency: Duration,

@@ -46,6 +46,9 @@ pub enum SlotState {
 pub struct WorkerInfo {
     /// The slot id, 1..=N.
     pub id: usize,
+    /// The version pool the slot belongs to; 0, and left out of the JSON, in a one-pool cluster.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pool: usize,
     /// The serving (or starting) process, if any.
     pub pid: Option<u32>,
     /// The slot's state.
@@ -68,6 +71,10 @@ pub struct WorkerInfo {
     /// The live counters, so readers see current figures rather than the last snapshot's.
     #[serde(skip)]
     pub(crate) counters: Arc<SlotCounters>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The last unexpected exit of a slot's process and the restart that followed, for `/health`.

@@ -32,12 +32,14 @@
 pub mod autoscale;
 pub mod backoff;
 mod error;
+pub mod pool;
 mod sample;
 mod shared;
 mod slot;
 pub(crate) mod spawn;
 
 pub use error::CommandError;
+pub use pool::PoolSpec;
 pub(crate) use shared::Shared;
 
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +66,11 @@ use slot::{ReplaceReply, Slot};
 /// What the cluster handle asks of the supervisor.
 pub(crate) enum Command {
     ScaleTo(usize),
+    /// Runs `n` slots in pool `pool`.
+    ScalePool(usize, usize),
+    /// What pool `pool`'s processes started from now on run (a new pool when it is one past the
+    /// last); running ones are replaced by a rolling restart, not by this.
+    SetPool(usize, PoolSpec),
     Replace(usize, ReplaceReply),
     Signal(Option<usize>, Signal),
     Reload,
@@ -135,6 +142,8 @@ pub(crate) struct Supervisor {
     sampler: Sampler,
     /// Variables the lesson set for its workers (see `Cluster::worker_env`).
     worker_env: Vec<(String, String)>,
+    /// What each version pool runs; one pool, without a version, unless the lesson set more.
+    pools: Vec<PoolSpec>,
 }
 
 impl Supervisor {
@@ -142,7 +151,6 @@ impl Supervisor {
         // Bounded: a worker flooding its channel slows only its own reader task.
         let (events_tx, events_rx) = mpsc::channel(1024);
         Self {
-            config,
             exe,
             run_dir,
             shared,
@@ -156,6 +164,8 @@ impl Supervisor {
             killed_at_shutdown: false,
             sampler: Sampler::default(),
             worker_env: Vec::new(),
+            pools: vec![PoolSpec::single(config.workers)],
+            config,
         }
     }
 
@@ -165,9 +175,19 @@ impl Supervisor {
         self
     }
 
+    /// Runs these version pools instead of the one pool of `WORKERS` workers.
+    pub(crate) fn with_pools(mut self, pools: Vec<PoolSpec>) -> Self {
+        if !pools.is_empty() {
+            self.pools = pools;
+        }
+        self
+    }
+
     /// Runs until a shutdown completes.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        self.scale_to(self.config.workers);
+        for pool in 0..self.pools.len() {
+            self.scale_pool(pool, self.pools[pool].workers);
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sample = tokio::time::interval(self.config.metrics_interval);
@@ -203,10 +223,19 @@ impl Supervisor {
     }
 
     fn scale_to(&mut self, n: usize) {
+        self.scale_pool(0, n);
+    }
+
+    /// Runs `n` slots in `pool`: new slots take the lowest ids free in any pool, and scaling down
+    /// drains the pool's highest.
+    fn scale_pool(&mut self, pool: usize, n: usize) {
+        if pool >= self.pools.len() {
+            return;
+        }
         let active: Vec<usize> = self
             .slots
             .iter()
-            .filter(|(_, s)| !s.removed)
+            .filter(|(_, s)| !s.removed && s.pool == pool)
             .map(|(id, _)| *id)
             .collect();
         if n > active.len() {
@@ -218,27 +247,33 @@ impl Supervisor {
                     .get(&id)
                     .is_none_or(|s| s.removed && s.current.is_none());
                 if free && !active.contains(&id) {
-                    let counters = self
-                        .slots
-                        .remove(&id)
+                    // A slot id once used by another pool starts its counts afresh. Its
+                    // generations go on either way: a process of the removed slot may still be
+                    // draining, and a new one numbered like it would take its key and socket.
+                    let old = self.slots.remove(&id);
+                    let next_generation = old.as_ref().map_or(0, |s| s.next_generation);
+                    let counters = old
+                        .filter(|s| s.pool == pool)
                         .map(|s| s.counters)
                         .unwrap_or_default();
-                    self.slots.insert(id, Slot::new(counters));
+                    let mut slot = Slot::new(counters);
+                    slot.pool = pool;
+                    slot.next_generation = next_generation;
+                    self.slots.insert(id, slot);
                     self.start(id, Role::Current);
                     add -= 1;
                 }
                 id += 1;
             }
         } else {
-            for id in active
-                .into_iter()
-                .rev()
-                .take(active_len_minus(n, &self.slots))
-            {
+            let surplus = active.len().saturating_sub(n);
+            for id in active.into_iter().rev().take(surplus) {
                 self.remove_slot(id);
             }
         }
-        self.emit(ClusterEvent::Scaled { workers: n });
+        if pool == 0 {
+            self.emit(ClusterEvent::Scaled { workers: n });
+        }
     }
 
     fn remove_slot(&mut self, id: usize) {
@@ -265,14 +300,16 @@ impl Supervisor {
         let generation = slot.next_generation;
         slot.next_generation += 1;
         let socket = self.run_dir.join(format!("w{id}-{generation}.sock"));
+        let pool = slot.pool;
+        let spec = &self.pools[pool.min(self.pools.len() - 1)];
         let mut spawned = match spawn::spawn(
-            &self.exe,
+            spec.exe.as_deref().unwrap_or(&self.exe),
             id,
             generation,
             &socket,
             self.config.health_check_interval,
             self.config.dispatch == crate::config::Dispatch::Handoff,
-            &self.worker_env,
+            &spec.worker_env(&self.worker_env),
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -320,7 +357,8 @@ impl Supervisor {
                 },
                 self.shared.observers.clone(),
             )
-            .with_handoff(handoff),
+            .with_handoff(handoff)
+            .with_pool(pool),
         );
         let (to_worker, signals) = self.watch(key, spawned);
         let now = Instant::now();
@@ -666,6 +704,15 @@ impl Supervisor {
         match cmd {
             Command::ScaleTo(n) if self.shutdown.is_none() => self.scale_to(n),
             Command::ScaleTo(_) => {}
+            Command::ScalePool(pool, n) if self.shutdown.is_none() => self.scale_pool(pool, n),
+            Command::ScalePool(..) => {}
+            Command::SetPool(pool, spec) => {
+                if pool < self.pools.len() {
+                    self.pools[pool] = spec;
+                } else if pool == self.pools.len() {
+                    self.pools.push(spec);
+                }
+            }
             Command::Replace(id, reply) => {
                 let ok = self.shutdown.is_none()
                     && self.slots.get(&id).is_some_and(|s| {
@@ -876,6 +923,7 @@ impl Supervisor {
                 );
                 WorkerInfo {
                     id: *id,
+                    pool: s.pool,
                     pid: current.map(|(_, p)| p.pid),
                     state,
                     restarts: s.counters.restarts.load(Ordering::Relaxed),
@@ -908,12 +956,4 @@ fn stop_drained(p: &mut Instance, timeout: Duration, now: Instant) {
         let deadline_ms = timeout.as_millis() as u64;
         let _ = p.to_worker.send(MasterMessage::Shutdown { deadline_ms });
     }
-}
-
-fn active_len_minus(n: usize, slots: &BTreeMap<usize, Slot>) -> usize {
-    slots
-        .values()
-        .filter(|s| !s.removed)
-        .count()
-        .saturating_sub(n)
 }

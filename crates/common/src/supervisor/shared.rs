@@ -21,6 +21,9 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<ClusterEvent>,
     pub shutting_down: AtomicBool,
     pub started: Instant,
+    /// The master's private run directory (0700, removed at exit): the workers' sockets, and
+    /// whatever a lesson keeps for the master's lifetime only.
+    pub run_dir: std::path::PathBuf,
     /// Given to every backend: told about each proxied request as it ends.
     pub observers: Observers,
 }

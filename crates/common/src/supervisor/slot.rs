@@ -27,6 +27,8 @@ pub(super) type ReplaceReply = oneshot::Sender<Result<(), CommandError>>;
 
 pub(super) struct Slot {
     pub(super) counters: Arc<SlotCounters>,
+    /// The version pool it belongs to, for its whole life (see `supervisor::pool`).
+    pub(super) pool: usize,
     /// When its unstable restarts happened, for the restart policy's window.
     pub(super) restarts: VecDeque<Instant>,
     /// The last unexpected exit and what was done about it, for `/health`.
@@ -46,6 +48,7 @@ impl Slot {
     pub(super) fn new(counters: Arc<SlotCounters>) -> Self {
         Self {
             counters,
+            pool: 0,
             restarts: VecDeque::new(),
             history: SlotHistory::default(),
             next_restart: None,

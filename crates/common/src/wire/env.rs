@@ -20,6 +20,11 @@ pub const MASTER_PID: &str = "CLUSTER_MASTER_PID";
 pub const HEARTBEAT_MS: &str = "CLUSTER_HEARTBEAT_MS";
 /// In handoff mode, the datagram socket accepted connections arrive on.
 pub const HANDOFF_FD: &str = "CLUSTER_HANDOFF_FD";
+/// The version this worker runs (its pool's, e.g. `v2.0.0`); set only in a cluster of version
+/// pools. A worker that has one puts it on every response as `X-App-Version`.
+pub const APP_VERSION: &str = "CLUSTER_APP_VERSION";
+/// The name of the version pool this worker belongs to (`stable`, `canary`, `blue`, …).
+pub const POOL: &str = "CLUSTER_POOL";
 
 /// Variables of the master's own that a worker must not inherit: systemd's notify socket,
 /// watchdog and socket-activation settings describe the master's relation to the service

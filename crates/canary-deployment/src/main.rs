@@ -1,0 +1,26 @@
+//! Run with `cargo run -p canary-deployment`, then:
+//!
+//! ```text
+//! for i in $(seq 20); do curl -s -H "X-User-Id: user-$i" localhost:8000/ | jq -c .; done
+//! curl -X POST localhost:8000/canary/increase        # 0 → 10%
+//! curl -s localhost:8000/canary/status | jq .deployment
+//! curl -X POST localhost:8000/canary/rollout         # the rest of CANARY_STEPS, by the analysis
+//! curl -X POST localhost:8000/faults/canary -H 'content-type: application/json' -d '{"errorRate":0.2}'
+//! curl -X POST localhost:8000/deploy/blue-green; curl -X POST localhost:8000/deploy/switch-back
+//! ```
+//!
+//! `APP_VERSION`, `CANARY_VERSION`, `CANARY_BIN`, `CANARY_WORKERS`, `CANARY_STEPS`,
+//! `CANARY_STEP_SECONDS`, `CANARY_MIN_REQUESTS`, `CANARY_ERROR_FLOOR`, `CANARY_P95_FLOOR_MS`,
+//! `CANARY_SALT`, `BLUE_GREEN_KEEP_SECONDS`, `ROLLING_PAUSE_MS`.
+
+use std::process::ExitCode;
+
+use canary_deployment::Settings;
+use common::config::cpu_count;
+
+fn main() -> ExitCode {
+    // Settings first: a bad value exits 2 before anything is bound.
+    let config = common::cluster::config_with_workers(cpu_count().min(4));
+    let settings = Settings::from_env_or_exit();
+    canary_deployment::cluster(config, settings).run()
+}
