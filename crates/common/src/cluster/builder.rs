@@ -12,7 +12,10 @@ use super::logging;
 use super::master::{self, BuildMaster, Master, OnStart};
 use crate::balance::{RoundRobin, Selector};
 use crate::config::{Config, Defaults};
+use crate::edge::front::Front;
+use crate::http::rate_limit::{Limiter, RateLimitLayer};
 use crate::http::routes::MasterRoutes;
+use crate::http::trace::TraceLayer;
 use crate::metrics::Observer;
 use crate::slot::WorkerInfo;
 use crate::wire::env;
@@ -55,6 +58,7 @@ pub struct Cluster {
     hints: Vec<String>,
     banner_lines: Vec<(String, String)>,
     worker_env: Vec<(String, String)>,
+    front: Front,
 }
 
 impl Cluster {
@@ -73,6 +77,7 @@ impl Cluster {
             hints: Vec::new(),
             banner_lines: Vec::new(),
             worker_env: Vec::new(),
+            front: Front::default(),
         }
     }
 
@@ -152,6 +157,22 @@ impl Cluster {
         self
     }
 
+    /// Limits every request the master receives, its own routes and every worker's, per client IP
+    /// (see [`crate::http::rate_limit`]): one budget for the whole cluster. Paths the limiter
+    /// exempts (health probes, metrics scrapes) are never limited. Proxy dispatch only: in
+    /// handoff mode the master does not see the requests of a connection it passed on.
+    pub fn rate_limit(mut self, limiter: Arc<Limiter>) -> Self {
+        self.front.rate_limit = Some(RateLimitLayer::new(limiter));
+        self
+    }
+
+    /// Traces every request the master receives (see [`crate::http::trace`]): `X-Request-Id` and
+    /// `X-Response-Time` on every answer, and a log line per request if the layer says so.
+    pub fn trace(mut self, layer: TraceLayer) -> Self {
+        self.front.trace = Some(layer);
+        self
+    }
+
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
         logging::init(self.config.log_format);
@@ -173,6 +194,7 @@ impl Cluster {
             hints: self.hints,
             banner_lines: self.banner_lines,
             worker_env: self.worker_env,
+            front: self.front,
         })
     }
 }

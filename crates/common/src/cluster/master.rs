@@ -21,7 +21,7 @@ use super::run_dir::RunDir;
 use super::signals;
 use crate::balance::Selector;
 use crate::config::Config;
-use crate::edge::{Upstreams, accept, state::Edge, threads};
+use crate::edge::{Upstreams, accept, front::Front, state::Edge, threads};
 use crate::error::BoxError;
 use crate::http::routes::MasterRoutes;
 use crate::metrics::Observer;
@@ -48,6 +48,8 @@ pub(super) struct Master {
     pub banner_lines: Vec<(String, String)>,
     /// Set in every worker's environment.
     pub worker_env: Vec<(String, String)>,
+    /// The layers in front of every request, if any.
+    pub front: Front,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -97,6 +99,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         hints,
         banner_lines,
         worker_env,
+        front,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = accept::bind(addr, config.edge_threads)
@@ -140,6 +143,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         selector,
         master: routes,
         retry: TpsBudget::default(),
+        front: front.is_on().then_some(front),
     });
     let serving = threads::spawn(
         listeners,

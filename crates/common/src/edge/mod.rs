@@ -3,6 +3,7 @@
 //! Layout, in the order a request meets them:
 //! - [`accept`]: one listening socket per edge thread, and the shared cap on connections;
 //! - `threads`: the edge threads, each a current-thread runtime with its own accept loop;
+//! - `front`: the optional layers in front of every request (trace, rate limit);
 //! - `serve`: proxy dispatch, one client connection served by the plain loop, then hyper;
 //! - [`handoff`]: the other dispatch mode, passing whole connections to workers;
 //! - `state`: what every connection shares (`Edge`: limits, strategy, routes);
@@ -19,6 +20,7 @@
 //! cluster build it, and it knows neither.
 
 pub mod accept;
+pub(crate) mod front;
 pub mod handoff;
 pub mod pool;
 pub mod proxy;

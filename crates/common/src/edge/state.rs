@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::retry::budget::TpsBudget;
 
+use super::front::Front;
 use super::upstreams::Upstreams;
 use crate::balance::Selector;
 use crate::config::Config;
@@ -63,4 +64,6 @@ pub(crate) struct Edge {
     pub master: MasterRoutes,
     /// Retries draw on it, so a cluster in trouble is not hit with twice its load.
     pub retry: TpsBudget,
+    /// The trace and the rate limit, when the lesson asked for either; `None` costs nothing.
+    pub front: Option<Front>,
 }
