@@ -59,6 +59,7 @@ pub struct Cluster {
     banner_lines: Vec<(String, String)>,
     worker_env: Vec<(String, String)>,
     front: Front,
+    shutdown_delay: std::time::Duration,
 }
 
 impl Cluster {
@@ -78,6 +79,7 @@ impl Cluster {
             banner_lines: Vec::new(),
             worker_env: Vec::new(),
             front: Front::default(),
+            shutdown_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -173,6 +175,14 @@ impl Cluster {
         self
     }
 
+    /// On SIGTERM, go on serving for `delay` with `/health` (and a lesson's readiness route)
+    /// already saying the master is shutting down, then stop accepting and drain: the time a load
+    /// balancer needs to notice (Kubernetes' `preStop` sleep). Default 0.
+    pub fn shutdown_delay(mut self, delay: std::time::Duration) -> Self {
+        self.shutdown_delay = delay;
+        self
+    }
+
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
         logging::init(self.config.log_format);
@@ -195,6 +205,7 @@ impl Cluster {
             banner_lines: self.banner_lines,
             worker_env: self.worker_env,
             front: self.front,
+            shutdown_delay: self.shutdown_delay,
         })
     }
 }

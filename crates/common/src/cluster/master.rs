@@ -50,6 +50,9 @@ pub(super) struct Master {
     pub worker_env: Vec<(String, String)>,
     /// The layers in front of every request, if any.
     pub front: Front,
+    /// How long the edge goes on serving after the shutdown notice, `/health` already saying
+    /// `shutting_down`.
+    pub shutdown_delay: Duration,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -100,6 +103,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         banner_lines,
         worker_env,
         front,
+        shutdown_delay,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = accept::bind(addr, config.edge_threads)
@@ -122,6 +126,8 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (stop, stopped) = shutdown::channel();
+    // The edge stops on a notice of its own, `shutdown_delay` after the cluster's.
+    let (edge_stop, edge_stopped) = shutdown::channel();
     let handle = ClusterHandle::new(shared.clone(), cmd_tx, stop.clone(), scorer);
     let supervisor = Supervisor::new(
         config.clone(),
@@ -148,7 +154,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
     let serving = threads::spawn(
         listeners,
         edge,
-        stopped.clone(),
+        edge_stopped,
         config.shutdown_timeout,
         config.dispatch,
     )
@@ -164,6 +170,13 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
     tracing::info!("shutting down: draining in-flight requests");
     let began = Instant::now();
     shared.shutting_down.store(true, Ordering::Relaxed);
+    if !shutdown_delay.is_zero() {
+        // Readiness already says 503; a load balancer polling it stops sending new requests
+        // while the listener still accepts the ones already on their way.
+        tracing::info!(delay = ?shutdown_delay, "still serving while load balancers notice");
+        tokio::time::sleep(shutdown_delay).await;
+    }
+    edge_stop.trigger();
     let edge_drained = serving.await;
     let left = config.shutdown_timeout.saturating_sub(began.elapsed());
     let (tx, rx) = oneshot::channel();

@@ -107,14 +107,21 @@ impl SessionSettings {
     /// For the master at startup: fails if the Redis store does not answer PING within 2 s, so a
     /// wrong URL is reported before any request rather than as a 503 on each one.
     pub fn check_store(&self) -> Result<(), String> {
+        self.ping(Duration::from_secs(2))
+    }
+
+    /// Whether the store answers PING within `timeout`, blocking (run it off the runtime). The
+    /// memory store always does.
+    pub fn ping(&self, timeout: Duration) -> Result<(), String> {
         #[cfg(feature = "redis")]
         if let StoreKind::Redis(url) = &self.store {
             let store = super::redis::RedisStore::open(url, self.session_timeout)
                 .map_err(|e| e.to_string())?;
             store
-                .ping_blocking(Duration::from_secs(2))
+                .ping_blocking(timeout)
                 .map_err(|e| format!("SESSION_STORE={url} does not answer: {e}"))?;
         }
+        let _ = timeout;
         Ok(())
     }
 }
