@@ -25,3 +25,56 @@ pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use limiter::{Decision, Limiter, Rate};
 pub use service::{ClientAddr, RateLimit};
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+
+    async fn call(layer: &RateLimitLayer, path: &str, from: Option<&str>) -> Response<Bytes> {
+        let inner = tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Bytes::from_static(b"inner")))
+        });
+        let mut req = Request::get(path).body(()).unwrap();
+        if let Some(addr) = from {
+            let addr: SocketAddr = addr.parse().unwrap();
+            req.extensions_mut().insert(ClientAddr(addr));
+        }
+        layer.layer(inner).oneshot(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn past_the_burst_the_service_answers_429_without_calling_inside() {
+        let limiter = Limiter::new(Rate::parse("2/min").unwrap(), 10).exempt(&["/health"]);
+        let layer = RateLimitLayer::new(Arc::new(limiter));
+        let a = "10.0.0.1:5000";
+        let first = call(&layer, "/", Some(a)).await;
+        assert_eq!(first.status(), 200);
+        assert_eq!(first.headers()["ratelimit-limit"], "2");
+        assert_eq!(first.headers()["ratelimit-remaining"], "1");
+        assert_eq!(call(&layer, "/", Some(a)).await.status(), 200);
+        let third = call(&layer, "/", Some(a)).await;
+        assert_eq!(third.status(), 429);
+        assert_eq!(
+            third.headers()["retry-after"],
+            "30",
+            "one request back every 30 s"
+        );
+        assert_ne!(third.body().as_ref(), b"inner");
+        // Another port of the same address is the same client; another address is not.
+        assert_eq!(call(&layer, "/", Some("10.0.0.1:6000")).await.status(), 429);
+        assert_eq!(call(&layer, "/", Some("10.0.0.2:5000")).await.status(), 200);
+        // Exempt paths and requests with no known peer are not counted.
+        let probe = call(&layer, "/health", Some(a)).await;
+        assert_eq!(probe.status(), 200);
+        assert!(probe.headers().get("ratelimit-limit").is_none());
+        assert_eq!(call(&layer, "/", None).await.status(), 200);
+    }
+}
