@@ -78,6 +78,26 @@ async fn every_answer_has_a_request_id_and_a_response_time_and_a_json_log_line()
 }
 
 #[tokio::test]
+async fn health_has_the_originals_shape_and_readiness_its_reasons() {
+    let base = base();
+    let http = Http::new();
+    let h = http.health(&base).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["workers"]["total"], 2, "{h}");
+    assert_eq!(h["workers"]["healthy"], 2, "{h}");
+    assert_eq!(h["workers"]["degraded"], 0, "{h}");
+    assert!(h["uptime"].as_f64().is_some(), "{h}");
+    let r = http.get(&format!("{base}/health/ready")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ready = r.json();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["sessionStore"]["reachable"], true, "{ready}");
+    let live = http.get(&format!("{base}/health/live")).await;
+    assert_eq!(live.status, 200);
+    assert_eq!(live.json()["status"], "alive");
+}
+
+#[tokio::test]
 async fn prometheus_output_passes_promtool() {
     let base = base();
     let http = Http::new();
