@@ -4,7 +4,8 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -14,6 +15,9 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{Quota, RateLimiter};
 
 use crate::http::forwarded::TrustedProxies;
+
+/// The most often a full table is swept on demand (the timer sweeps besides).
+const SWEEP_AT_MOST_EVERY_MS: u64 = 1000;
 
 /// How many requests a client may make: `count` per `per`, and up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +132,10 @@ pub struct Limiter {
     keyed: Keyed,
     keys: Arc<DashMapStateStore<IpAddr>>,
     max_keys: usize,
+    /// When the last on-demand sweep ran (ms since `born`): a flood of new clients while the
+    /// table is full must not cost a sweep of every key per request.
+    swept_at: AtomicU64,
+    born: Instant,
     /// Whose `X-Forwarded-For` names the client.
     pub(crate) trusted: TrustedProxies,
     /// Paths never limited (prefixes when they end in `/`): the health probes and the metrics
@@ -162,6 +170,8 @@ impl Limiter {
             keyed,
             keys,
             max_keys: max_keys.max(1),
+            swept_at: AtomicU64::new(0),
+            born: Instant::now(),
             trusted: TrustedProxies::default(),
             exempt: Vec::new(),
         }
@@ -204,9 +214,24 @@ impl Limiter {
     /// A client not yet known while `max_keys` are remembered is refused after one sweep of idle
     /// keys, as nginx's `limit_req` does when its zone is full: letting it through unlimited would
     /// hand the limit to anyone with enough addresses.
+    ///
+    /// The cap is checked before the key is added, so edge threads racing on new clients may
+    /// overshoot it by one each; the next check sweeps.
     pub fn check(&self, ip: IpAddr) -> Decision {
-        if self.keys.len() >= self.max_keys && !self.keys.contains_key(&ip) {
-            self.keyed.retain_recent();
+        // A known client (the common case) costs one shard lookup here; counting the keys reads
+        // every shard, so it is done only for a new one.
+        if !self.keys.contains_key(&ip) && self.keys.len() >= self.max_keys {
+            let now = self.born.elapsed().as_millis() as u64;
+            let last = self.swept_at.load(Ordering::Relaxed);
+            let due = now.saturating_sub(last) >= SWEEP_AT_MOST_EVERY_MS || last == 0;
+            if due
+                && self
+                    .swept_at
+                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.keyed.retain_recent();
+            }
             if self.keys.len() >= self.max_keys {
                 return Decision::Limited {
                     retry_after: self.rate.interval().max(Duration::from_secs(1)),
