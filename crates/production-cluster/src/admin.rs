@@ -160,19 +160,44 @@ async fn live(State(c): State<Ctx>) -> Json<Value> {
     Json(json!({ "status": "alive", "uptime": c.handle.uptime().as_secs_f64() }))
 }
 
-/// Ready: at least one worker Ready, the store reachable, and not shutting down.
+/// What `/health/ready` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Send traffic.
+    Ready,
+    /// Shutting down: stop sending, the master is draining.
+    Draining,
+    /// No worker is Ready, or the session store does not answer.
+    NotReady,
+}
+
+/// The readiness rule: ready when not shutting down, the session store answers and at least one
+/// worker is Ready. Draining wins, so a load balancer stops sending the moment SIGTERM arrives.
+pub fn readiness(draining: bool, store_reachable: bool, ready_workers: usize) -> Readiness {
+    if draining {
+        Readiness::Draining
+    } else if store_reachable && ready_workers >= 1 {
+        Readiness::Ready
+    } else {
+        Readiness::NotReady
+    }
+}
+
 async fn ready(State(c): State<Ctx>) -> Response {
     let health = c.handle.health();
-    let draining = health.status == "shutting_down";
     let store = c.store_ok.load(Ordering::Relaxed);
-    let ready = !draining && store && health.workers.ready >= 1;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let verdict = readiness(
+        health.status == "shutting_down",
+        store,
+        health.workers.ready,
+    );
+    let (status, word) = match verdict {
+        Readiness::Ready => (StatusCode::OK, "ready"),
+        Readiness::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        Readiness::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
     };
     let body = json!({
-        "status": if ready { "ready" } else if draining { "draining" } else { "not_ready" },
+        "status": word,
         "workers": { "ready": health.workers.ready, "total": health.workers.total },
         "sessionStore": { "kind": c.admin.sessions.store_name(), "reachable": store },
     });
@@ -201,6 +226,16 @@ fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Res
     (status, Json(body)).into_response()
 }
 
+/// Whether an `Authorization` header value carries `token` as a bearer token, compared in
+/// constant time: the time a wrong guess takes does not depend on how much of it was right.
+pub fn authorized(header: Option<&str>, token: &[u8]) -> bool {
+    // RFC 9110 §11.1: the scheme is case-insensitive; RFC 6750 §2.1: `Bearer <token>`.
+    header
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, t)| bool::from(t.trim().as_bytes().ct_eq(token)))
+}
+
 /// Lets a request with the right bearer token through; everything else is 401 (or 403 when no
 /// token is configured) and never reaches a handler.
 async fn require_token(
@@ -215,16 +250,11 @@ async fn require_token(
             "the admin API is off: set ADMIN_TOKEN to turn it on",
         );
     };
-    // RFC 9110 §11.1: the scheme is case-insensitive; RFC 6750 §2.1: `Bearer <token>`.
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    let authorized = presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())));
-    if !authorized {
+        .and_then(|v| v.to_str().ok());
+    if !authorized(presented, token.as_bytes()) {
         let mut resp = json_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -357,4 +387,42 @@ async fn drain(
     let body =
         json!({ "slot": slot, "status": "draining: a new worker takes the slot once Ready" });
     (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draining_wins_over_everything_else() {
+        assert_eq!(readiness(false, true, 1), Readiness::Ready);
+        assert_eq!(readiness(true, true, 4), Readiness::Draining);
+        assert_eq!(
+            readiness(false, false, 4),
+            Readiness::NotReady,
+            "store down"
+        );
+        assert_eq!(readiness(false, true, 0), Readiness::NotReady, "no worker");
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_is_authorized() {
+        let t = b"0123456789abcdef";
+        assert!(authorized(Some("Bearer 0123456789abcdef"), t));
+        assert!(
+            authorized(Some("bearer 0123456789abcdef"), t),
+            "the scheme is case-blind"
+        );
+        for bad in [
+            "Bearer 0123456789abcde",
+            "Bearer 0123456789abcdefg",
+            "Basic 0123456789abcdef",
+            "Bearer",
+            "0123456789abcdef",
+            "",
+        ] {
+            assert!(!authorized(Some(bad), t), "{bad:?}");
+        }
+        assert!(!authorized(None, t));
+    }
 }

@@ -10,7 +10,9 @@
 //! | checklist item | here |
 //! |---|---|
 //! | external session store | `SESSION_STORE=redis://…`, sticky routing by the session cookie |
-//! | logging | a JSON line per request with `LOG_FORMAT=json` (`common::http::trace`) |
+//! | logging | a log line per request, JSON with `LOG_FORMAT=json` (`common::http::trace`) |
+//! | APM | `X-Request-Id` passed to the worker and reflected, `X-Response-Time`, `/metrics` |
+//! | a load balancer | `/health/ready` turning 503 first on shutdown, `SHUTDOWN_DELAY`, `TRUSTED_PROXIES` |
 //! | health checks | `/health/live`, `/health/ready`, `/health` ([`admin`]) |
 //! | monitoring and alerting | `/metrics`, `/metrics/prometheus`, `/alerts`, `/dashboard` |
 //! | rate limiting | `RATE_LIMIT=100/min` per client IP, for the whole cluster, in the master |
