@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -225,6 +226,96 @@ impl Default for RestartPolicy {
     }
 }
 
+/// How the master sizes the cluster to its load (`AUTOSCALE=min..max`; see
+/// `supervisor::autoscale` for the rule). The signal is the one the master measures best:
+/// requests in flight at the edge, averaged over each interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Autoscale {
+    /// Never fewer workers than this.
+    pub min: usize,
+    /// Never more than this.
+    pub max: usize,
+    /// `AUTOSCALE_TARGET_INFLIGHT`, default 8: the in-flight requests per worker to aim at; the
+    /// cluster wants `ceil(in flight / target)` workers.
+    pub target_in_flight: f64,
+    /// `AUTOSCALE_INTERVAL` ms, default 1000: how often a decision is made (in-flight is sampled
+    /// ten times per interval and averaged).
+    pub interval: Duration,
+    /// `AUTOSCALE_UP_COOLDOWN` ms, default 3000: after a scale-up, the next waits this long, so
+    /// the new workers' effect is seen before more are added.
+    pub up_cooldown: Duration,
+    /// `AUTOSCALE_DOWN_WINDOW` ms, default 60000: a scale-down goes only as low as the highest
+    /// recommendation of this window (Kubernetes' HPA stabilisation window; its default is 300 s),
+    /// so a lull does not drop workers the next burst needs.
+    pub down_window: Duration,
+    /// Changes of less than this fraction of the target are ignored (HPA's tolerance, 0.1).
+    pub tolerance: f64,
+}
+
+/// `AUTOSCALE=min..max` and its `AUTOSCALE_*` settings; `None` when `AUTOSCALE` is unset.
+fn autoscale(src: &impl Source) -> Result<Option<Autoscale>, ConfigError> {
+    let ms = Duration::from_millis;
+    let range = var(
+        src,
+        "AUTOSCALE",
+        "a range of worker counts min..max with 1 <= min <= max <= 256 (e.g. 2..8)",
+        |s| {
+            let (min, max) = s.split_once("..")?;
+            let (min, max) = (min.trim().parse().ok()?, max.trim().parse().ok()?);
+            (1 <= min && min <= max && max <= 256).then_some((min, max))
+        },
+    )?;
+    let target: u32 = number(src, "AUTOSCALE_TARGET_INFLIGHT", 8, 1, 100_000)?;
+    let interval = duration_ms(src, "AUTOSCALE_INTERVAL", ms(1000), ms(10))?;
+    let up_cooldown = duration_ms(src, "AUTOSCALE_UP_COOLDOWN", ms(3000), ms(0))?;
+    let down_window = duration_ms(src, "AUTOSCALE_DOWN_WINDOW", ms(60_000), ms(0))?;
+    Ok(range.map(|(min, max)| Autoscale {
+        min,
+        max,
+        target_in_flight: f64::from(target),
+        interval,
+        up_cooldown,
+        down_window,
+        tolerance: 0.1,
+    }))
+}
+
+/// The edge's certificate chain and private key, PEM files (`TLS_CERT`, `TLS_KEY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `TLS_CERT`: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `TLS_KEY`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `TLS_CERT` and `TLS_KEY`, both or neither; TLS cannot be combined with handoff dispatch,
+/// where the workers would hold the connections (and would need the key).
+fn tls_files(src: &impl Source, dispatch: Dispatch) -> Result<Option<TlsFiles>, ConfigError> {
+    let missing = |var: &str, other: &str| ConfigError {
+        var: var.into(),
+        value: String::new(),
+        expected: format!("a PEM file path, set together with {other}"),
+    };
+    let files = match (src.get("TLS_CERT"), src.get("TLS_KEY")) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err(missing("TLS_KEY", "TLS_CERT")),
+        (None, Some(_)) => return Err(missing("TLS_CERT", "TLS_KEY")),
+        (Some(cert), Some(key)) => TlsFiles {
+            cert: cert.trim().into(),
+            key: key.trim().into(),
+        },
+    };
+    if dispatch == Dispatch::Handoff {
+        return Err(ConfigError {
+            var: "TLS_CERT".into(),
+            value: files.cert.display().to_string(),
+            expected: "no TLS with DISPATCH=handoff (the edge must terminate TLS itself)".into(),
+        });
+    }
+    Ok(Some(files))
+}
+
 /// What a lesson may change before the environment is read.
 #[derive(Debug, Clone, Copy)]
 pub struct Defaults {
@@ -320,6 +411,13 @@ pub struct Config {
     /// `SCHEDULING` = `batch` (default) or `normal`: the kernel scheduling policy of the master
     /// and, inherited, of its workers (see `common::sched`).
     pub scheduling: Scheduling,
+    /// `TLS_CERT` and `TLS_KEY` (PEM paths), unset by default: the edge speaks HTTPS itself,
+    /// for a cluster with no proxy in front (see `edge::tls`). Read and checked at start.
+    pub tls: Option<TlsFiles>,
+    /// `AUTOSCALE=min..max`, unset by default (the count stays `WORKERS`): the master adds and
+    /// removes workers to follow its load (see [`Autoscale`]); `WORKERS` is the count it starts
+    /// with, brought into the range at the first decision.
+    pub autoscale: Option<Autoscale>,
 }
 
 impl Config {
@@ -393,6 +491,8 @@ impl Config {
             dispatch,
             edge_threads: number(src, "EDGE_THREADS", (2 * cpu_count()).min(64), 1, 64)?,
             scheduling,
+            tls: tls_files(src, dispatch)?,
+            autoscale: autoscale(src)?,
         })
     }
 }
@@ -438,6 +538,23 @@ mod tests {
         );
         let err = Config::from_source(&[("PORT", "70000")], Defaults::default()).unwrap_err();
         assert_eq!(err.var, "PORT");
+    }
+
+    #[test]
+    fn autoscale_is_off_unless_a_range_is_given() {
+        let cfg = Config::from_source(&[], Defaults::default()).unwrap();
+        assert_eq!(cfg.autoscale, None);
+        let cfg = Config::from_source(
+            &[("AUTOSCALE", "2..8"), ("AUTOSCALE_DOWN_WINDOW", "5000")],
+            Defaults::default(),
+        )
+        .unwrap();
+        let a = cfg.autoscale.expect("AUTOSCALE=2..8 is on");
+        assert_eq!((a.min, a.max), (2, 8));
+        assert_eq!(a.down_window, Duration::from_millis(5000));
+        assert_eq!(a.target_in_flight, 8.0, "the default target");
+        let err = Config::from_source(&[("AUTOSCALE", "8..2")], Defaults::default()).unwrap_err();
+        assert_eq!(err.var, "AUTOSCALE");
     }
 
     #[test]

@@ -19,18 +19,22 @@
 //! 4. what the master decides with: [`balance`] (the [`Selector`](balance::Selector) trait and
 //!    the strategies), [`metrics`] (latency windows, health scores, Prometheus), [`session`]
 //!    (session ids, the cookie, memory and Redis stores), [`breaker`] (circuit-breaker and
-//!    bulkhead tower layers over a pure, remotely drivable core);
+//!    bulkhead tower layers over a pure, remotely drivable core), [`flags`] (feature flags: the
+//!    master's store and routes, the workers' client), [`ab`] (A/B tests: assignment, exposures,
+//!    conversions and their significance);
 //! 5. the processes' main parts: [`edge`] (the master's HTTP server and reverse proxy),
 //!    [`supervisor`] (slots, spawning, restarts, hang and memory checks), [`worker`] (the worker
 //!    side: serve on a Unix socket, heartbeat, drain);
 //! 6. [`cluster`]: the builder, [`ClusterHandle`] and the master's main loop.
 
+pub mod ab;
 pub mod balance;
 pub mod breaker;
 pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod flags;
 pub mod http;
 pub mod metrics;
 mod sched;

@@ -46,6 +46,16 @@ impl ClusterProcess {
     /// Starts `bin` with `env` (plus `PORT=0`, `HOST=127.0.0.1` unless given) and waits for its
     /// banner line `… listening on http://ADDR`.
     pub fn start(bin: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(bin, env, |_| {})
+    }
+
+    /// [`ClusterProcess::start`], with `configure` applied to the command before it is spawned:
+    /// arguments, a wrapper program, another `pre_exec` hook (for a test that passes a socket).
+    pub fn start_with(
+        bin: &str,
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut cmd = Command::new(bin);
         cmd.env("PORT", "0")
             .env("HOST", "127.0.0.1")
@@ -68,6 +78,7 @@ impl ClusterProcess {
                 Ok(())
             });
         }
+        configure(&mut cmd);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
@@ -105,6 +116,8 @@ impl ClusterProcess {
             let left = deadline.saturating_duration_since(Instant::now());
             match me.lines.recv_timeout(left) {
                 Ok(line) if line.contains("listening on http://") => break line,
+                // A TLS edge (`TLS_CERT`) prints its https:// address; the address is the same.
+                Ok(line) if line.contains("listening on https://") => break line,
                 Ok(line) => me.backlog.push_back(line),
                 Err(_) => panic!(
                     "{bin} printed no banner within {START_TIMEOUT:?}; stderr:\n{}",
@@ -113,8 +126,12 @@ impl ClusterProcess {
             }
         };
         let url = banner
-            .split("listening on http://")
+            .split("listening on ")
             .nth(1)
+            .map(|rest| {
+                rest.trim_start_matches("https://")
+                    .trim_start_matches("http://")
+            })
             .and_then(|rest| rest.split_whitespace().next())
             .expect("banner has an address");
         me.addr = url.parse().expect("banner address parses");

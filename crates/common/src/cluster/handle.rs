@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::health::{Health, HealthScorer};
+use super::scaling::AutoscaleStatus;
 use crate::edge::Ready;
 use crate::error::BoxError;
 use crate::metrics::ClusterView;
@@ -26,6 +27,8 @@ pub struct ClusterHandle {
     stop: shutdown::Trigger,
     /// Optional per-slot health scores for `/health`.
     scorer: Option<HealthScorer>,
+    /// The autoscaler's state, when `AUTOSCALE` is set.
+    autoscale: Arc<std::sync::Mutex<Option<AutoscaleStatus>>>,
 }
 
 impl ClusterHandle {
@@ -41,6 +44,7 @@ impl ClusterHandle {
             rolling: Arc::default(),
             stop,
             scorer,
+            autoscale: Arc::default(),
         }
     }
 
@@ -97,6 +101,36 @@ impl ClusterHandle {
         self.command(Command::ScaleTo(n)).await
     }
 
+    /// The autoscaler's bounds, last measurement and recent decisions; `None` when `AUTOSCALE`
+    /// is unset.
+    pub fn autoscale(&self) -> Option<AutoscaleStatus> {
+        self.autoscale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_autoscale(&self, status: AutoscaleStatus) {
+        *self.autoscale.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    pub(super) fn update_autoscale(&self, f: impl FnOnce(&mut AutoscaleStatus)) {
+        if let Some(s) = self
+            .autoscale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            f(s);
+        }
+    }
+
+    /// Announces `ev` to every [`events`](Self::events) receiver.
+    pub(super) fn emit(&self, ev: ClusterEvent) {
+        // No subscribers is fine.
+        let _ = self.shared.events.send(ev);
+    }
+
     /// Sends `signal` to the worker in `slot`, or to every worker when `slot` is `None`.
     pub async fn signal(&self, slot: Option<usize>, signal: Signal) -> Result<(), BoxError> {
         self.command(Command::Signal(slot, signal)).await
@@ -146,13 +180,16 @@ impl ClusterHandle {
             .map(|w| w.id)
             .collect();
         tracing::info!(?slots, "rolling restart started");
+        super::systemd::reloading();
         for slot in slots {
             if let Err(e) = self.replace(slot).await {
                 tracing::error!(slot, error = %e, "rolling restart aborted; the old worker keeps serving");
+                super::systemd::reloaded();
                 return Err(e);
             }
         }
         tracing::info!("rolling restart finished");
+        super::systemd::reloaded();
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use super::handle::ClusterHandle;
 use super::health::HealthScorer;
 use super::run_dir::RunDir;
 use super::signals;
+use super::systemd::Systemd;
 use crate::balance::Selector;
 use crate::config::Config;
 use crate::edge::{Upstreams, accept, front::Front, state::Edge, threads};
@@ -65,6 +66,11 @@ pub(super) fn run(master: Master) -> ExitCode {
             tracing::warn!(error = %e, "cannot set the scheduling policy; keeping the default")
         }
     }
+    // Before the runtime starts: a bad variable exits 2 before anything is bound or spawned.
+    let systemd = Systemd::from_env_or_exit();
+    let tls = master.config.tls.as_ref().map(|files| {
+        crate::edge::tls::acceptor(files).unwrap_or_else(|e| crate::config::exit_bad_config(&e))
+    });
     let span = tracing::info_span!("master");
     // The control runtime (supervisor, signals, IPC) is light work on the main thread; the edge
     // runs on threads of its own (see `edge::threads`).
@@ -79,7 +85,7 @@ pub(super) fn run(master: Master) -> ExitCode {
         }
     };
     let _entered = span.enter();
-    match rt.block_on(master_main(master)) {
+    match rt.block_on(master_main(master, systemd, tls)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -90,7 +96,11 @@ pub(super) fn run(master: Master) -> ExitCode {
 }
 
 /// Returns whether everything drained without being killed.
-async fn master_main(master: Master) -> Result<bool, BoxError> {
+async fn master_main(
+    master: Master,
+    mut systemd: Systemd,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<bool, BoxError> {
     let Master {
         name,
         config,
@@ -106,8 +116,12 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         shutdown_delay,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
-    let listeners = accept::bind(addr, config.edge_threads)
-        .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT or HOST)"))?;
+    let listeners = match systemd.listeners(config.edge_threads) {
+        Ok(Some(inherited)) => inherited,
+        Ok(None) => accept::bind(addr, config.edge_threads)
+            .map_err(|e| format!("cannot listen on {addr}: {e} (set PORT or HOST)"))?,
+        Err(e) => return Err(format!("cannot use the socket systemd passed (fd 3): {e}").into()),
+    };
     let local = match listeners.first() {
         Some(first) => first.local_addr()?,
         None => addr,
@@ -142,6 +156,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
     if let Some(build) = build_master {
         routes = routes.merge(build(handle.clone()));
     }
+    let edge_tls = tls.is_some();
     let edge = Arc::new(Edge {
         limits: (&config).into(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
@@ -149,6 +164,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         selector,
         master: routes,
         retry: TpsBudget::default(),
+        tls,
         front: front.is_on().then_some(front),
     });
     let serving = threads::spawn(
@@ -160,11 +176,24 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
     )
     .map_err(|e| format!("cannot start the edge threads: {e}"))?;
     tokio::spawn(signals::handle(handle.clone()));
+    systemd.spawn(&handle, local, stopped.clone());
+    let mut banner_lines = banner_lines;
+    if let Some(policy) = config.autoscale {
+        super::scaling::spawn(handle.clone(), policy, stopped.clone());
+        banner_lines.push((
+            "scaling".into(),
+            format!(
+                "{}..{} workers, aiming at {} in flight each",
+                policy.min, policy.max, policy.target_in_flight
+            ),
+        ));
+    }
     if let Some(f) = on_start {
         f(handle.clone());
     }
     wait_ready(&handle, config.ready_timeout).await;
-    print_banner(name, local, &handle, &hints, &banner_lines);
+    let scheme = if edge_tls { "https" } else { "http" };
+    print_banner(name, scheme, local, &handle, &hints, &banner_lines);
 
     stopped.wait().await;
     tracing::info!("shutting down: draining in-flight requests");
@@ -220,13 +249,14 @@ async fn wait_ready(handle: &ClusterHandle, timeout: Duration) {
 
 fn print_banner(
     name: &str,
+    scheme: &str,
     addr: SocketAddr,
     handle: &ClusterHandle,
     hints: &[String],
     lines: &[(String, String)],
 ) {
     use std::io::Write;
-    let url = format!("http://{addr}");
+    let url = format!("{scheme}://{addr}");
     let workers: Vec<String> = handle
         .workers()
         .iter()

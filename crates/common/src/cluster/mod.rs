@@ -8,8 +8,10 @@
 //! - [`builder`]: [`Cluster`], what a lesson fills in, and [`is_worker`];
 //! - [`handle`]: [`ClusterHandle`], which steers the running cluster;
 //! - [`health`]: `/health`'s answer;
+//! - [`scaling`]: the autoscaler's loop (`AUTOSCALE`) and what it shows;
 //! - `master`: the master's life from bind to exit;
-//! - `signals`, `run_dir`, `logging`: the master's signals, socket directory and log output.
+//! - `signals`, `run_dir`, `logging`: the master's signals, socket directory and log output;
+//! - `systemd`: readiness, status and watchdog notifications, and socket activation.
 //!
 //! The top of the crate: it imports everything below and nothing imports it.
 
@@ -19,8 +21,11 @@ pub mod health;
 mod logging;
 mod master;
 mod run_dir;
+pub mod scaling;
 mod signals;
+mod systemd;
 
 pub use builder::{Cluster, config_with_workers, is_worker};
 pub use handle::ClusterHandle;
 pub use health::{Health, HealthCounts, HealthScorer, SlotHealth};
+pub use scaling::{AutoscaleDecision, AutoscaleStatus};

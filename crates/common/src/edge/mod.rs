@@ -3,6 +3,7 @@
 //! Layout, in the order a request meets them:
 //! - [`accept`]: one listening socket per edge thread, and the shared cap on connections;
 //! - `threads`: the edge threads, each a current-thread runtime with its own accept loop;
+//! - `tls`: the TLS handshake on accepted connections, when `TLS_CERT` and `TLS_KEY` are set;
 //! - `front`: the optional layers in front of every request (trace, rate limit);
 //! - `serve`: proxy dispatch, one client connection served by the plain loop, then hyper;
 //! - [`handoff`]: the other dispatch mode, passing whole connections to workers;
@@ -29,6 +30,7 @@ pub mod response_body;
 pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod threads;
+pub(crate) mod tls;
 pub mod upstreams;
 
 pub use pool::Backend;

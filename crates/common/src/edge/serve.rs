@@ -199,9 +199,17 @@ pub(crate) async fn serve(at: Listening, edge: Arc<Edge>) -> bool {
             peer,
             once: false,
         };
-        let conn = PlainConn::new(plain, stream);
         let stop = shutdown.clone();
+        let tls = edge.tls.clone();
+        let handshake_within = edge.limits.header_timeout;
         async move {
+            let conn = match tls {
+                None => PlainConn::new(plain, stream),
+                Some(tls) => match super::tls::handshake(&tls, stream, handshake_within).await {
+                    Some(stream) => PlainConn::new(plain, stream),
+                    None => return,
+                },
+            };
             if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
                 tracing::debug!(%client, error = %e, "client connection ended with an error");
             }

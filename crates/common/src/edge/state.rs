@@ -64,6 +64,9 @@ pub(crate) struct Edge {
     pub master: MasterRoutes,
     /// Retries draw on it, so a cluster in trouble is not hit with twice its load.
     pub retry: TpsBudget,
+    /// Set when the edge terminates TLS (`TLS_CERT`, `TLS_KEY`): every accepted connection
+    /// does its handshake before its first request is read.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The trace and the rate limit, when the lesson asked for either; `None` costs nothing.
     pub front: Option<Front>,
 }

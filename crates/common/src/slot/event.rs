@@ -72,4 +72,13 @@ pub enum ClusterEvent {
         /// The new number.
         workers: usize,
     },
+    /// The autoscaler (`AUTOSCALE`) decided to change the number of workers.
+    Autoscaled {
+        /// The count before.
+        from: usize,
+        /// The count asked for.
+        to: usize,
+        /// What was measured, against what.
+        reason: String,
+    },
 }

@@ -23,11 +23,13 @@
 //! it says Ready does traffic switch to it and the old one drain. If it fails to become Ready the old
 //! one keeps serving and the roll stops.
 //!
-//! Layout: this file is the supervisor's loop; [`backoff`] the restart policy, `slot` one slot's
+//! Layout: this file is the supervisor's loop; [`backoff`] the restart policy, [`autoscale`] the
+//! rule that sizes the cluster to its load (`AUTOSCALE`), `slot` one slot's
 //! state, `spawn` starting a worker process, `sample` its CPU and memory, `shared` what it
 //! publishes, `error` why a command failed. Depends on `edge` (it adds Ready workers to the
 //! upstreams), `wire`, `slot` and `config`.
 
+pub mod autoscale;
 pub mod backoff;
 mod error;
 mod sample;

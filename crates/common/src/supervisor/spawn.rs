@@ -54,6 +54,9 @@ pub(crate) fn spawn(
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    for var in env::MASTER_ONLY {
+        cmd.env_remove(var);
+    }
     if handoff_fd >= 0 {
         cmd.env(env::HANDOFF_FD, handoff_fd.to_string());
     }

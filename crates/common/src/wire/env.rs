@@ -20,3 +20,15 @@ pub const MASTER_PID: &str = "CLUSTER_MASTER_PID";
 pub const HEARTBEAT_MS: &str = "CLUSTER_HEARTBEAT_MS";
 /// In handoff mode, the datagram socket accepted connections arrive on.
 pub const HANDOFF_FD: &str = "CLUSTER_HANDOFF_FD";
+
+/// Variables of the master's own that a worker must not inherit: systemd's notify socket,
+/// watchdog and socket-activation settings describe the master's relation to the service
+/// manager (see `cluster::systemd`), and a worker that read them would speak for the master.
+pub const MASTER_ONLY: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];

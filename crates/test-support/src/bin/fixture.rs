@@ -14,6 +14,7 @@
 //! response followed by garbage.
 //!
 //! Every cluster event is printed to stdout as `event: {json}`, so tests can follow the stream.
+//! `/fixture/autoscale` answers `ClusterHandle::autoscale()` as JSON (`null` without `AUTOSCALE`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -85,8 +86,9 @@ fn main() -> ExitCode {
         })
         .master(|handle| {
             // Asks a worker over IPC: GET /fixture/ask?slot=N
+            let asking = handle.clone();
             let ask = get(move |Query(q): Query<Slot>| {
-                let handle = handle.clone();
+                let handle = asking.clone();
                 async move {
                     match handle
                         .request(q.slot, json!("ping"), Duration::from_secs(2))
@@ -99,10 +101,18 @@ fn main() -> ExitCode {
                     }
                 }
             });
+            // The autoscaler's state (`AUTOSCALE`), as an admin route would show it.
+            let scaling = handle.clone();
+            let autoscale = get(move || {
+                let status = scaling.autoscale();
+                async move { axum::Json(status) }
+            });
             let router = Router::new()
                 .route("/fixture/ask", ask)
-                .route("/fixture/observed", observed);
-            MasterRoutes::new(&["/fixture/ask", "/fixture/observed"], router)
+                .route("/fixture/observed", observed)
+                .route("/fixture/autoscale", autoscale);
+            let owned = ["/fixture/ask", "/fixture/observed", "/fixture/autoscale"];
+            MasterRoutes::new(&owned, router)
         })
         .on_start(|handle| {
             let mut events = handle.events();
