@@ -243,6 +243,17 @@ impl Loaded {
             ("SESSION_STORE", store),
             ("STRATEGY", s.strategy.name().to_string()),
             ("DISPATCH", format!("{:?}", c.dispatch).to_lowercase()),
+            (
+                "AUTOSCALE",
+                c.autoscale
+                    .map_or("off".into(), |a| format!("{}..{}", a.min, a.max)),
+            ),
+            (
+                "TLS_CERT",
+                c.tls
+                    .as_ref()
+                    .map_or("off".into(), |t| t.cert.display().to_string()),
+            ),
             ("LOG_FORMAT", format!("{:?}", c.log_format).to_lowercase()),
             (
                 "ACCESS_LOG",

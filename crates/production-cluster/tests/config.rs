@@ -95,6 +95,8 @@ fn print_config_masks_the_admin_token_and_url_passwords() {
         text.contains("SESSION_TIMEOUT = \"1800000\"  # default"),
         "{text}"
     );
+    assert!(text.contains("AUTOSCALE = \"off\"  # default"), "{text}");
+    assert!(text.contains("TLS_CERT = \"off\"  # default"), "{text}");
 }
 
 fn write_file(name: &str, text: &str) -> std::path::PathBuf {
@@ -110,7 +112,12 @@ fn a_config_file_sets_values_and_the_environment_overrides_it() {
         "workers = 3\nSTRATEGY = \"round-robin\"\nrate_limit = \"50/min\"\n",
     );
     let file = path.to_str().expect("utf-8 path");
-    let text = print_config(&[("CONFIG", file), ("STRATEGY", "power-of-two-choices")]);
+    let text = print_config(&[
+        ("CONFIG", file),
+        ("STRATEGY", "power-of-two-choices"),
+        ("AUTOSCALE", "2..6"),
+    ]);
+    assert!(text.contains("AUTOSCALE = \"2..6\"  # env"), "{text}");
     assert!(text.contains("WORKERS = \"3\"  # file"), "{text}");
     assert!(text.contains("RATE_LIMIT = \"50/min\"  # file"), "{text}");
     assert!(
