@@ -8,8 +8,6 @@
 //!   `fallback: {"stale": true, "data": …, "ageMs": …}`, for a caller that prefers old data to
 //!   none.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,15 +20,12 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use common::BoxError;
 use common::WorkerContext;
-use common::breaker::{
-    CircuitBreaker, CircuitBreakerLayer, CircuitOpen, Classify, DefaultClassifier,
-};
+use common::breaker::{CircuitOpen, guarded};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tower::{Layer, Service, ServiceExt};
 
 use crate::Breakers;
 use crate::services::{Addresses, SERVICES};
@@ -192,29 +187,6 @@ async fn fail(State(s): State<Worker>) -> Response {
         },
     }
 }
-
-/// One call of `service` through `breaker`, as a boxed `Send` future.
-///
-/// Built in a plain generic function rather than inline in the handler: inline, the compiler
-/// checks the handler's future for `Send` under a higher-ranked lifetime and cannot prove the
-/// breaker's `Into<BoxError>` bound for it (a known rustc limitation); here the bounds are
-/// stated once and the check passes.
-fn guarded<S, Req>(breaker: &CircuitBreaker, service: S, request: Req) -> Guarded<S::Response>
-where
-    S: Service<Req, Error = BoxError> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
-    Req: Send + 'static,
-    DefaultClassifier: Classify<S::Response, BoxError>,
-{
-    Box::pin(
-        CircuitBreakerLayer::new(breaker.clone())
-            .layer(service)
-            .oneshot(request),
-    )
-}
-
-type Guarded<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 /// The last good answer of service `index`, marked stale, if there is one.
 fn stale(s: &Worker, index: Option<usize>) -> Option<Value> {

@@ -13,7 +13,9 @@
 //! 2. the wire between master and worker: [`wire`] (the environment contract, IPC frames, the
 //!    worker socket, the handoff fd channel);
 //! 3. [`http`]: the plain-request server, the worker client, the header policy, per-connection
-//!    deadlines and the master's route table;
+//!    deadlines, the master's route table, and two tower middlewares a lesson may put in front of
+//!    the edge: the per-client rate limit ([`http::rate_limit`]) and the request trace
+//!    ([`http::trace`]);
 //! 4. what the master decides with: [`balance`] (the [`Selector`](balance::Selector) trait and
 //!    the strategies), [`metrics`] (latency windows, health scores, Prometheus), [`session`]
 //!    (session ids, the cookie, memory and Redis stores), [`breaker`] (circuit-breaker and

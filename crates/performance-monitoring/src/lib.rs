@@ -11,15 +11,15 @@
 //! - [`Settings`]: the alert and health thresholds (`ALERT_*`) and `MONITORING`;
 //! - [`cluster`]: the whole cluster, ready to `run()`;
 //! - [`worker_router`]: what each worker serves: `/`, `/work`, `/delay`, `/burn`, `/block`, `/fail`;
-//! - [`master_routes`]: `/metrics`, `/metrics/prometheus`, `/alerts`, `/history` (from
-//!   [`common::metrics::routes`]) and `/dashboard`, the page embedded from `src/dashboard.html`.
+//! - [`master_routes`]: `/metrics`, `/metrics/prometheus`, `/alerts`, `/history` and `/dashboard`
+//!   (all from [`common::metrics::routes`]).
 
 use std::time::{Duration, Instant};
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use common::config::{self, ConfigError, ProcessEnv, Source};
@@ -28,8 +28,8 @@ use common::{Cluster, ClusterHandle, Config, MasterRoutes, WorkerContext};
 use serde::Deserialize;
 use serde_json::json;
 
-/// The dashboard: one self-contained page (inline CSS and JS, canvas charts, no CDN).
-pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+/// The dashboard page (it lives in `common`, which every lesson with monitoring serves it from).
+pub use common::metrics::routes::DASHBOARD_HTML;
 
 /// The longest `/delay` sleeps.
 pub const MAX_DELAY_MS: u64 = 60_000;
@@ -85,21 +85,7 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
     let mut cluster = Cluster::new("performance-monitoring", config)
         .worker(worker_router)
         // /health reports each ready worker's score, and "degraded" when one scores 50 or less.
-        .health_scorer(move |workers| {
-            for_health
-                .report(workers, std::time::Duration::ZERO)
-                .workers
-                .iter()
-                .filter(|w| w.state == common::SlotState::Ready)
-                .map(|w| {
-                    (
-                        w.id,
-                        w.health_score,
-                        common::metrics::health::status(w.health_score),
-                    )
-                })
-                .collect()
-        });
+        .health_scorer(move |workers| for_health.scores(workers));
     if settings.observe {
         cluster = cluster.observe(monitor);
     }
@@ -116,11 +102,7 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
 
 /// The master's routes: the monitor's JSON and Prometheus routes, and the dashboard.
 pub fn master_routes(monitor: Monitor, handle: ClusterHandle) -> MasterRoutes {
-    let dashboard = MasterRoutes::new(
-        &["/dashboard"],
-        Router::new().route("/dashboard", get(|| async { Html(DASHBOARD_HTML) })),
-    );
-    routes::routes(monitor, handle).merge(dashboard)
+    routes::routes(monitor, handle).merge(routes::dashboard())
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,52 +18,34 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Form, Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::extract::{Extension, FromRef, State};
+use axum::http::{StatusCode, Uri};
+use axum::middleware;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use common::balance::sticky::{Sticky, TrustedProxies};
 use common::config::{self, ConfigError, Source};
-use common::session::redis::RedisStore;
-use common::session::{
-    COOKIE_NAME, MemoryStore, Session, SessionStore, StoreError, cookie_value, mint_id, now_ms,
-    parse_id, set_cookie, short_id,
+pub use common::session::web::{MAX_DATA, SessionSettings, StoreKind};
+use common::session::web::{
+    SessionApp, escape_html, save_data, session, show_data, store_down, with_session,
 };
+use common::session::{Session, SessionStore, now_ms, short_id};
 use common::{Cluster, ClusterHandle, Config, MasterRoutes, SlotState, WorkerContext};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
-/// The most bytes `POST /data` keeps: a session is not a file store.
-pub const MAX_DATA: usize = 4096;
 /// How many sessions `/stats` lists (it counts them all).
 const STATS_LIST: usize = 20;
 /// How long `/sticky-stats` waits for each worker's session count.
 const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Where sessions are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreKind {
-    /// In each worker's memory (the default): lost when the worker dies.
-    Memory,
-    /// In Redis at this URL: shared by the workers, survives them.
-    Redis(String),
-}
-
 /// The lesson's own settings; the runtime's (`PORT`, `WORKERS`, …) are in [`Config`].
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `SESSION_TIMEOUT` ms, default 1800000 (30 min): idle time before a session expires; also the
-    /// cookie's `Max-Age`, re-sent with every response so both slide together.
-    pub session_timeout: Duration,
-    /// `SESSION_MAX`, default 10000: sessions a worker keeps in memory before evicting the least
-    /// recently used (ignored with Redis).
-    pub session_max: usize,
-    /// `SESSION_SWEEP_INTERVAL` ms, default 60000: how often idle sessions are swept from memory.
-    pub sweep_interval: Duration,
-    /// `SESSION_STORE` = `memory` (default) or a `redis://host:port` URL.
-    pub store: StoreKind,
+    /// `SESSION_TIMEOUT`, `SESSION_MAX`, `SESSION_STORE`, `SESSION_SWEEP_INTERVAL` (see
+    /// [`SessionSettings`]).
+    pub sessions: SessionSettings,
     /// `TRUSTED_PROXIES`: comma-separated IPs/CIDRs whose `X-Forwarded-For` is believed; default none.
     pub trusted_proxies: TrustedProxies,
 }
@@ -76,25 +58,6 @@ impl Settings {
 
     /// Reads every variable from `src`.
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
-        let ms = Duration::from_millis;
-        let session_timeout = config::duration_ms(src, "SESSION_TIMEOUT", ms(1_800_000), ms(1000))?;
-        let store = config::var(
-            src,
-            "SESSION_STORE",
-            "memory or a redis://host:port URL",
-            |s| {
-                if s == "memory" {
-                    Some(StoreKind::Memory)
-                } else if (s.starts_with("redis://") || s.starts_with("rediss://"))
-                    && RedisStore::open(s, session_timeout).is_ok()
-                {
-                    Some(StoreKind::Redis(s.to_string()))
-                } else {
-                    None
-                }
-            },
-        )?
-        .unwrap_or(StoreKind::Memory);
         let trusted_proxies = config::var(
             src,
             "TRUSTED_PROXIES",
@@ -103,40 +66,14 @@ impl Settings {
         )?
         .unwrap_or_default();
         Ok(Self {
-            session_timeout,
-            session_max: config::number(src, "SESSION_MAX", 10_000, 1, 10_000_000)?,
-            sweep_interval: config::duration_ms(src, "SESSION_SWEEP_INTERVAL", ms(60_000), ms(10))?,
-            store,
+            sessions: SessionSettings::from_source(src)?,
             trusted_proxies,
         })
     }
 
-    /// Opens the configured store. Nothing is connected yet: Redis connects on first use.
-    pub fn open_store(&self) -> Result<Arc<dyn SessionStore>, String> {
-        match &self.store {
-            StoreKind::Memory => {
-                let store = Arc::new(MemoryStore::new(self.session_timeout, self.session_max));
-                store
-                    .spawn_sweeper(self.sweep_interval)
-                    .map_err(|e| format!("cannot start the session sweeper: {e}"))?;
-                Ok(store)
-            }
-            StoreKind::Redis(url) => RedisStore::open(url, self.session_timeout)
-                .map(|s| Arc::new(s) as Arc<dyn SessionStore>)
-                .map_err(|e| format!("SESSION_STORE={url}: {e}")),
-        }
-    }
-
-    /// For the master at startup: fails if the Redis store does not answer PING within 2 s, so a
-    /// wrong URL is reported before any request rather than as a 503 on each one.
+    /// For the master at startup: see [`SessionSettings::check_store`].
     pub fn check_store(&self) -> Result<(), String> {
-        if let StoreKind::Redis(url) = &self.store {
-            let store = RedisStore::open(url, self.session_timeout).map_err(|e| e.to_string())?;
-            store
-                .ping_blocking(Duration::from_secs(2))
-                .map_err(|e| format!("SESSION_STORE={url} does not answer: {e}"))?;
-        }
-        Ok(())
+        self.sessions.check_store()
     }
 }
 
@@ -149,11 +86,8 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
     // New sessions by least connections unless STICKY_NEW=ip (see `common::balance::sticky`).
     let sticky =
         Arc::new(Sticky::new(settings.trusted_proxies.clone()).new_sessions(config.sticky_new));
-    let store_name = match settings.store {
-        StoreKind::Memory => "memory",
-        StoreKind::Redis(_) => "redis",
-    };
-    let store_line = match &settings.store {
+    let store_name = settings.sessions.store_name();
+    let store_line = match &settings.sessions.store {
         StoreKind::Memory => "memory (each worker keeps its own sessions)".to_owned(),
         StoreKind::Redis(url) => format!("{url} (shared by every worker)"),
     };
@@ -176,15 +110,20 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
 #[derive(Clone)]
 struct App {
     ctx: WorkerContext,
-    store: Arc<dyn SessionStore>,
-    ttl: Duration,
+    sessions: SessionApp,
     started: Instant,
+}
+
+impl FromRef<App> for SessionApp {
+    fn from_ref(app: &App) -> Self {
+        app.sessions.clone()
+    }
 }
 
 /// The router each worker serves. Every route but `/ping` runs with a session: the one the cookie
 /// names if this worker's store knows it, or a new one minted for this worker's slot.
 pub fn worker_router(ctx: &WorkerContext, settings: &Settings) -> Router {
-    let store = match settings.open_store() {
+    let store = match settings.sessions.open_store() {
         Ok(store) => store,
         Err(e) => {
             eprintln!("error: {e}");
@@ -194,8 +133,12 @@ pub fn worker_router(ctx: &WorkerContext, settings: &Settings) -> Router {
     let _ = STORE.set(store.clone());
     let app = App {
         ctx: ctx.clone(),
-        store,
-        ttl: settings.session_timeout,
+        sessions: SessionApp {
+            slot: ctx.id,
+            pid: ctx.pid,
+            store,
+            ttl: settings.sessions.session_timeout,
+        },
         started: Instant::now(),
     };
     Router::new()
@@ -205,98 +148,12 @@ pub fn worker_router(ctx: &WorkerContext, settings: &Settings) -> Router {
         .route("/stats", get(stats))
         .route("/ws", get(ws))
         // route_layer: a 404 does not mint a session.
-        .route_layer(middleware::from_fn_with_state(app.clone(), with_session))
+        .route_layer(middleware::from_fn_with_state(
+            app.sessions.clone(),
+            with_session,
+        ))
         .fallback(not_found)
         .with_state(app)
-}
-
-fn store_down(e: StoreError) -> Response {
-    tracing::error!(error = %e, "session store failed");
-    let body =
-        json!({ "error": "session_store_unavailable", "message": e.to_string(), "status": 503 });
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "1")],
-        Json(body),
-    )
-        .into_response()
-}
-
-/// Finds or mints the request's session, hands it to the handler, and (re)sets the cookie.
-///
-/// An id is used only if it is well formed and this worker's store holds it as a live session: a
-/// forged, expired or foreign id is never adopted (that would let a client pick another user's
-/// session id in advance: session fixation). Instead a new session is minted for this slot.
-async fn with_session(State(app): State<App>, mut req: Request, next: Next) -> Response {
-    let now = now_ms();
-    let presented = cookie_value(req.headers(), COOKIE_NAME)
-        .filter(|id| parse_id(id).is_some())
-        .map(str::to_owned);
-    let found = match &presented {
-        Some(id) => app.store.touch(id, now).await,
-        None => Ok(None),
-    };
-    let session = match found {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            let s = Session::new(mint_id(app.ctx.id), now);
-            if let Err(e) = app.store.insert(s.clone()).await {
-                return store_down(e);
-            }
-            tracing::debug!(session = %short_id(&s.id), replaced = presented.is_some(), "new session");
-            s
-        }
-        Err(e) => return store_down(e),
-    };
-    let cookie = set_cookie(COOKIE_NAME, &session.id, app.ttl);
-    req.extensions_mut().insert(session);
-    let mut resp = next.run(req).await;
-    resp.headers_mut().append(header::SET_COOKIE, cookie);
-    // Responses that depend on a cookie must not be shared by caches.
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-/// The session as the course's JSON shows it. The id is shortened: the cookie is `HttpOnly` so page
-/// scripts cannot steal it, and echoing it whole in a body would undo that.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionView<'a> {
-    id: String,
-    created: u64,
-    last_access: u64,
-    request_count: u64,
-    data: &'a std::collections::BTreeMap<String, String>,
-}
-
-impl<'a> From<&'a Session> for SessionView<'a> {
-    fn from(s: &'a Session) -> Self {
-        Self {
-            id: short_id(&s.id),
-            created: s.created,
-            last_access: s.last_access,
-            request_count: s.request_count,
-            data: &s.data,
-        }
-    }
-}
-
-/// `GET /session`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionReply<'a> {
-    worker_id: usize,
-    worker_pid: u32,
-    session: SessionView<'a>,
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 async fn home(State(app): State<App>, Extension(s): Extension<Session>) -> Html<String> {
@@ -311,54 +168,8 @@ async fn home(State(app): State<App>, Extension(s): Extension<Session>) -> Html<
          </body></html>\n",
         app.ctx.id,
         app.ctx.pid,
-        escape(&short_id(&s.id)),
+        escape_html(&short_id(&s.id)),
         s.request_count
-    ))
-}
-
-async fn session(State(app): State<App>, Extension(s): Extension<Session>) -> Response {
-    Json(SessionReply {
-        worker_id: app.ctx.id,
-        worker_pid: app.ctx.pid,
-        session: (&s).into(),
-    })
-    .into_response()
-}
-
-#[derive(Deserialize)]
-struct DataForm {
-    data: String,
-}
-
-async fn save_data(
-    State(app): State<App>,
-    Extension(s): Extension<Session>,
-    Form(form): Form<DataForm>,
-) -> Response {
-    if form.data.len() > MAX_DATA {
-        let body = json!({ "error": "data_too_large", "message": format!("data is limited to {MAX_DATA} bytes") });
-        return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
-    }
-    match app
-        .store
-        .set_data(&s.id, "data", &form.data, now_ms())
-        .await
-    {
-        // 303: the browser follows with a GET, so reloading the page does not post again.
-        Ok(_) => Redirect::to("/data").into_response(),
-        Err(e) => store_down(e),
-    }
-}
-
-async fn show_data(State(app): State<App>, Extension(s): Extension<Session>) -> Html<String> {
-    let data = s
-        .data
-        .get("data")
-        .map_or("(nothing saved yet)".to_string(), |d| escape(d));
-    Html(format!(
-        "<!doctype html>\n<html><body><h1>Session data</h1>\n<p>Worker {}, session {}.</p>\n<pre>{data}</pre>\n</body></html>\n",
-        app.ctx.id,
-        escape(&short_id(&s.id)),
     ))
 }
 
@@ -376,11 +187,11 @@ fn rss_bytes() -> u64 {
 
 async fn stats(State(app): State<App>) -> Response {
     let now = now_ms();
-    let list = match app.store.list(app.ctx.id, STATS_LIST, now).await {
+    let list = match app.sessions.store.list(app.ctx.id, STATS_LIST, now).await {
         Ok(l) => l,
         Err(e) => return store_down(e),
     };
-    let store_stats = app.store.stats();
+    let store_stats = app.sessions.store.stats();
     let sessions = list
         .sessions
         .iter()
@@ -393,7 +204,7 @@ async fn stats(State(app): State<App>) -> Response {
     Json(StatsReply {
         worker_id: app.ctx.id,
         worker_pid: app.ctx.pid,
-        store: app.store.name(),
+        store: app.sessions.store.name(),
         active_sessions: list.total,
         evicted: store_stats.evicted,
         expired: store_stats.expired,
@@ -595,9 +406,9 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let s = Settings::from_source(&[]).unwrap();
-        assert_eq!(s.session_timeout, Duration::from_secs(1800));
-        assert_eq!(s.session_max, 10_000);
-        assert_eq!(s.store, StoreKind::Memory);
+        assert_eq!(s.sessions.session_timeout, Duration::from_secs(1800));
+        assert_eq!(s.sessions.session_max, 10_000);
+        assert_eq!(s.sessions.store, StoreKind::Memory);
         assert_eq!(s.trusted_proxies, TrustedProxies::default());
     }
 
@@ -619,14 +430,9 @@ mod tests {
     #[test]
     fn a_redis_url_selects_redis() {
         let s = Settings::from_source(&[("SESSION_STORE", "redis://127.0.0.1:6379")]).unwrap();
-        assert_eq!(s.store, StoreKind::Redis("redis://127.0.0.1:6379".into()));
-    }
-
-    #[test]
-    fn html_is_escaped() {
         assert_eq!(
-            escape("<b>\"x\" & 'y'</b>"),
-            "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;"
+            s.sessions.store,
+            StoreKind::Redis("redis://127.0.0.1:6379".into())
         );
     }
 }

@@ -22,6 +22,9 @@ use hyper_util::rt::TokioExecutor;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+pub mod jar;
+pub mod redis;
+
 /// How long a cluster may take to print its banner.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many stderr lines are kept for the failure report.
@@ -662,4 +665,47 @@ impl Http {
             .await
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
+}
+
+/// A tool the tests need, or a failure saying how to get it: tests never skip silently.
+pub fn require_tool(name: &str, package: &str) -> std::path::PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "`{name}` is not installed: run scripts/test, which installs it \
+             (Debian package `{package}`), or `apt-get install {package}`"
+        )
+    })
+}
+
+/// Asserts that `promtool check metrics` finds nothing to say about `text`: names, units,
+/// HELP/TYPE lines and histogram shapes are all as Prometheus wants them.
+pub fn assert_promtool_clean(text: &str) {
+    use std::io::Write;
+    let promtool = require_tool("promtool", "prometheus");
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    {
+        let mut stdin = child.stdin.take().expect("promtool stdin");
+        stdin.write_all(text.as_bytes()).expect("feed promtool");
+    }
+    let out = child.wait_with_output().expect("promtool finishes");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics said:\n{said}\non:\n{text}"
+    );
 }

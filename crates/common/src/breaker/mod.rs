@@ -14,6 +14,7 @@
 //!   admission while closed, force/reset/remote state, subscription to transitions;
 //! - [`CircuitBreakerLayer`], [`CircuitBreakerService`], [`ResponseFuture`] and the error
 //!   [`CircuitOpen`] (with its `Retry-After`); [`Classify`] decides what a failure is;
+//! - [`guarded`]: one call through a breaker, for a handler to await;
 //! - [`bulkhead`]: the concurrency cap with a bounded wait, its own layer beside the breaker;
 //! - [`BreakerConfig`]: the rules, with defaults set against resilience4j and the original,
 //!   and the `BREAKER_*` variables.
@@ -40,6 +41,7 @@ mod config;
 mod core;
 mod error;
 mod future;
+mod guarded;
 mod layer;
 mod service;
 mod shared;
@@ -55,6 +57,7 @@ pub use self::core::{
 };
 pub use self::error::CircuitOpen;
 pub use self::future::ResponseFuture;
+pub use self::guarded::{Guarded, guarded};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::service::CircuitBreakerService;
 pub use self::shared::{CircuitBreaker, Clock, SystemClock, TokioClock};

@@ -12,7 +12,10 @@ use super::logging;
 use super::master::{self, BuildMaster, Master, OnStart};
 use crate::balance::{RoundRobin, Selector, Split};
 use crate::config::{Config, Defaults};
+use crate::edge::front::Front;
+use crate::http::rate_limit::{Limiter, RateLimitLayer};
 use crate::http::routes::MasterRoutes;
+use crate::http::trace::TraceLayer;
 use crate::metrics::Observer;
 use crate::slot::WorkerInfo;
 use crate::supervisor::PoolSpec;
@@ -58,6 +61,8 @@ pub struct Cluster {
     worker_env: Vec<(String, String)>,
     pools: Vec<PoolSpec>,
     split: Option<Arc<dyn Split>>,
+    front: Front,
+    shutdown_delay: std::time::Duration,
 }
 
 impl Cluster {
@@ -78,6 +83,8 @@ impl Cluster {
             worker_env: Vec::new(),
             pools: Vec::new(),
             split: None,
+            front: Front::default(),
+            shutdown_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -172,6 +179,30 @@ impl Cluster {
         self
     }
 
+    /// Limits every request the master receives, its own routes and every worker's, per client IP
+    /// (see [`crate::http::rate_limit`]): one budget for the whole cluster. Paths the limiter
+    /// exempts (health probes, metrics scrapes) are never limited. Proxy dispatch only: in
+    /// handoff mode the master does not see the requests of a connection it passed on.
+    pub fn rate_limit(mut self, limiter: Arc<Limiter>) -> Self {
+        self.front.rate_limit = Some(RateLimitLayer::new(limiter));
+        self
+    }
+
+    /// Traces every request the master receives (see [`crate::http::trace`]): `X-Request-Id` and
+    /// `X-Response-Time` on every answer, and a log line per request if the layer says so.
+    pub fn trace(mut self, layer: TraceLayer) -> Self {
+        self.front.trace = Some(layer);
+        self
+    }
+
+    /// On SIGTERM, go on serving for `delay` with `/health` (and a lesson's readiness route)
+    /// already saying the master is shutting down, then stop accepting and drain: the time a load
+    /// balancer needs to notice (Kubernetes' `preStop` sleep). Default 0.
+    pub fn shutdown_delay(mut self, delay: std::time::Duration) -> Self {
+        self.shutdown_delay = delay;
+        self
+    }
+
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
         logging::init(self.config.log_format);
@@ -195,6 +226,8 @@ impl Cluster {
             worker_env: self.worker_env,
             pools: self.pools,
             split: self.split,
+            front: self.front,
+            shutdown_delay: self.shutdown_delay,
         })
     }
 }

@@ -25,6 +25,11 @@ pub struct HealthCounts {
     pub total: usize,
     /// Slots taking traffic.
     pub ready: usize,
+    /// Ready slots the health scorer is content with (all Ready slots without a scorer): the
+    /// Node original's `healthy`.
+    pub healthy: usize,
+    /// Ready slots scoring 50 or less: the original's `degraded`.
+    pub degraded: usize,
     /// Slots given up on.
     pub failed: usize,
     /// Per-slot detail.
@@ -72,10 +77,12 @@ impl Health {
             .collect();
         let is_ready = |s: &&SlotHealth| s.info.state == SlotState::Ready;
         let ready = slots.iter().filter(is_ready).count();
-        let unwell = slots
+        let degraded = slots
             .iter()
             .filter(is_ready)
-            .any(|s| s.health_score.is_some_and(|score| score <= 50));
+            .filter(|s| s.health_score.is_some_and(|score| score <= 50))
+            .count();
+        let unwell = degraded > 0;
         let failed = slots
             .iter()
             .filter(|s| s.info.state == SlotState::Failed)
@@ -94,6 +101,8 @@ impl Health {
             workers: HealthCounts {
                 total: slots.len(),
                 ready,
+                healthy: ready - degraded,
+                degraded,
                 failed,
                 slots,
             },

@@ -22,7 +22,7 @@ use super::signals;
 use super::systemd::Systemd;
 use crate::balance::{Selector, Split};
 use crate::config::Config;
-use crate::edge::{Upstreams, accept, state::Edge, threads};
+use crate::edge::{Upstreams, accept, front::Front, state::Edge, threads};
 use crate::error::BoxError;
 use crate::http::routes::MasterRoutes;
 use crate::metrics::Observer;
@@ -53,6 +53,11 @@ pub(super) struct Master {
     pub pools: Vec<PoolSpec>,
     /// Chooses each request's pool, when there are several.
     pub split: Option<Arc<dyn Split>>,
+    /// The layers in front of every request, if any.
+    pub front: Front,
+    /// How long the edge goes on serving after the shutdown notice, `/health` already saying
+    /// `shutting_down`.
+    pub shutdown_delay: Duration,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -113,6 +118,8 @@ async fn master_main(
         worker_env,
         pools,
         split,
+        front,
+        shutdown_delay,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = match systemd.listeners(config.edge_threads) {
@@ -140,6 +147,8 @@ async fn master_main(
     });
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (stop, stopped) = shutdown::channel();
+    // The edge stops on a notice of its own, `shutdown_delay` after the cluster's.
+    let (edge_stop, edge_stopped) = shutdown::channel();
     let handle = ClusterHandle::new(shared.clone(), cmd_tx, stop.clone(), scorer);
     let supervisor = Supervisor::new(
         config.clone(),
@@ -165,11 +174,12 @@ async fn master_main(
         master: routes,
         retry: TpsBudget::default(),
         tls,
+        front: front.is_on().then_some(front),
     });
     let serving = threads::spawn(
         listeners,
         edge,
-        stopped.clone(),
+        edge_stopped,
         config.shutdown_timeout,
         config.dispatch,
     )
@@ -198,6 +208,13 @@ async fn master_main(
     tracing::info!("shutting down: draining in-flight requests");
     let began = Instant::now();
     shared.shutting_down.store(true, Ordering::Relaxed);
+    if !shutdown_delay.is_zero() {
+        // Readiness already says 503; a load balancer polling it stops sending new requests
+        // while the listener still accepts the ones already on their way.
+        tracing::info!(delay = ?shutdown_delay, "still serving while load balancers notice");
+        tokio::time::sleep(shutdown_delay).await;
+    }
+    edge_stop.trigger();
     let edge_drained = serving.await;
     let left = config.shutdown_timeout.saturating_sub(began.elapsed());
     let (tx, rx) = oneshot::channel();

@@ -4,6 +4,7 @@
 //! - [`accept`]: one listening socket per edge thread, and the shared cap on connections;
 //! - `threads`: the edge threads, each a current-thread runtime with its own accept loop;
 //! - `tls`: the TLS handshake on accepted connections, when `TLS_CERT` and `TLS_KEY` are set;
+//! - `front`: the optional layers in front of every request (trace, rate limit);
 //! - `serve`: proxy dispatch, one client connection served by the plain loop, then hyper;
 //! - [`handoff`]: the other dispatch mode, passing whole connections to workers;
 //! - `state`: what every connection shares (`Edge`: limits, strategy, routes);
@@ -20,6 +21,7 @@
 //! cluster build it, and it knows neither.
 
 pub mod accept;
+pub(crate) mod front;
 pub mod handoff;
 pub mod pool;
 pub mod proxy;

@@ -33,6 +33,18 @@ impl Edge {
         if let Err(refusal) = check::request(method, uri, version, req.headers(), max_head) {
             return proxy::refused(refusal);
         }
+        match &self.front {
+            None => self.route(req, peer).await,
+            Some(front) => {
+                front
+                    .serve(req, peer.addr, |req| self.route(req, peer))
+                    .await
+            }
+        }
+    }
+
+    /// To the master's own routes or to a worker.
+    async fn route(&self, req: Request<Incoming>, peer: &Peer) -> Response<EdgeBody> {
         if self.master.owns(req.uri().path()) {
             return self.master_route(req.map(axum::body::Body::new)).await;
         }
@@ -41,6 +53,18 @@ impl Edge {
 
     /// [`Edge::handle`] for a request without a body, read by the plain loop.
     async fn handle_plain(&self, req: request::Parts, peer: &Peer) -> Response<EdgeBody> {
+        match &self.front {
+            None => self.route_plain(req, peer).await,
+            Some(front) => {
+                let req = Request::from_parts(req, ());
+                let route = |req: Request<()>| self.route_plain(req.into_parts().0, peer);
+                front.serve(req, peer.addr, route).await
+            }
+        }
+    }
+
+    /// [`Edge::route`] for a request without a body.
+    async fn route_plain(&self, req: request::Parts, peer: &Peer) -> Response<EdgeBody> {
         if self.master.owns(req.uri.path()) {
             let req = Request::from_parts(req, axum::body::Body::empty());
             return self.master_route(req).await;

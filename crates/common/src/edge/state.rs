@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tower::retry::budget::TpsBudget;
 
+use super::front::Front;
 use super::upstreams::Upstreams;
 use crate::balance::{Selector, Split};
 use crate::config::Config;
@@ -69,4 +70,6 @@ pub(crate) struct Edge {
     /// Set when the edge terminates TLS (`TLS_CERT`, `TLS_KEY`): every accepted connection
     /// does its handshake before its first request is read.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The trace and the rate limit, when the lesson asked for either; `None` costs nothing.
+    pub front: Option<Front>,
 }

@@ -8,6 +8,9 @@
 //! - `client`: the master's HTTP/1.1 client for its workers, one pooled connection driven by the
 //!   task of the request that holds it; generic over the request body type;
 //! - [`headers`]: the proxy hop's header policy (hop-by-hop, `X-Forwarded-For`, request ids);
+//! - [`forwarded`]: who the client is ([`TrustedProxies`](forwarded::TrustedProxies));
+//! - [`rate_limit`]: the GCRA rate limit per client IP, a tower middleware;
+//! - [`trace`]: request ids, `X-Response-Time` and request log lines, a tower middleware;
 //! - `deadline`: one timer per connection for its header and upstream deadlines;
 //! - [`routes`]: [`MasterRoutes`](routes::MasterRoutes), the paths the master answers itself.
 //!
@@ -18,7 +21,10 @@
 pub(crate) mod check;
 pub(crate) mod client;
 pub(crate) mod deadline;
+pub mod forwarded;
 pub(crate) mod head;
 pub mod headers;
+pub mod rate_limit;
 pub mod routes;
 pub(crate) mod server;
+pub mod trace;

@@ -37,6 +37,12 @@ impl MasterRoutes {
         self
     }
 
+    /// Wraps the router in layers (e.g. security headers), through `f`; the paths stay.
+    pub fn layer(mut self, f: impl FnOnce(axum::Router) -> axum::Router) -> Self {
+        self.router = f(self.router);
+        self
+    }
+
     /// Whether the master answers `path` itself.
     pub(crate) fn owns(&self, path: &str) -> bool {
         self.exact.iter().any(|p| p == path) || self.prefixes.iter().any(|p| path.starts_with(p))

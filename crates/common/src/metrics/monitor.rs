@@ -269,6 +269,17 @@ impl Monitor {
         }
     }
 
+    /// Each Ready worker's health score and verdict, as `Cluster::health_scorer` wants them, so
+    /// `/health` says `degraded` when one scores 50 or less.
+    pub fn scores(&self, workers: &[WorkerInfo]) -> Vec<(usize, u8, &'static str)> {
+        self.report(workers, Duration::ZERO)
+            .workers
+            .iter()
+            .filter(|w| w.state == SlotState::Ready)
+            .map(|w| (w.id, w.health_score, health::status(w.health_score)))
+            .collect()
+    }
+
     /// The `/metrics` report for `workers` (from [`ClusterView::workers`]).
     pub fn report(&self, workers: &[WorkerInfo], uptime: Duration) -> Report {
         let rec = &self.inner.recorder;

@@ -1,5 +1,6 @@
 //! The master's observability routes over a [`Monitor`]: `/metrics`, `/metrics/prometheus`,
-//! `/alerts` and `/history`. A lesson merges them into its [`MasterRoutes`].
+//! `/alerts` and `/history`, and the live `/dashboard` that reads them. A lesson merges them into
+//! its [`MasterRoutes`].
 
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -17,6 +18,21 @@ use crate::http::routes::MasterRoutes;
 
 /// The paths [`routes`] answers.
 pub const PATHS: [&str; 4] = ["/metrics", "/metrics/prometheus", "/alerts", "/history"];
+
+/// The dashboard: one self-contained page (inline CSS and JS, canvas charts, no CDN) that polls
+/// `/metrics` and `/history`.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// `/dashboard`, the page of [`DASHBOARD_HTML`].
+pub fn dashboard() -> MasterRoutes {
+    MasterRoutes::new(
+        &["/dashboard"],
+        Router::new().route(
+            "/dashboard",
+            get(|| async { axum::response::Html(DASHBOARD_HTML) }),
+        ),
+    )
+}
 
 /// `/history` without `seconds`: five minutes.
 const DEFAULT_HISTORY_SECONDS: usize = 300;

@@ -5,7 +5,9 @@
 //!   the cookie helpers ([`cookie_value`], [`set_cookie`]);
 //! - [`memory`]: a bounded store in the worker's own memory (TTL, sliding expiry, a cap with
 //!   least-recently-used eviction, a sweeper);
-//! - `redis` (feature `redis`): a store in Redis, shared by every worker and surviving their deaths.
+//! - `redis` (feature `redis`): a store in Redis, shared by every worker and surviving their deaths;
+//! - [`web`]: the store's settings, the axum middleware that gives each request its session, and
+//!   the course's session routes (`/session`, `/data`).
 //!
 //! Why the id carries its slot (`3.9f86d081884c7d659a2feaa0c55ad015`): the master can route a request
 //! to the worker holding its session by reading the cookie, with no shared map to keep in step and
@@ -13,13 +15,14 @@
 //! part is what makes a session, and a worker only ever serves ids its store already knows. A made-up
 //! id is routed to the slot it names, finds nothing there, and gets a new session.
 //!
-//! Depends on `error` only: the worker uses it, and the master reads the cookie with it.
+//! Depends on `error` and `config` only: the worker uses it, and the master reads the cookie with it.
 
 pub mod memory;
 #[cfg(test)]
 mod props;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -35,17 +35,5 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[rank.clamp(1, samples.len()) - 1]
 }
 
-/// A tool the tests need, or a failure saying how to get it: tests never skip silently.
-pub fn require_tool(name: &str, package: &str) -> std::path::PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "`{name}` is not installed: run scripts/test, which installs it \
-             (Debian package `{package}`), or `apt-get install {package}`"
-        )
-    })
-}
+#[allow(unused_imports, reason = "only the Prometheus test needs a tool")]
+pub use test_support::require_tool;

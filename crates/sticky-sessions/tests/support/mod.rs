@@ -4,83 +4,14 @@
 #![allow(dead_code)] // Each test file uses a different subset.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::process::ExitStatus;
 
 use futures_util::StreamExt;
-use test_support::{Http, Reply};
+use test_support::Http;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sticky-sessions");
 
-/// The `sessionId` a response sets, if any.
-pub fn set_session(reply: &Reply) -> Option<String> {
-    reply
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("sessionId="))
-        .and_then(|v| v.split(';').next())
-        .map(str::to_string)
-}
-
-/// A client with one cookie, as curl's `-c`/`-b` keep it, and an optional client IP sent as
-/// `X-Forwarded-For` (the test clusters trust 127.0.0.1 as a proxy, so each jar can be its own client).
-#[derive(Clone)]
-pub struct Jar {
-    pub http: Http,
-    pub cookie: Option<String>,
-    pub ip: Option<String>,
-}
-
-impl Jar {
-    pub fn new(http: &Http) -> Self {
-        Self {
-            http: http.clone(),
-            cookie: None,
-            ip: None,
-        }
-    }
-
-    pub fn from_ip(http: &Http, ip: String) -> Self {
-        Self {
-            http: http.clone(),
-            cookie: None,
-            ip: Some(ip),
-        }
-    }
-
-    /// Sends a request with the jar's cookie and keeps whatever cookie comes back.
-    pub async fn send(
-        &mut self,
-        method: &str,
-        url: &str,
-        extra: &[(&str, &str)],
-        body: &str,
-    ) -> Result<Reply, String> {
-        let cookie = self.cookie.as_ref().map(|c| format!("sessionId={c}"));
-        let mut headers: Vec<(&str, &str)> = extra.to_vec();
-        if let Some(c) = &cookie {
-            headers.push(("cookie", c));
-        }
-        if let Some(ip) = &self.ip {
-            headers.push(("x-forwarded-for", ip));
-        }
-        let reply = self.http.send(method, url, &headers, body).await?;
-        if let Some(id) = set_session(&reply) {
-            self.cookie = Some(id);
-        }
-        Ok(reply)
-    }
-
-    pub async fn get(&mut self, url: &str) -> Reply {
-        self.send("GET", url, &[], "")
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-    }
-}
+pub use test_support::jar::{Jar, set_session};
 
 /// What one jar saw over its requests to `/session`.
 #[derive(Debug, Clone)]
@@ -171,81 +102,8 @@ pub fn assert_no_session_lost(runs: &[JarRun]) -> BTreeMap<u64, usize> {
 )]
 pub use test_support::eventually_async as poll;
 
-/// A redis-server of our own on a free port, with no persistence; SIGKILLed on drop.
-pub struct RedisServer {
-    child: Child,
-    pub port: u16,
-}
-
-impl RedisServer {
-    /// Starts one and waits until it answers PING. Panics with the fix if redis-server is missing.
-    pub fn start() -> Self {
-        for _attempt in 0..3 {
-            // Ask the kernel for a free port, then hand it to redis-server; if another process takes
-            // it in between, redis-server fails to bind and we try again with a new one.
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let mut cmd = Command::new("redis-server");
-            cmd.args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-            // SAFETY: prctl is async-signal-safe; if the test process dies, so does redis-server.
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                cmd.pre_exec(|| {
-                    nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0);
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); install it with: apt-get install -y redis-server")
-            });
-            let mut server = Self { child, port };
-            if test_support::eventually(Duration::from_secs(5), || server.ping() || server.exited())
-                && server.ping()
-            {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on a free port in 3 attempts");
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[allow(unused_imports, reason = "only the Redis tests start one")]
+pub use test_support::redis::RedisServer;
 
 /// Runs the binary expecting it to exit by itself within 10 s (it is killed otherwise).
 pub fn run_to_exit(env: &[(&str, &str)]) -> (ExitStatus, String) {

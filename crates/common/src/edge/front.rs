@@ -1,0 +1,73 @@
+//! What the edge puts in front of every request when a lesson asks for it: the trace (request
+//! id, response time, log line) and the cluster-wide rate limit, as tower layers around the
+//! edge's own dispatch. Off, it is one `Option` check per request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use tower::{ServiceBuilder, ServiceExt};
+
+use super::proxy::error_response;
+use super::response_body::EdgeBody;
+use crate::http::rate_limit::{ClientAddr, RateLimitLayer};
+use crate::http::trace::TraceLayer;
+
+/// The layers in front of the edge; either may be off.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Front {
+    pub trace: Option<TraceLayer>,
+    pub rate_limit: Option<RateLimitLayer>,
+}
+
+impl Front {
+    /// Whether any layer is on (if none, the edge skips the front altogether).
+    pub(crate) fn is_on(&self) -> bool {
+        self.trace.is_some() || self.rate_limit.is_some()
+    }
+
+    /// `req` from `client` through the layers, then `dispatch` (the master's routes or a worker).
+    /// The trace is outermost, so a 429 has its request id and time too.
+    pub(crate) async fn serve<B, F, Fut>(
+        &self,
+        mut req: Request<B>,
+        client: SocketAddr,
+        dispatch: F,
+    ) -> Response<EdgeBody>
+    where
+        F: FnOnce(Request<B>) -> Fut,
+        Fut: Future<Output = Response<EdgeBody>>,
+    {
+        req.extensions_mut().insert(ClientAddr(client));
+        // A oneshot service calls its function once; the Option is how an FnOnce becomes the
+        // FnMut that `service_fn` takes.
+        let mut dispatch = Some(dispatch);
+        let service = tower::service_fn(move |req| {
+            let once = dispatch.take();
+            async move {
+                Ok::<_, Infallible>(match once {
+                    Some(f) => f(req).await,
+                    None => error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "request dispatched twice",
+                    ),
+                })
+            }
+        });
+        ServiceBuilder::new()
+            .option_layer(self.trace)
+            .option_layer(self.rate_limit.clone())
+            .service(service)
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|never| match never {})
+    }
+}
+
+impl From<Bytes> for EdgeBody {
+    fn from(bytes: Bytes) -> Self {
+        EdgeBody::Full(Some(bytes))
+    }
+}
