@@ -1,10 +1,13 @@
-//! The master's routes. It owns no breaker (in worker scope each worker has its own), so it
-//! asks every Ready worker over the control channel and gathers the answers; the services'
-//! faults it holds itself.
+//! The master's routes. In cluster scope the master owns the breakers ([`MasterBreakers`]):
+//! the routes read and change them, and the change reaches every worker with the next push.
+//! In worker scope each worker has its own, so the master asks every Ready worker over the
+//! control channel and gathers the answers. The services' faults it holds itself.
 //!
-//! - `GET /circuit-status`: every worker's breakers, with the original's field names;
-//! - `POST /circuit-reset`: resets every breaker on every worker (the original took GET too, so
-//!   a crawler could reset it; here a GET is a 405);
+//! - `GET /circuit-status`: the cluster's breakers (cluster scope) or every worker's (worker
+//!   scope), with the original's field names;
+//! - `POST /circuit-reset`: resets every breaker, everywhere (the original took GET too, so a
+//!   crawler could reset it; here a GET is a 405); `changed` lists the circuits that were not
+//!   closed already;
 //! - `GET /circuit/{name}`, `POST /circuit/{name}/open|close|reset`: one circuit, everywhere;
 //! - `GET /faults/{service}`, `POST /faults/{service}` (`{"errorRate", "latencyMs", "down"}`,
 //!   omitted fields reset to 0/false): a service's faults and the calls that reached it.
@@ -17,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use common::breaker::{CircuitBreaker, MasterBreakers, State as BreakerState};
 use common::{ClusterHandle, MasterRoutes, SlotState};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -32,12 +36,19 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Admin {
     handle: ClusterHandle,
     services: Services,
+    /// The cluster's breakers, in cluster scope.
+    cluster: Option<MasterBreakers>,
 }
 
 impl Admin {
-    /// Routes over `handle`'s workers and the master's `services`.
-    pub fn new(handle: ClusterHandle, services: Services) -> Self {
-        Self { handle, services }
+    /// Routes over `handle`'s workers and the master's `services`; `cluster` is the master's
+    /// breakers in cluster scope, `None` in worker scope.
+    pub fn new(handle: ClusterHandle, services: Services, cluster: Option<MasterBreakers>) -> Self {
+        Self {
+            handle,
+            services,
+            cluster,
+        }
     }
 
     /// Asks every Ready worker `question` at once; each answer, or why there is none.
@@ -120,13 +131,32 @@ fn unknown_circuit(name: &str) -> Option<Response> {
 /// `GET /circuit-status`: `{scope, circuits, workers: [{id, pid, breakers: [Snapshot…]}]}`; a
 /// snapshot keeps the original's `name`, `state`, `failureCount`, `successCount`,
 /// `failureRate`, `nextAttempt` and `stats` fields, with `slowCallRate` and the rest beside.
+///
+/// In cluster scope: `{scope: "cluster", circuits, breakers: [Snapshot…]}`, the master's.
 async fn status(State(a): State<Admin>) -> Response {
+    if let Some(cluster) = &a.cluster {
+        let breakers: Vec<Value> = cluster.all().iter().map(|b| json!(b.snapshot())).collect();
+        let body = json!({ "scope": "cluster", "circuits": CIRCUITS, "breakers": breakers });
+        return Json(body).into_response();
+    }
     let body = json!({ "scope": "worker", "circuits": CIRCUITS });
     a.gather(json!({ "op": "status" }), body).await
 }
 
 /// `POST /circuit-reset`.
 async fn reset_all(State(a): State<Admin>) -> Response {
+    if let Some(cluster) = &a.cluster {
+        let changed: Vec<&str> = cluster
+            .all()
+            .iter()
+            .filter(|b| b.reset())
+            .map(CircuitBreaker::name)
+            .collect();
+        let breakers: Vec<Value> = cluster.all().iter().map(|b| json!(b.snapshot())).collect();
+        let body =
+            json!({ "reset": true, "scope": "cluster", "changed": changed, "breakers": breakers });
+        return Json(body).into_response();
+    }
     let body = json!({ "reset": true });
     a.gather(json!({ "op": "reset" }), body).await
 }
@@ -135,6 +165,10 @@ async fn reset_all(State(a): State<Admin>) -> Response {
 async fn circuit(State(a): State<Admin>, Path(name): Path<String>) -> Response {
     if let Some(res) = unknown_circuit(&name) {
         return res;
+    }
+    if let Some(b) = a.cluster.as_ref().and_then(|c| c.get(&name)) {
+        let body = json!({ "name": name, "scope": "cluster", "breaker": b.snapshot() });
+        return Json(body).into_response();
     }
     let question = json!({ "op": "circuit", "name": name });
     a.gather(question, json!({ "name": name })).await
@@ -154,6 +188,18 @@ async fn circuit_action(
             "no_such_action",
             format!("no action {action:?}; there are open, close and reset"),
         );
+    }
+    if let Some(b) = a.cluster.as_ref().and_then(|c| c.get(&name)) {
+        match action.as_str() {
+            "open" => b.force_state(BreakerState::ForcedOpen),
+            "close" => b.force_state(BreakerState::Closed),
+            _ => {
+                b.reset();
+            }
+        }
+        let body =
+            json!({ "name": name, "action": action, "scope": "cluster", "breaker": b.snapshot() });
+        return Json(body).into_response();
     }
     let question = json!({ "op": "circuit", "name": name, "action": action });
     a.gather(question, json!({ "name": name, "action": action }))

@@ -21,7 +21,7 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use common::breaker::{BreakerConfig, CircuitBreaker, Scope};
+use common::breaker::{BreakerConfig, CircuitBreaker, MasterBreakers, Scope, WorkerLink};
 use common::config::{self, ConfigError, Source};
 use common::{Cluster, Config};
 
@@ -44,25 +44,11 @@ impl Settings {
         Self::from_source(&config::ProcessEnv).unwrap_or_else(|e| config::exit_bad_config(&e))
     }
 
-    /// Reads every variable from `src`.
-    ///
-    /// `BREAKER_SCOPE` defaults to `worker` here, not to the runtime's `cluster`: this lesson
-    /// implements each worker's own breakers only, and `cluster` is refused rather than quietly
-    /// run as `worker`, which would teach the wrong thing.
+    /// Reads every variable from `src`; `BREAKER_SCOPE` is `cluster` unless set to `worker`.
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
-        let mut breaker = BreakerConfig::from_env(src)?;
-        match src.get("BREAKER_SCOPE") {
-            None => breaker.scope = Scope::Worker,
-            Some(value) if breaker.scope == Scope::Cluster => {
-                return Err(ConfigError {
-                    var: "BREAKER_SCOPE".into(),
-                    value,
-                    expected: "worker (cluster scope is not implemented yet in this lesson)".into(),
-                });
-            }
-            Some(_) => {}
-        }
-        Ok(Self { breaker })
+        Ok(Self {
+            breaker: BreakerConfig::from_env(src)?,
+        })
     }
 }
 
@@ -74,12 +60,23 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    /// A closed breaker for each of [`CIRCUITS`].
+    /// A closed breaker for each of [`CIRCUITS`], judging on this worker's calls alone
+    /// (worker scope).
     pub fn new(config: &BreakerConfig) -> Self {
         Self {
             all: CIRCUITS
                 .iter()
                 .map(|name| CircuitBreaker::new(*name, config.clone()))
+                .collect(),
+        }
+    }
+
+    /// A follower of the master's breaker for each of [`CIRCUITS`] (cluster scope).
+    pub fn following(link: &WorkerLink, config: &BreakerConfig) -> Self {
+        Self {
+            all: CIRCUITS
+                .iter()
+                .map(|name| link.follower(name, config.clone()))
                 .collect(),
         }
     }
@@ -113,16 +110,34 @@ pub fn cluster(config: Config, settings: Settings, role: Role) -> Cluster {
     };
     let (env_key, env_value) = services.worker_env();
     let services_line = addresses.to_string().replace(',', "  ");
+    let config_b = &settings.breaker;
+    // Cluster scope: the master's breakers own the state, each worker's follow them. Both are
+    // built in every process; each uses its own (they are a few hundred bytes).
+    let (master, link, breakers, scope_line) = match config_b.scope {
+        Scope::Cluster => {
+            let link = WorkerLink::new();
+            let breakers = Breakers::following(&link, config_b);
+            let master = MasterBreakers::new(&CIRCUITS, config_b);
+            let line = "cluster: the master holds one breaker per service for every worker";
+            (Some(master), Some(link), breakers, line)
+        }
+        Scope::Worker => {
+            let line = "worker: each worker has a breaker per service";
+            (None, None, Breakers::new(config_b), line)
+        }
+    };
     // One set of breakers per process: the router and the control-channel handler share it.
-    let breakers = Arc::new(Breakers::new(&settings.breaker));
+    let breakers = Arc::new(breakers);
     let router_breakers = breakers.clone();
+    let admin_master = master.clone();
     Cluster::new("circuit-breaker", config)
         .worker(move |ctx| worker::router(ctx, router_breakers.clone(), addresses.clone()))
         .on_request(move |ctx, question| worker::answer(ctx, &breakers, &question))
-        .master(move |handle| admin::routes(admin::Admin::new(handle, services)))
+        .master(move |handle| admin::routes(admin::Admin::new(handle, services, admin_master)))
+        .cluster_breakers(master, link)
         .worker_env(env_key, env_value)
         .banner_line("deps", services_line)
-        .banner_line("scope", "worker: each worker has a breaker per service")
+        .banner_line("scope", scope_line)
         .hint("for i in $(seq 10); do curl -s {url}/api/fail; done; curl {url}/")
         .hint("curl -s {url}/circuit-status | jq")
         .hint("curl -X POST {url}/circuit-reset")
@@ -135,14 +150,13 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn scope_defaults_to_worker_and_cluster_is_refused_as_not_implemented() {
+    fn scope_defaults_to_cluster_and_worker_can_be_chosen() {
         let s = Settings::from_source(&[]).expect("defaults are valid");
-        assert_eq!(s.breaker.scope, Scope::Worker);
+        assert_eq!(s.breaker.scope, Scope::Cluster);
         let s = Settings::from_source(&[("BREAKER_SCOPE", "worker")]).expect("valid");
         assert_eq!(s.breaker.scope, Scope::Worker);
-        let err = Settings::from_source(&[("BREAKER_SCOPE", "cluster")]).expect_err("cluster");
+        let err = Settings::from_source(&[("BREAKER_SCOPE", "global")]).expect_err("global");
         assert_eq!(err.var, "BREAKER_SCOPE");
-        assert!(err.to_string().contains("not implemented yet"), "{err}");
     }
 
     #[test]

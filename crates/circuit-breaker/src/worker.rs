@@ -279,10 +279,13 @@ pub fn answer(ctx: &WorkerContext, breakers: &Breakers, question: &Value) -> Val
     match question["op"].as_str() {
         Some("status") => json!({ "id": ctx.id, "pid": ctx.pid, "breakers": snapshots(breakers) }),
         Some("reset") => {
-            for b in breakers.all() {
-                b.reset();
-            }
-            json!({ "id": ctx.id, "pid": ctx.pid, "breakers": snapshots(breakers) })
+            let changed: Vec<&str> = breakers
+                .all()
+                .iter()
+                .filter(|b| b.reset())
+                .map(|b| b.name())
+                .collect();
+            json!({ "id": ctx.id, "pid": ctx.pid, "changed": changed, "breakers": snapshots(breakers) })
         }
         Some("circuit") => {
             let name = question["name"].as_str().unwrap_or_default();
@@ -293,7 +296,9 @@ pub fn answer(ctx: &WorkerContext, breakers: &Breakers, question: &Value) -> Val
                 None => {}
                 Some("open") => b.force_open(),
                 Some("close") => b.force_closed(),
-                Some("reset") => b.reset(),
+                Some("reset") => {
+                    b.reset();
+                }
                 Some(other) => return json!({ "error": format!("no action {other:?}") }),
             }
             json!({ "id": ctx.id, "pid": ctx.pid, "breaker": b.snapshot() })

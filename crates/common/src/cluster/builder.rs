@@ -11,6 +11,7 @@ use super::health::HealthScorer;
 use super::logging;
 use super::master::{self, BuildMaster, Master, OnStart};
 use crate::balance::{RoundRobin, Selector};
+use crate::breaker::{MasterBreakers, WorkerLink};
 use crate::config::{Config, Defaults};
 use crate::http::routes::MasterRoutes;
 use crate::metrics::Observer;
@@ -55,6 +56,8 @@ pub struct Cluster {
     hints: Vec<String>,
     banner_lines: Vec<(String, String)>,
     worker_env: Vec<(String, String)>,
+    master_breakers: Option<MasterBreakers>,
+    worker_breakers: Option<WorkerLink>,
 }
 
 impl Cluster {
@@ -73,6 +76,8 @@ impl Cluster {
             hints: Vec::new(),
             banner_lines: Vec::new(),
             worker_env: Vec::new(),
+            master_breakers: None,
+            worker_breakers: None,
         }
     }
 
@@ -152,6 +157,19 @@ impl Cluster {
         self
     }
 
+    /// Cluster-scope circuit breakers: in the master, `master` owns each circuit's state and
+    /// hears every worker's outcomes; in a worker, `link`'s followers obey it. Each process
+    /// uses the one that is its own (build both, or only the one this process needs).
+    pub fn cluster_breakers(
+        mut self,
+        master: Option<MasterBreakers>,
+        link: Option<WorkerLink>,
+    ) -> Self {
+        self.master_breakers = master;
+        self.worker_breakers = link;
+        self
+    }
+
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
         logging::init(self.config.log_format);
@@ -159,6 +177,7 @@ impl Cluster {
             return crate::worker::run(
                 &*self.build_worker,
                 self.on_request,
+                self.worker_breakers,
                 crate::worker::ClientLimits::from(&self.config),
             );
         }
@@ -173,6 +192,7 @@ impl Cluster {
             hints: self.hints,
             banner_lines: self.banner_lines,
             worker_env: self.worker_env,
+            breakers: self.master_breakers,
         })
     }
 }

@@ -48,6 +48,8 @@ pub(super) struct Master {
     pub banner_lines: Vec<(String, String)>,
     /// Set in every worker's environment.
     pub worker_env: Vec<(String, String)>,
+    /// Cluster-scope circuit breakers, if the lesson has them.
+    pub breakers: Option<crate::breaker::MasterBreakers>,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -97,6 +99,7 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         hints,
         banner_lines,
         worker_env,
+        breakers,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = accept::bind(addr, config.edge_threads)
@@ -126,7 +129,8 @@ async fn master_main(master: Master) -> Result<bool, BoxError> {
         run_dir.path().to_path_buf(),
         shared.clone(),
     )
-    .with_worker_env(worker_env);
+    .with_worker_env(worker_env)
+    .with_breakers(breakers);
     let mut supervisor = tokio::spawn(supervisor.run(cmd_rx));
 
     let mut routes = health_routes(handle.clone());

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::breaker::MasterBreakers;
 use crate::config::Config;
 use crate::edge::Backend;
 use crate::edge::pool::PoolShape;
@@ -133,6 +134,8 @@ pub(crate) struct Supervisor {
     sampler: Sampler,
     /// Variables the lesson set for its workers (see `Cluster::worker_env`).
     worker_env: Vec<(String, String)>,
+    /// Cluster-scope circuit breakers: fed the workers' reports, told who is Ready.
+    breakers: Option<MasterBreakers>,
 }
 
 impl Supervisor {
@@ -154,7 +157,14 @@ impl Supervisor {
             killed_at_shutdown: false,
             sampler: Sampler::default(),
             worker_env: Vec::new(),
+            breakers: None,
         }
+    }
+
+    /// Carries the workers' breaker reports to `breakers` and their state to the workers.
+    pub(crate) fn with_breakers(mut self, breakers: Option<MasterBreakers>) -> Self {
+        self.breakers = breakers;
+        self
     }
 
     /// Sets more environment variables for every worker it starts.
@@ -165,6 +175,9 @@ impl Supervisor {
 
     /// Runs until a shutdown completes.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        if let Some(b) = &self.breakers {
+            b.start();
+        }
         self.scale_to(self.config.workers);
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -437,9 +450,17 @@ impl Supervisor {
                     let _ = reply.send(Ok(body));
                 }
             }
+            WorkerMessage::Breaker { report } => {
+                if let Some(reply) = self.breakers.as_ref().and_then(|b| b.on_report(report)) {
+                    let _ = p.to_worker.send(reply);
+                }
+            }
             WorkerMessage::Ready { .. } if p.ready => {}
             WorkerMessage::Ready { .. } => {
                 p.ready = true;
+                if let Some(b) = &self.breakers {
+                    b.attach(key, p.to_worker.clone());
+                }
                 p.ready_at = Some(Instant::now());
                 let pid = p.pid;
                 match p.role {
@@ -511,6 +532,9 @@ impl Supervisor {
         };
         let (id, generation) = key;
         self.pending.retain(|_, (asked, _)| *asked != key);
+        if let Some(b) = &self.breakers {
+            b.detach(key);
+        }
         self.shared.upstreams.remove_pid(p.pid);
         p.backend.retire();
         let uptime = p.started.elapsed();
