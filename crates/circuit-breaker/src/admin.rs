@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::breaker::{CircuitBreaker, MasterBreakers, State as BreakerState};
+use common::breaker::{MasterBreakers, State as BreakerState};
 use common::{ClusterHandle, MasterRoutes, SlotState};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -146,12 +146,7 @@ async fn status(State(a): State<Admin>) -> Response {
 /// `POST /circuit-reset`.
 async fn reset_all(State(a): State<Admin>) -> Response {
     if let Some(cluster) = &a.cluster {
-        let changed: Vec<&str> = cluster
-            .all()
-            .iter()
-            .filter(|b| b.reset())
-            .map(CircuitBreaker::name)
-            .collect();
+        let changed = cluster.reset_all();
         let breakers: Vec<Value> = cluster.all().iter().map(|b| json!(b.snapshot())).collect();
         let body =
             json!({ "reset": true, "scope": "cluster", "changed": changed, "breakers": breakers });
@@ -189,12 +184,16 @@ async fn circuit_action(
             format!("no action {action:?}; there are open, close and reset"),
         );
     }
-    if let Some(b) = a.cluster.as_ref().and_then(|c| c.get(&name)) {
+    if let Some((cluster, b)) = a.cluster.as_ref().and_then(|c| Some((c, c.get(&name)?))) {
         match action.as_str() {
-            "open" => b.force_state(BreakerState::ForcedOpen),
-            "close" => b.force_state(BreakerState::Closed),
+            "open" => {
+                cluster.force(&name, BreakerState::ForcedOpen);
+            }
+            "close" => {
+                cluster.force(&name, BreakerState::Closed);
+            }
             _ => {
-                b.reset();
+                cluster.reset(&name);
             }
         }
         let body =

@@ -323,6 +323,47 @@ impl MasterBreakers {
         &self.inner.breakers
     }
 
+    /// Sets circuit `name`'s state (an operator's open or close) and tells every worker before
+    /// returning, so a call made after this returns is judged by the new state on any
+    /// worker. False if there is no such circuit.
+    pub fn force(&self, name: &str, state: State) -> bool {
+        let Some(b) = self.get(name) else {
+            return false;
+        };
+        b.force_state(state);
+        self.push(b);
+        true
+    }
+
+    /// Resets circuit `name` (see [`CircuitBreaker::reset`]) and tells every worker before
+    /// returning; whether its state changed (`None`: no such circuit).
+    pub fn reset(&self, name: &str) -> Option<bool> {
+        let b = self.get(name)?;
+        let changed = b.reset();
+        if changed {
+            self.push(b);
+        }
+        Some(changed)
+    }
+
+    /// Resets every circuit, as [`MasterBreakers::reset`]; the names of those that changed.
+    pub fn reset_all(&self) -> Vec<&str> {
+        self.inner
+            .breakers
+            .iter()
+            .filter(|b| self.reset(b.name()) == Some(true))
+            .map(CircuitBreaker::name)
+            .collect()
+    }
+
+    /// Sends `b`'s state to every attached worker now.
+    fn push(&self, b: &CircuitBreaker) {
+        let msg = state_message(b);
+        for tx in lock(&self.inner.workers).values() {
+            let _ = tx.send(msg.clone());
+        }
+    }
+
     /// Starts pushing each transition to every attached worker, and ticking the breakers'
     /// clocks. Idempotent; called by the supervisor when it starts.
     pub fn start(&self) {
@@ -348,10 +389,7 @@ impl MasterBreakers {
                     };
                     let Some(inner) = inner.upgrade() else { return };
                     if changed {
-                        let msg = state_message(&b);
-                        for tx in lock(&inner.workers).values() {
-                            let _ = tx.send(msg.clone());
-                        }
+                        MasterBreakers { inner }.push(&b);
                     }
                 }
             });
