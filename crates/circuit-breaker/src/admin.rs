@@ -10,9 +10,12 @@
 //!   closed already;
 //! - `GET /circuit/{name}`, `POST /circuit/{name}/open|close|reset`: one circuit, everywhere;
 //! - `GET /faults/{service}`, `POST /faults/{service}` (`{"errorRate", "latencyMs", "down"}`,
-//!   omitted fields reset to 0/false): a service's faults and the calls that reached it.
+//!   omitted fields reset to 0/false): a service's faults and the calls that reached it;
+//! - `POST /faults/workers/{id}` (`{"failing": bool}`): one worker fails on its own, for the
+//!   outlier ejection that `/circuit-status` shows under `outlierDetection`.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -20,6 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use common::balance::{Outlier, RoundRobin};
 use common::breaker::{MasterBreakers, State as BreakerState};
 use common::{ClusterHandle, MasterRoutes, SlotState};
 use futures_util::future::join_all;
@@ -38,17 +42,55 @@ pub struct Admin {
     services: Services,
     /// The cluster's breakers, in cluster scope.
     cluster: Option<MasterBreakers>,
+    /// The master's outlier ejection of failing workers.
+    outlier: Arc<Outlier<RoundRobin>>,
 }
 
 impl Admin {
     /// Routes over `handle`'s workers and the master's `services`; `cluster` is the master's
     /// breakers in cluster scope, `None` in worker scope.
-    pub fn new(handle: ClusterHandle, services: Services, cluster: Option<MasterBreakers>) -> Self {
+    pub fn new(
+        handle: ClusterHandle,
+        services: Services,
+        cluster: Option<MasterBreakers>,
+        outlier: Arc<Outlier<RoundRobin>>,
+    ) -> Self {
         Self {
             handle,
             services,
             cluster,
+            outlier,
         }
+    }
+
+    /// `outlierDetection` in `/circuit-status`: each Ready worker's ejection state, beside the
+    /// breakers, since the two guard against different failures (a worker of ours that
+    /// fails, a service that fails for all of them).
+    fn outliers(&self) -> Value {
+        let now = Instant::now();
+        let ready = self.handle.upstreams();
+        let workers: Vec<Value> = ready
+            .workers()
+            .iter()
+            .map(|w| {
+                let s = self.outlier.status(w, now);
+                json!({
+                    "id": w.slot(),
+                    "pid": w.pid(),
+                    "ejected": s.ejected_until.is_some(),
+                    "ejectedForMs": s.ejected_until.map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                    "ejections": s.ejections,
+                    "consecutiveErrors": s.consecutive_errors,
+                })
+            })
+            .collect();
+        let c = self.outlier.config();
+        json!({
+            "consecutiveErrors": c.consecutive_errors,
+            "baseEjectionMs": c.base_ejection.as_millis() as u64,
+            "maxEjectionPercent": c.max_ejection_percent,
+            "workers": workers,
+        })
     }
 
     /// Asks every Ready worker `question` at once; each answer, or why there is none.
@@ -136,10 +178,15 @@ fn unknown_circuit(name: &str) -> Option<Response> {
 async fn status(State(a): State<Admin>) -> Response {
     if let Some(cluster) = &a.cluster {
         let breakers: Vec<Value> = cluster.all().iter().map(|b| json!(b.snapshot())).collect();
-        let body = json!({ "scope": "cluster", "circuits": CIRCUITS, "breakers": breakers });
+        let body = json!({
+            "scope": "cluster",
+            "circuits": CIRCUITS,
+            "breakers": breakers,
+            "outlierDetection": a.outliers(),
+        });
         return Json(body).into_response();
     }
-    let body = json!({ "scope": "worker", "circuits": CIRCUITS });
+    let body = json!({ "scope": "worker", "circuits": CIRCUITS, "outlierDetection": a.outliers() });
     a.gather(json!({ "op": "status" }), body).await
 }
 
@@ -246,6 +293,37 @@ async fn set_faults(
     Json(dep.report()).into_response()
 }
 
+/// `POST /faults/workers/{id}` with `{"failing": bool}`: makes one worker fail on its own
+/// (every route answers 500), for the outlier ejection beside the breakers.
+async fn set_worker_fault(
+    State(a): State<Admin>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let Ok(slot) = id.parse::<usize>() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no_such_worker",
+            format!("no worker {id:?}"),
+        );
+    };
+    let failing = match body.as_ref().map(|Json(v)| v["failing"].as_bool()) {
+        Ok(Some(on)) => on,
+        _ => {
+            let why = r#"expected a JSON body like {"failing": true}"#;
+            return error(StatusCode::BAD_REQUEST, "bad_request", why);
+        }
+    };
+    let question = json!({ "op": "failing", "failing": failing });
+    match a.handle.request(slot, question, ASK_TIMEOUT).await {
+        Ok(answer) => {
+            tracing::info!(worker = slot, failing, "worker fault set");
+            Json(answer).into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, "no_such_worker", e.to_string()),
+    }
+}
+
 /// The master's own routes. Mutations are POST-only, so a crawler or a prefetching browser that
 /// follows links cannot reset breakers or break services.
 pub fn routes(admin: Admin) -> MasterRoutes {
@@ -257,6 +335,7 @@ pub fn routes(admin: Admin) -> MasterRoutes {
             .route("/circuit/{name}", get(circuit))
             .route("/circuit/{name}/{action}", post(circuit_action))
             .route("/faults/{service}", get(faults).post(set_faults))
+            .route("/faults/workers/{id}", post(set_worker_fault))
             .with_state(admin),
     )
 }

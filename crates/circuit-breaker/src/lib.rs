@@ -20,9 +20,12 @@ pub mod services;
 pub mod worker;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
+use common::balance::{Outlier, OutlierConfig, RoundRobin};
 use common::breaker::{BreakerConfig, CircuitBreaker, MasterBreakers, Scope, WorkerLink};
 use common::config::{self, ConfigError, Source};
+use common::slot::{Completion, Observer, Outcome};
 use common::{Cluster, Config};
 
 use crate::services::{Addresses, Services};
@@ -36,6 +39,9 @@ pub struct Settings {
     /// `BREAKER_WAIT_IN_OPEN`, `BREAKER_HALF_OPEN_CALLS`, `BREAKER_MIN_CALLS`,
     /// `BREAKER_FAILURE_RATE`, `BREAKER_WINDOW`, `BREAKER_SLOW_CALL_MS`, `BREAKER_SCOPE`.
     pub breaker: BreakerConfig,
+    /// Lesson 02's passive outlier ejection of workers: `OUTLIER_CONSECUTIVE_ERRORS`,
+    /// `OUTLIER_BASE_EJECTION_MS`, `OUTLIER_MAX_EJECTION_MS`, `OUTLIER_MAX_EJECTION_PERCENT`.
+    pub outlier: OutlierConfig,
 }
 
 impl Settings {
@@ -48,6 +54,7 @@ impl Settings {
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         Ok(Self {
             breaker: BreakerConfig::from_env(src)?,
+            outlier: OutlierConfig::from_source(src)?,
         })
     }
 }
@@ -92,6 +99,27 @@ impl Breakers {
     }
 }
 
+/// The master's outlier ejection, told only about a worker's *own* failures: requests it gave
+/// no answer to (it crashed, reset the connection, or said nothing within `UPSTREAM_TIMEOUT`).
+///
+/// A worker that answered is alive, whatever the status. In this lesson its 502s and 503s are
+/// its dependencies' failures (a failed call, an open circuit), which every worker answers
+/// alike while a service is down, and `/api/fail`'s 500 is on purpose: ejecting workers for
+/// those would take healthy ones out of rotation for nothing. The breakers handle them.
+pub struct OwnFailures(pub Arc<Outlier<RoundRobin>>);
+
+impl Observer for OwnFailures {
+    fn on_complete(&self, c: &Completion) {
+        // An answer resets the worker's run of errors, whatever its status; only a missing
+        // answer adds to it.
+        let own = Completion {
+            status: c.status.filter(|_| c.outcome == Outcome::Failed),
+            ..*c
+        };
+        self.0.on_complete(&own);
+    }
+}
+
 /// Which process this is, with what it needs: the master runs the services, a worker only
 /// knows where they are.
 pub enum Role {
@@ -129,11 +157,22 @@ pub fn cluster(config: Config, settings: Settings, role: Role) -> Cluster {
     // One set of breakers per process: the router and the control-channel handler share it.
     let breakers = Arc::new(breakers);
     let router_breakers = breakers.clone();
+    let failing = Arc::new(AtomicBool::new(false));
+    let router_failing = failing.clone();
     let admin_master = master.clone();
+    let outlier = Arc::new(Outlier::new(RoundRobin::default(), settings.outlier));
+    let admin_outlier = outlier.clone();
     Cluster::new("circuit-breaker", config)
-        .worker(move |ctx| worker::router(ctx, router_breakers.clone(), addresses.clone()))
-        .on_request(move |ctx, question| worker::answer(ctx, &breakers, &question))
-        .master(move |handle| admin::routes(admin::Admin::new(handle, services, admin_master)))
+        .worker(move |ctx| {
+            let b = router_breakers.clone();
+            worker::router(ctx, b, addresses.clone(), router_failing.clone())
+        })
+        .on_request(move |ctx, question| worker::answer(ctx, &breakers, &failing, &question))
+        .master(move |handle| {
+            admin::routes(admin::Admin::new(handle, services, admin_master, admin_outlier))
+        })
+        .selector(outlier.clone())
+        .observe(OwnFailures(outlier))
         .cluster_breakers(master, link)
         .worker_env(env_key, env_value)
         .banner_line("deps", services_line)

@@ -16,6 +16,8 @@ fn bad_breaker_settings_exit_with_status_2_naming_the_variable() {
             ("BREAKER_WINDOW", "0s"),
             ("BREAKER_SLOW_CALL_MS", "-1"),
             ("BREAKER_SCOPE", "global"),
+            ("OUTLIER_CONSECUTIVE_ERRORS", "-1"),
+            ("OUTLIER_BASE_EJECTION_MS", "soon"),
         ],
     );
 }
