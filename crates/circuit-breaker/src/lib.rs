@@ -50,7 +50,8 @@ impl Settings {
         Self::from_source(&config::ProcessEnv).unwrap_or_else(|e| config::exit_bad_config(&e))
     }
 
-    /// Reads every variable from `src`; `BREAKER_SCOPE` is `cluster` unless set to `worker`.
+    /// Reads every variable from `src`; `BREAKER_SCOPE` is `cluster` unless set to `worker` or
+    /// `off`.
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         Ok(Self {
             breaker: BreakerConfig::from_env(src)?,
@@ -152,6 +153,14 @@ pub fn cluster(config: Config, settings: Settings, role: Role) -> Cluster {
         Scope::Worker => {
             let line = "worker: each worker has a breaker per service";
             (None, None, Breakers::new(config_b), line)
+        }
+        Scope::Off => {
+            let breakers = Breakers::new(config_b);
+            for b in breakers.all() {
+                b.force_state(common::breaker::State::Disabled);
+            }
+            let line = "off: every breaker is disabled, calls go straight through";
+            (None, None, breakers, line)
         }
     };
     // One set of breakers per process: the router and the control-channel handler share it.
