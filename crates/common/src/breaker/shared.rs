@@ -555,12 +555,20 @@ impl CircuitBreaker {
             return;
         }
         for t in core.transitions_since(seq) {
-            tracing::info!(
-                circuit = %self.inner.name, from = %t.from, to = %t.to, reason = ?t.reason,
-                failure_rate = t.failure_rate, slow_call_rate = t.slow_call_rate,
-                calls = t.calls, epoch = t.epoch,
-                "circuit {} {} -> {}", self.inner.name, t.from, t.to
-            );
+            // A follower's changes are the master's, logged there once, not once per worker.
+            if self.inner.link.is_some() {
+                tracing::debug!(
+                    circuit = %self.inner.name, from = %t.from, to = %t.to, epoch = t.epoch,
+                    "circuit breaker follows the master"
+                );
+            } else {
+                tracing::info!(
+                    circuit = %self.inner.name, from = %t.from, to = %t.to, reason = ?t.reason,
+                    failure_rate = t.failure_rate, slow_call_rate = t.slow_call_rate,
+                    calls = t.calls, epoch = t.epoch,
+                    "circuit breaker transition"
+                );
+            }
             // No receivers is not an error: nobody is listening yet.
             let _ = self.inner.events.send(t.clone());
         }
