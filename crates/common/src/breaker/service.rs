@@ -13,7 +13,7 @@ use super::shared::{Admission, CircuitBreaker};
 /// A service behind a circuit breaker. Made by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
 ///
 /// `poll_ready` asks the breaker first, as tower's `load_shed` does: a refused call is ready at
-/// once and `call` answers it with [`CircuitOpen`] without touching the inner service, so a
+/// once and `call` answers it with [`CircuitOpen`](super::CircuitOpen) without touching the inner service, so a
 /// caller never waits on a service the breaker knows is down. An admitted call then waits for
 /// the inner service to be ready, holding its permit. A follower (cluster scope) that must ask
 /// its master for a half-open probe is pending in `poll_ready` until the master answers.
