@@ -1,10 +1,17 @@
 //! Lesson 04: circuit breakers, one per downstream service.
 //!
 //! The master runs three real HTTP services (see [`services`]); each worker calls them over a
-//! pooled HTTP client, each through its own [`CircuitBreakerLayer`], so a failing payments
+//! pooled HTTP client, each through its own [`CircuitBreakerLayer`](common::breaker::CircuitBreakerLayer), so a failing payments
 //! service opens the payments circuit and nothing else. The Node original keyed its breaker by
 //! worker: ten failures on `/api/fail` opened it and even `/` answered 503. Here `/` touches no
 //! dependency and always answers.
+//!
+//! Cluster scope (the default, `BREAKER_SCOPE=cluster`): the master holds one breaker per
+//! circuit for every worker ([`MasterBreakers`]), the workers' breakers follow it
+//! ([`WorkerLink`]), so a dead service costs one window's minimum calls in all, not one per
+//! worker. `BREAKER_SCOPE=worker` gives each worker its own, to compare; `off` disables them.
+//! Beside the breakers, lesson 02's outlier ejection takes out a worker that fails on its own
+//! ([`OwnFailures`]).
 //!
 //! Layout:
 //! - [`Settings`]: `BREAKER_*` through [`BreakerConfig::from_env`], and `BREAKER_SCOPE`;
