@@ -1,5 +1,6 @@
 //! The master's routes. In cluster scope the master owns the breakers ([`MasterBreakers`]):
-//! the routes read and change them, and the change reaches every worker with the next push.
+//! the routes read and change them, and a change is pushed to every worker, which has it
+//! before the route answers (`appliedOn` lists them).
 //! In worker scope each worker has its own, so the master asks every Ready worker over the
 //! control channel and gathers the answers. The services' faults it holds itself.
 //!
@@ -91,6 +92,21 @@ impl Admin {
             "maxEjectionPercent": c.max_ejection_percent,
             "workers": workers,
         })
+    }
+
+    /// After a change to the cluster's breakers: the Ready workers that have it. The change was
+    /// queued to every worker's control channel before this asks them anything, and a worker
+    /// handles its messages in order, so its answer proves it obeys the new state: the route
+    /// answers only once every worker does ("at once" means before the operator's next call).
+    async fn applied(&self) -> Vec<usize> {
+        let mut ids: Vec<usize> = self
+            .ask_all(json!({ "op": "status" }))
+            .await
+            .into_iter()
+            .filter_map(|(slot, answer)| answer.is_ok().then_some(slot))
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Asks every Ready worker `question` at once; each answer, or why there is none.
@@ -195,8 +211,14 @@ async fn reset_all(State(a): State<Admin>) -> Response {
     if let Some(cluster) = &a.cluster {
         let changed = cluster.reset_all();
         let breakers: Vec<Value> = cluster.all().iter().map(|b| json!(b.snapshot())).collect();
-        let body =
-            json!({ "reset": true, "scope": "cluster", "changed": changed, "breakers": breakers });
+        let applied = a.applied().await;
+        let body = json!({
+            "reset": true,
+            "scope": "cluster",
+            "changed": changed,
+            "breakers": breakers,
+            "appliedOn": applied,
+        });
         return Json(body).into_response();
     }
     let body = json!({ "reset": true });
@@ -243,8 +265,14 @@ async fn circuit_action(
                 cluster.reset(&name);
             }
         }
-        let body =
-            json!({ "name": name, "action": action, "scope": "cluster", "breaker": b.snapshot() });
+        let applied = a.applied().await;
+        let body = json!({
+            "name": name,
+            "action": action,
+            "scope": "cluster",
+            "breaker": b.snapshot(),
+            "appliedOn": applied,
+        });
         return Json(body).into_response();
     }
     let question = json!({ "op": "circuit", "name": name, "action": action });

@@ -169,6 +169,12 @@ async fn a_forced_open_and_a_reset_apply_on_every_worker_before_the_route_answer
     let r = post(&http, &format!("{base}/circuit/database/open"), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["breaker"]["state"], "FORCED_OPEN", "{}", r.body);
+    assert_eq!(
+        r.json()["appliedOn"],
+        serde_json::json!([1, 2, 3]),
+        "{}",
+        r.body
+    );
     let before = calls_by_worker(&http, &base, "database").await;
     // At once: the very next calls, on every worker, are refused.
     let answers = one_at_a_time(&http, &url, 3 * WORKERS).await;
@@ -188,6 +194,12 @@ async fn a_forced_open_and_a_reset_apply_on_every_worker_before_the_route_answer
     assert_eq!(get.status, 405, "a GET must not reset: {}", get.body);
     let r = post(&http, &format!("{base}/circuit-reset"), "").await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["appliedOn"],
+        serde_json::json!([1, 2, 3]),
+        "{}",
+        r.body
+    );
     let changed = r.json()["changed"].clone();
     assert!(
         changed
