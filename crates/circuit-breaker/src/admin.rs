@@ -1,15 +1,22 @@
-//! The master's routes. It owns no breaker (in worker scope each worker has its own), so it
-//! asks every Ready worker over the control channel and gathers the answers; the services'
-//! faults it holds itself.
+//! The master's routes. In cluster scope the master owns the breakers ([`MasterBreakers`]):
+//! the routes read and change them, and a change is pushed to every worker, which has it
+//! before the route answers (`appliedOn` lists them).
+//! In worker scope each worker has its own, so the master asks every Ready worker over the
+//! control channel and gathers the answers. The services' faults it holds itself.
 //!
-//! - `GET /circuit-status`: every worker's breakers, with the original's field names;
-//! - `POST /circuit-reset`: resets every breaker on every worker (the original took GET too, so
-//!   a crawler could reset it; here a GET is a 405);
+//! - `GET /circuit-status`: the cluster's breakers (cluster scope) or every worker's (worker
+//!   scope), with the original's field names;
+//! - `POST /circuit-reset`: resets every breaker, everywhere (the original took GET too, so a
+//!   crawler could reset it; here a GET is a 405); `changed` lists the circuits that were not
+//!   closed already;
 //! - `GET /circuit/{name}`, `POST /circuit/{name}/open|close|reset`: one circuit, everywhere;
 //! - `GET /faults/{service}`, `POST /faults/{service}` (`{"errorRate", "latencyMs", "down"}`,
-//!   omitted fields reset to 0/false): a service's faults and the calls that reached it.
+//!   omitted fields reset to 0/false): a service's faults and the calls that reached it;
+//! - `POST /faults/workers/{id}` (`{"failing": bool}`): one worker fails on its own, for the
+//!   outlier ejection that `/circuit-status` shows under `outlierDetection`.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -17,6 +24,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use common::balance::{Outlier, RoundRobin};
+use common::breaker::{MasterBreakers, State as BreakerState};
 use common::{ClusterHandle, MasterRoutes, SlotState};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -32,12 +41,72 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Admin {
     handle: ClusterHandle,
     services: Services,
+    /// The cluster's breakers, in cluster scope.
+    cluster: Option<MasterBreakers>,
+    /// The master's outlier ejection of failing workers.
+    outlier: Arc<Outlier<RoundRobin>>,
 }
 
 impl Admin {
-    /// Routes over `handle`'s workers and the master's `services`.
-    pub fn new(handle: ClusterHandle, services: Services) -> Self {
-        Self { handle, services }
+    /// Routes over `handle`'s workers and the master's `services`; `cluster` is the master's
+    /// breakers in cluster scope, `None` in worker scope.
+    pub fn new(
+        handle: ClusterHandle,
+        services: Services,
+        cluster: Option<MasterBreakers>,
+        outlier: Arc<Outlier<RoundRobin>>,
+    ) -> Self {
+        Self {
+            handle,
+            services,
+            cluster,
+            outlier,
+        }
+    }
+
+    /// `outlierDetection` in `/circuit-status`: each Ready worker's ejection state, beside the
+    /// breakers, since the two guard against different failures (a worker of ours that
+    /// fails, a service that fails for all of them).
+    fn outliers(&self) -> Value {
+        let now = Instant::now();
+        let ready = self.handle.upstreams();
+        let workers: Vec<Value> = ready
+            .workers()
+            .iter()
+            .map(|w| {
+                let s = self.outlier.status(w, now);
+                json!({
+                    "id": w.slot(),
+                    "pid": w.pid(),
+                    "ejected": s.ejected_until.is_some(),
+                    "ejectedForMs": s.ejected_until.map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                    "ejections": s.ejections,
+                    "consecutiveErrors": s.consecutive_errors,
+                })
+            })
+            .collect();
+        let c = self.outlier.config();
+        json!({
+            "consecutiveErrors": c.consecutive_errors,
+            "baseEjectionMs": c.base_ejection.as_millis() as u64,
+            "maxEjectionPercent": c.max_ejection_percent,
+            "workers": workers,
+        })
+    }
+
+    /// After a change to the cluster's breakers: the Ready workers that have it. The change was
+    /// queued to every worker's control channel before this asks them anything, and a worker
+    /// handles its messages in order, so its answer proves it obeys the new state: the route
+    /// answers only once every worker does ("at once" means before the operator's next call).
+    async fn applied(&self) -> Vec<usize> {
+        let mut ids: Vec<usize> = self
+            .ask_all(json!({ "op": "status" }))
+            .await
+            .into_iter()
+            .filter_map(|(slot, answer)| answer.is_ok().then_some(slot))
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Asks every Ready worker `question` at once; each answer, or why there is none.
@@ -120,13 +189,38 @@ fn unknown_circuit(name: &str) -> Option<Response> {
 /// `GET /circuit-status`: `{scope, circuits, workers: [{id, pid, breakers: [Snapshot…]}]}`; a
 /// snapshot keeps the original's `name`, `state`, `failureCount`, `successCount`,
 /// `failureRate`, `nextAttempt` and `stats` fields, with `slowCallRate` and the rest beside.
+///
+/// In cluster scope: `{scope: "cluster", circuits, breakers: [Snapshot…]}`, the master's.
 async fn status(State(a): State<Admin>) -> Response {
-    let body = json!({ "scope": "worker", "circuits": CIRCUITS });
+    if let Some(cluster) = &a.cluster {
+        let breakers: Vec<Value> = cluster.all().iter().map(|b| json!(b.snapshot())).collect();
+        let body = json!({
+            "scope": "cluster",
+            "circuits": CIRCUITS,
+            "breakers": breakers,
+            "outlierDetection": a.outliers(),
+        });
+        return Json(body).into_response();
+    }
+    let body = json!({ "scope": "worker", "circuits": CIRCUITS, "outlierDetection": a.outliers() });
     a.gather(json!({ "op": "status" }), body).await
 }
 
 /// `POST /circuit-reset`.
 async fn reset_all(State(a): State<Admin>) -> Response {
+    if let Some(cluster) = &a.cluster {
+        let changed = cluster.reset_all();
+        let breakers: Vec<Value> = cluster.all().iter().map(|b| json!(b.snapshot())).collect();
+        let applied = a.applied().await;
+        let body = json!({
+            "reset": true,
+            "scope": "cluster",
+            "changed": changed,
+            "breakers": breakers,
+            "appliedOn": applied,
+        });
+        return Json(body).into_response();
+    }
     let body = json!({ "reset": true });
     a.gather(json!({ "op": "reset" }), body).await
 }
@@ -135,6 +229,10 @@ async fn reset_all(State(a): State<Admin>) -> Response {
 async fn circuit(State(a): State<Admin>, Path(name): Path<String>) -> Response {
     if let Some(res) = unknown_circuit(&name) {
         return res;
+    }
+    if let Some(b) = a.cluster.as_ref().and_then(|c| c.get(&name)) {
+        let body = json!({ "name": name, "scope": "cluster", "breaker": b.snapshot() });
+        return Json(body).into_response();
     }
     let question = json!({ "op": "circuit", "name": name });
     a.gather(question, json!({ "name": name })).await
@@ -154,6 +252,28 @@ async fn circuit_action(
             "no_such_action",
             format!("no action {action:?}; there are open, close and reset"),
         );
+    }
+    if let Some((cluster, b)) = a.cluster.as_ref().and_then(|c| Some((c, c.get(&name)?))) {
+        match action.as_str() {
+            "open" => {
+                cluster.force(&name, BreakerState::ForcedOpen);
+            }
+            "close" => {
+                cluster.force(&name, BreakerState::Closed);
+            }
+            _ => {
+                cluster.reset(&name);
+            }
+        }
+        let applied = a.applied().await;
+        let body = json!({
+            "name": name,
+            "action": action,
+            "scope": "cluster",
+            "breaker": b.snapshot(),
+            "appliedOn": applied,
+        });
+        return Json(body).into_response();
     }
     let question = json!({ "op": "circuit", "name": name, "action": action });
     a.gather(question, json!({ "name": name, "action": action }))
@@ -201,6 +321,37 @@ async fn set_faults(
     Json(dep.report()).into_response()
 }
 
+/// `POST /faults/workers/{id}` with `{"failing": bool}`: makes one worker fail on its own
+/// (every route answers 500), for the outlier ejection beside the breakers.
+async fn set_worker_fault(
+    State(a): State<Admin>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let Ok(slot) = id.parse::<usize>() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no_such_worker",
+            format!("no worker {id:?}"),
+        );
+    };
+    let failing = match body.as_ref().map(|Json(v)| v["failing"].as_bool()) {
+        Ok(Some(on)) => on,
+        _ => {
+            let why = r#"expected a JSON body like {"failing": true}"#;
+            return error(StatusCode::BAD_REQUEST, "bad_request", why);
+        }
+    };
+    let question = json!({ "op": "failing", "failing": failing });
+    match a.handle.request(slot, question, ASK_TIMEOUT).await {
+        Ok(answer) => {
+            tracing::info!(worker = slot, failing, "worker fault set");
+            Json(answer).into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, "no_such_worker", e.to_string()),
+    }
+}
+
 /// The master's own routes. Mutations are POST-only, so a crawler or a prefetching browser that
 /// follows links cannot reset breakers or break services.
 pub fn routes(admin: Admin) -> MasterRoutes {
@@ -212,6 +363,7 @@ pub fn routes(admin: Admin) -> MasterRoutes {
             .route("/circuit/{name}", get(circuit))
             .route("/circuit/{name}/{action}", post(circuit_action))
             .route("/faults/{service}", get(faults).post(set_faults))
+            .route("/faults/workers/{id}", post(set_worker_fault))
             .with_state(admin),
     )
 }

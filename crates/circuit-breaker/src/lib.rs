@@ -1,10 +1,17 @@
 //! Lesson 04: circuit breakers, one per downstream service.
 //!
 //! The master runs three real HTTP services (see [`services`]); each worker calls them over a
-//! pooled HTTP client, each through its own [`CircuitBreakerLayer`], so a failing payments
+//! pooled HTTP client, each through its own [`CircuitBreakerLayer`](common::breaker::CircuitBreakerLayer), so a failing payments
 //! service opens the payments circuit and nothing else. The Node original keyed its breaker by
 //! worker: ten failures on `/api/fail` opened it and even `/` answered 503. Here `/` touches no
 //! dependency and always answers.
+//!
+//! Cluster scope (the default, `BREAKER_SCOPE=cluster`): the master holds one breaker per
+//! circuit for every worker ([`MasterBreakers`]), the workers' breakers follow it
+//! ([`WorkerLink`]), so a dead service costs one window's minimum calls in all, not one per
+//! worker. `BREAKER_SCOPE=worker` gives each worker its own, to compare; `off` disables them.
+//! Beside the breakers, lesson 02's outlier ejection takes out a worker that fails on its own
+//! ([`OwnFailures`]).
 //!
 //! Layout:
 //! - [`Settings`]: `BREAKER_*` through [`BreakerConfig::from_env`], and `BREAKER_SCOPE`;
@@ -20,9 +27,12 @@ pub mod services;
 pub mod worker;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use common::breaker::{BreakerConfig, CircuitBreaker, Scope};
+use common::balance::{Outlier, OutlierConfig, RoundRobin};
+use common::breaker::{BreakerConfig, CircuitBreaker, MasterBreakers, Scope, WorkerLink};
 use common::config::{self, ConfigError, Source};
+use common::slot::{Completion, Observer, Outcome};
 use common::{Cluster, Config};
 
 use crate::services::{Addresses, Services};
@@ -36,6 +46,9 @@ pub struct Settings {
     /// `BREAKER_WAIT_IN_OPEN`, `BREAKER_HALF_OPEN_CALLS`, `BREAKER_MIN_CALLS`,
     /// `BREAKER_FAILURE_RATE`, `BREAKER_WINDOW`, `BREAKER_SLOW_CALL_MS`, `BREAKER_SCOPE`.
     pub breaker: BreakerConfig,
+    /// Lesson 02's passive outlier ejection of workers: `OUTLIER_CONSECUTIVE_ERRORS`,
+    /// `OUTLIER_BASE_EJECTION_MS`, `OUTLIER_MAX_EJECTION_MS`, `OUTLIER_MAX_EJECTION_PERCENT`.
+    pub outlier: OutlierConfig,
 }
 
 impl Settings {
@@ -44,25 +57,13 @@ impl Settings {
         Self::from_source(&config::ProcessEnv).unwrap_or_else(|e| config::exit_bad_config(&e))
     }
 
-    /// Reads every variable from `src`.
-    ///
-    /// `BREAKER_SCOPE` defaults to `worker` here, not to the runtime's `cluster`: this lesson
-    /// implements each worker's own breakers only, and `cluster` is refused rather than quietly
-    /// run as `worker`, which would teach the wrong thing.
+    /// Reads every variable from `src`; `BREAKER_SCOPE` is `cluster` unless set to `worker` or
+    /// `off`.
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
-        let mut breaker = BreakerConfig::from_env(src)?;
-        match src.get("BREAKER_SCOPE") {
-            None => breaker.scope = Scope::Worker,
-            Some(value) if breaker.scope == Scope::Cluster => {
-                return Err(ConfigError {
-                    var: "BREAKER_SCOPE".into(),
-                    value,
-                    expected: "worker (cluster scope is not implemented yet in this lesson)".into(),
-                });
-            }
-            Some(_) => {}
-        }
-        Ok(Self { breaker })
+        Ok(Self {
+            breaker: BreakerConfig::from_env(src)?,
+            outlier: OutlierConfig::from_source(src)?,
+        })
     }
 }
 
@@ -74,12 +75,23 @@ pub struct Breakers {
 }
 
 impl Breakers {
-    /// A closed breaker for each of [`CIRCUITS`].
+    /// A closed breaker for each of [`CIRCUITS`], judging on this worker's calls alone
+    /// (worker scope).
     pub fn new(config: &BreakerConfig) -> Self {
         Self {
             all: CIRCUITS
                 .iter()
                 .map(|name| CircuitBreaker::new(*name, config.clone()))
+                .collect(),
+        }
+    }
+
+    /// A follower of the master's breaker for each of [`CIRCUITS`] (cluster scope).
+    pub fn following(link: &WorkerLink, config: &BreakerConfig) -> Self {
+        Self {
+            all: CIRCUITS
+                .iter()
+                .map(|name| link.follower(name, config.clone()))
                 .collect(),
         }
     }
@@ -92,6 +104,27 @@ impl Breakers {
     /// Every breaker, in [`CIRCUITS`] order.
     pub fn all(&self) -> &[CircuitBreaker] {
         &self.all
+    }
+}
+
+/// The master's outlier ejection, told only about a worker's *own* failures: requests it gave
+/// no answer to (it crashed, reset the connection, or said nothing within `UPSTREAM_TIMEOUT`).
+///
+/// A worker that answered is alive, whatever the status. In this lesson its 502s and 503s are
+/// its dependencies' failures (a failed call, an open circuit), which every worker answers
+/// alike while a service is down, and `/api/fail`'s 500 is on purpose: ejecting workers for
+/// those would take healthy ones out of rotation for nothing. The breakers handle them.
+pub struct OwnFailures(pub Arc<Outlier<RoundRobin>>);
+
+impl Observer for OwnFailures {
+    fn on_complete(&self, c: &Completion) {
+        // An answer resets the worker's run of errors, whatever its status; only a missing
+        // answer adds to it.
+        let own = Completion {
+            status: c.status.filter(|_| c.outcome == Outcome::Failed),
+            ..*c
+        };
+        self.0.on_complete(&own);
     }
 }
 
@@ -113,16 +146,53 @@ pub fn cluster(config: Config, settings: Settings, role: Role) -> Cluster {
     };
     let (env_key, env_value) = services.worker_env();
     let services_line = addresses.to_string().replace(',', "  ");
+    let config_b = &settings.breaker;
+    // Cluster scope: the master's breakers own the state, each worker's follow them. Both are
+    // built in every process; each uses its own (they are a few hundred bytes).
+    let (master, link, breakers, scope_line) = match config_b.scope {
+        Scope::Cluster => {
+            let link = WorkerLink::new();
+            let breakers = Breakers::following(&link, config_b);
+            let master = MasterBreakers::new(&CIRCUITS, config_b);
+            let line = "cluster: the master holds one breaker per service for every worker";
+            (Some(master), Some(link), breakers, line)
+        }
+        Scope::Worker => {
+            let line = "worker: each worker has a breaker per service";
+            (None, None, Breakers::new(config_b), line)
+        }
+        Scope::Off => {
+            let breakers = Breakers::new(config_b);
+            for b in breakers.all() {
+                b.force_state(common::breaker::State::Disabled);
+            }
+            let line = "off: every breaker is disabled, calls go straight through";
+            (None, None, breakers, line)
+        }
+    };
     // One set of breakers per process: the router and the control-channel handler share it.
-    let breakers = Arc::new(Breakers::new(&settings.breaker));
+    let breakers = Arc::new(breakers);
     let router_breakers = breakers.clone();
+    let failing = Arc::new(AtomicBool::new(false));
+    let router_failing = failing.clone();
+    let admin_master = master.clone();
+    let outlier = Arc::new(Outlier::new(RoundRobin::default(), settings.outlier));
+    let admin_outlier = outlier.clone();
     Cluster::new("circuit-breaker", config)
-        .worker(move |ctx| worker::router(ctx, router_breakers.clone(), addresses.clone()))
-        .on_request(move |ctx, question| worker::answer(ctx, &breakers, &question))
-        .master(move |handle| admin::routes(admin::Admin::new(handle, services)))
+        .worker(move |ctx| {
+            let b = router_breakers.clone();
+            worker::router(ctx, b, addresses.clone(), router_failing.clone())
+        })
+        .on_request(move |ctx, question| worker::answer(ctx, &breakers, &failing, &question))
+        .master(move |handle| {
+            admin::routes(admin::Admin::new(handle, services, admin_master, admin_outlier))
+        })
+        .selector(outlier.clone())
+        .observe(OwnFailures(outlier))
+        .cluster_breakers(master, link)
         .worker_env(env_key, env_value)
         .banner_line("deps", services_line)
-        .banner_line("scope", "worker: each worker has a breaker per service")
+        .banner_line("scope", scope_line)
         .hint("for i in $(seq 10); do curl -s {url}/api/fail; done; curl {url}/")
         .hint("curl -s {url}/circuit-status | jq")
         .hint("curl -X POST {url}/circuit-reset")
@@ -135,14 +205,13 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn scope_defaults_to_worker_and_cluster_is_refused_as_not_implemented() {
+    fn scope_defaults_to_cluster_and_worker_can_be_chosen() {
         let s = Settings::from_source(&[]).expect("defaults are valid");
-        assert_eq!(s.breaker.scope, Scope::Worker);
+        assert_eq!(s.breaker.scope, Scope::Cluster);
         let s = Settings::from_source(&[("BREAKER_SCOPE", "worker")]).expect("valid");
         assert_eq!(s.breaker.scope, Scope::Worker);
-        let err = Settings::from_source(&[("BREAKER_SCOPE", "cluster")]).expect_err("cluster");
+        let err = Settings::from_source(&[("BREAKER_SCOPE", "global")]).expect_err("global");
         assert_eq!(err.var, "BREAKER_SCOPE");
-        assert!(err.to_string().contains("not implemented yet"), "{err}");
     }
 
     #[test]

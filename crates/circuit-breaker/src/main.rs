@@ -8,8 +8,9 @@
 //! ```
 //!
 //! `BREAKER_WAIT_IN_OPEN` (ms), `BREAKER_HALF_OPEN_CALLS`, `BREAKER_MIN_CALLS`,
-//! `BREAKER_FAILURE_RATE`, `BREAKER_WINDOW`, `BREAKER_SLOW_CALL_MS`; `BREAKER_SCOPE=worker`
-//! (`cluster` is not implemented yet and exits 2).
+//! `BREAKER_FAILURE_RATE`, `BREAKER_WINDOW`, `BREAKER_SLOW_CALL_MS`; `BREAKER_SCOPE=cluster`
+//! (the default: one breaker per service in the master, obeyed by every worker) or `worker`
+//! (each worker trips on its own calls).
 
 use std::process::ExitCode;
 

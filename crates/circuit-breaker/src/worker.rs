@@ -8,6 +8,7 @@
 //!   `fallback: {"stale": true, "data": …, "ageMs": …}`, for a caller that prefers old data to
 //!   none.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,7 +59,17 @@ fn now_ms() -> u64 {
 /// What each worker serves: `/` (no dependency, always 200), `/api/{external,database,payments}`
 /// (a real call through that service's breaker) and `/api/fail` (fails on purpose, through its
 /// own breaker, as the original's did).
-pub fn router(ctx: &WorkerContext, breakers: Arc<Breakers>, addresses: Addresses) -> Router {
+///
+/// While `failing` is set (`POST /faults/workers/{id}` on the master), every route but
+/// `/ping` fails without an answer (the handler panics, which ends its connection): this
+/// worker is broken on its own, whatever its dependencies do, which is what the master's
+/// outlier ejection is for.
+pub fn router(
+    ctx: &WorkerContext,
+    breakers: Arc<Breakers>,
+    addresses: Addresses,
+    failing: Arc<AtomicBool>,
+) -> Router {
     let state = Worker {
         ctx: ctx.clone(),
         breakers,
@@ -77,7 +88,21 @@ pub fn router(ctx: &WorkerContext, breakers: Arc<Breakers>, addresses: Addresses
             get(move |s: State<Worker>| call(s, index, name)),
         );
     }
-    router.with_state(state)
+    let id = ctx.id;
+    router.with_state(state).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let failing = failing.load(Ordering::Relaxed);
+            async move {
+                // A worker with a bug of its own: the request's task dies, and its connection
+                // with it, so the master gets no answer at all.
+                assert!(
+                    !failing,
+                    "worker {id} is failing on purpose (POST /faults/workers/{id})"
+                );
+                next.run(req).await
+            }
+        },
+    ))
 }
 
 /// The original's `{worker, message, timestamp}`.
@@ -244,17 +269,27 @@ fn error(
 /// - `{"op": "circuit", "name": n, "action": "open"|"close"|"reset"}` (action optional): applies
 ///   it to that breaker, then its snapshot.
 ///
+/// - `{"op": "failing", "failing": bool}`: makes this worker fail on its own (or not).
+///
 /// Anything else gets `{"error": …}`, which the master turns into a 4xx or 502.
-pub fn answer(ctx: &WorkerContext, breakers: &Breakers, question: &Value) -> Value {
+pub fn answer(
+    ctx: &WorkerContext,
+    breakers: &Breakers,
+    failing: &AtomicBool,
+    question: &Value,
+) -> Value {
     let snapshots =
         |b: &Breakers| -> Vec<Value> { b.all().iter().map(|b| json!(b.snapshot())).collect() };
     match question["op"].as_str() {
         Some("status") => json!({ "id": ctx.id, "pid": ctx.pid, "breakers": snapshots(breakers) }),
         Some("reset") => {
-            for b in breakers.all() {
-                b.reset();
-            }
-            json!({ "id": ctx.id, "pid": ctx.pid, "breakers": snapshots(breakers) })
+            let changed: Vec<&str> = breakers
+                .all()
+                .iter()
+                .filter(|b| b.reset())
+                .map(|b| b.name())
+                .collect();
+            json!({ "id": ctx.id, "pid": ctx.pid, "changed": changed, "breakers": snapshots(breakers) })
         }
         Some("circuit") => {
             let name = question["name"].as_str().unwrap_or_default();
@@ -265,11 +300,20 @@ pub fn answer(ctx: &WorkerContext, breakers: &Breakers, question: &Value) -> Val
                 None => {}
                 Some("open") => b.force_open(),
                 Some("close") => b.force_closed(),
-                Some("reset") => b.reset(),
+                Some("reset") => {
+                    b.reset();
+                }
                 Some(other) => return json!({ "error": format!("no action {other:?}") }),
             }
             json!({ "id": ctx.id, "pid": ctx.pid, "breaker": b.snapshot() })
         }
+        Some("failing") => match question["failing"].as_bool() {
+            Some(on) => {
+                failing.store(on, Ordering::Relaxed);
+                json!({ "id": ctx.id, "pid": ctx.pid, "failing": on })
+            }
+            None => json!({ "error": "failing must be true or false" }),
+        },
         _ => json!({ "error": format!("unknown question {question}") }),
     }
 }

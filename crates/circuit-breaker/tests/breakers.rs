@@ -140,19 +140,37 @@ async fn an_open_circuit_refuses_fast_however_slow_the_service_is() {
         max < Duration::from_secs(1),
         "an open circuit answers without waiting on the service: max {max:?}"
     );
-    // One at a time: the refusal's own cost, without 50 requests queueing on two cores.
-    let mut alone = Vec::new();
-    for _ in 0..100 {
+    // One at a time: the refusal's own cost, without 50 requests queueing on two cores. Each
+    // refused call is paired with a `/ping` on the same client, edge and workers: the floor any
+    // answer through the cluster pays (the test client, the edge's hop, the worker's loop).
+    let ping = format!("{base}/ping");
+    let (mut alone, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
         let started = Instant::now();
         let r = http.get(&url).await;
         alone.push(started.elapsed());
         assert_eq!(r.status, 503, "{}", r.body);
+        let started = Instant::now();
+        let r = http.get(&ping).await;
+        floor.push(started.elapsed());
+        assert_eq!(r.status, 200, "{}", r.body);
     }
     alone.sort();
+    floor.sort();
     let (p50, p99) = (quantile(&alone, 0.5), quantile(&alone, 0.99));
-    eprintln!("100 refused calls one at a time: p50 {p50:?}, p99 {p99:?}");
-    // The issue asks for < 1 ms inside the worker; measured here through the edge and a real
-    // client, 50 ms is a bound a loaded CI machine still meets (about 2 ms measured unloaded).
+    let (f50, f99) = (quantile(&floor, 0.5), quantile(&floor, 0.99));
+    let own = p50.saturating_sub(f50);
+    eprintln!(
+        "200 refused calls one at a time: p50 {p50:?}, p99 {p99:?}; /ping on the same path: \
+         p50 {f50:?}, p99 {f99:?}; the refusal's own cost at the median: {own:?}"
+    );
+    // The issue's figure, < 1 ms, for what the breaker and the route add: the median over the
+    // floor (a p99 on two shared cores is the scheduler's, and /ping's own p99 swings the same).
+    assert!(
+        own < Duration::from_millis(1),
+        "a refusal costs {own:?} over /ping at the median"
+    );
+    // End to end, a bound a loaded CI machine still meets (under 1 ms measured unloaded).
     assert!(
         p99 < Duration::from_millis(50),
         "an open circuit refuses fast: p99 {p99:?} one at a time"

@@ -1,10 +1,7 @@
 //! Bad `BREAKER_*` settings stop the binary at once with status 2 and a message naming the
-//! variable; `BREAKER_SCOPE=cluster` is refused as not implemented yet rather than run as
-//! worker scope.
+//! variable.
 
 mod support;
-
-use support::run_to_exit;
 
 #[test]
 fn bad_breaker_settings_exit_with_status_2_naming_the_variable() {
@@ -19,16 +16,8 @@ fn bad_breaker_settings_exit_with_status_2_naming_the_variable() {
             ("BREAKER_WINDOW", "0s"),
             ("BREAKER_SLOW_CALL_MS", "-1"),
             ("BREAKER_SCOPE", "global"),
+            ("OUTLIER_CONSECUTIVE_ERRORS", "-1"),
+            ("OUTLIER_BASE_EJECTION_MS", "soon"),
         ],
-    );
-}
-
-#[test]
-fn cluster_scope_is_refused_as_not_implemented_yet() {
-    let (status, stderr) = run_to_exit(&[("BREAKER_SCOPE", "cluster")]);
-    assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("BREAKER_SCOPE") && stderr.contains("not implemented yet"),
-        "{stderr}"
     );
 }

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+use crate::breaker::WorkerLink;
 use crate::error::BoxError;
 use crate::http::check;
 use crate::http::deadline::{self, Deadlines, Stall, Watch, Watched};
@@ -133,6 +134,7 @@ fn parse_env(client: ClientLimits) -> Result<Boot, BoxError> {
 pub(crate) fn run(
     build: &dyn Fn(&WorkerContext) -> Router,
     on_request: Option<RequestHandler>,
+    breakers: Option<WorkerLink>,
     client: ClientLimits,
 ) -> ExitCode {
     let boot = match parse_env(client) {
@@ -168,7 +170,7 @@ pub(crate) fn run(
         let _rt = rt.enter();
         with_version(build(&boot.ctx), boot.ctx.version.as_deref())
     };
-    match rt.block_on(serve(boot, router, on_request)) {
+    match rt.block_on(serve(boot, router, on_request, breakers)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");
@@ -207,6 +209,7 @@ async fn serve(
     boot: Boot,
     router: Router,
     on_request: Option<RequestHandler>,
+    breakers: Option<WorkerLink>,
 ) -> Result<(), BoxError> {
     let ctx = boot.ctx.clone();
     // SAFETY: the master passed this descriptor to us alone (it cleared FD_CLOEXEC only in our
@@ -258,6 +261,10 @@ async fn serve(
         })
         .transpose()?
         .map(|channel| tokio::spawn(handoff_loop(channel, server)));
+    if let Some(link) = &breakers {
+        // Before Ready: the master's first states for the circuits follow the Ready.
+        link.connect(&out_tx);
+    }
     let _ = out_tx.send(WorkerMessage::Ready { pid: boot.ctx.pid });
     tracing::debug!(socket = %boot.socket.display(), "worker ready");
     let beats = tokio::spawn(heartbeat(out_tx.clone(), counters.clone(), boot.heartbeat));
@@ -278,6 +285,10 @@ async fn serve(
                 break Duration::from_millis(deadline_ms);
             }
             Some(Ok(MasterMessage::Reload)) => tracing::info!("reload requested"),
+            Some(Ok(MasterMessage::Breaker { update })) => match &breakers {
+                Some(link) => link.apply(update),
+                None => tracing::debug!("a breaker update for a worker without cluster breakers"),
+            },
             Some(Ok(MasterMessage::Request { id, body })) => {
                 let reply = match &on_request {
                     Some(handler) => handler(&ctx, body),

@@ -23,6 +23,9 @@ pub enum Scope {
     /// The master holds one breaker per service for the whole cluster; workers report outcomes
     /// and obey its state.
     Cluster,
+    /// No breaker trips: every breaker is `DISABLED`, so calls go straight through. For
+    /// measuring what the breakers cost, and for showing what happens without them.
+    Off,
 }
 
 /// A breaker's rules. Each trip rule is an `Option`: `None` turns it off.
@@ -77,7 +80,7 @@ pub struct BreakerConfig {
     /// Reopen when the probes have not all finished by then: a hung probe must not keep the
     /// breaker half-open, refusing everything else, forever (resilience4j's "stuck" bug).
     pub max_wait_in_half_open: Duration,
-    /// `BREAKER_SCOPE` = `worker` or `cluster` (default): who owns the state.
+    /// `BREAKER_SCOPE` = `worker`, `cluster` (default) or `off`: who owns the state.
     pub scope: Scope,
     /// Transitions kept for `/circuit-status`; older ones are dropped.
     pub history: usize,
@@ -135,7 +138,11 @@ impl BreakerConfig {
         let scope = config::choice(
             src,
             "BREAKER_SCOPE",
-            &[("worker", Scope::Worker), ("cluster", Scope::Cluster)],
+            &[
+                ("worker", Scope::Worker),
+                ("cluster", Scope::Cluster),
+                ("off", Scope::Off),
+            ],
             d.scope,
         )?;
         let wait_in_open = config::duration_ms(
@@ -285,7 +292,7 @@ mod tests {
         let err = BreakerConfig::from_env(&[("BREAKER_SCOPE", "global")]).expect_err("bad scope");
         assert_eq!(
             err.to_string(),
-            "invalid BREAKER_SCOPE=\"global\": expected worker or cluster"
+            "invalid BREAKER_SCOPE=\"global\": expected worker, cluster or off"
         );
     }
 

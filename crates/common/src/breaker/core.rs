@@ -52,6 +52,20 @@ impl State {
         }
     }
 
+    /// The state named by [`State::as_str`], if it is one.
+    pub fn parse(s: &str) -> Option<State> {
+        [
+            State::Closed,
+            State::Open,
+            State::HalfOpen,
+            State::ForcedOpen,
+            State::Disabled,
+            State::MetricsOnly,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
     pub(crate) fn from_u8(n: u8) -> State {
         match n {
             0 => State::Closed,
@@ -236,6 +250,10 @@ pub struct Breaker {
     counters: Counters,
     history: VecDeque<Transition>,
     seq: u64,
+    /// A mirror of a breaker elsewhere (a worker's, in cluster scope): its state changes only
+    /// by [`Breaker::apply_remote_state`] and the operator's calls, never by its own clock, or
+    /// it would move to half-open on its own and in an epoch the owner never had.
+    follower: bool,
 }
 
 impl Breaker {
@@ -254,7 +272,22 @@ impl Breaker {
             probes: Probes::default(),
             counters: Counters::default(),
             seq: 0,
+            follower: false,
         }
+    }
+
+    /// A closed breaker that only mirrors another's state (see [`Breaker::apply_remote_state`]):
+    /// time alone never moves it.
+    pub fn follower(config: BreakerConfig, now: Instant) -> Self {
+        Self {
+            follower: true,
+            ..Self::new(config, now)
+        }
+    }
+
+    /// Whether it mirrors another breaker rather than judging on its own.
+    pub fn is_follower(&self) -> bool {
+        self.follower
     }
 
     /// The rules it runs by.
@@ -295,6 +328,9 @@ impl Breaker {
     /// Applies the transitions time alone causes: open → half-open when the wait is over,
     /// half-open → open when the probes took too long.
     pub fn tick(&mut self, now: Instant) {
+        if self.follower {
+            return;
+        }
         match self.state {
             State::Open if self.open_until.is_some_and(|t| now >= t) => {
                 self.transition(State::HalfOpen, Reason::WaitElapsed, now);
@@ -441,6 +477,49 @@ impl Breaker {
         }
     }
 
+    /// Whether a success may skip the lock and be counted later, in bulk, by
+    /// [`Breaker::record_successes`]: closed, with a count window that has reached its
+    /// minimum calls. Then no success can trip it (only the call that brings the window to
+    /// the minimum is judged), so deferring one changes no decision, only when it is counted.
+    /// A time window needs each call's second, so it always takes the lock.
+    pub fn defers_successes(&self) -> bool {
+        self.state == State::Closed
+            && !self.follower
+            && self
+                .window
+                .count_calls()
+                .is_some_and(|calls| calls >= self.config.effective_minimum_calls())
+    }
+
+    /// Records `n` successes (none of them slow) let through in `epoch`, as if one by one: the
+    /// successes [`Breaker::defers_successes`] allowed to be counted later. O(min(n, window)).
+    pub fn record_successes(&mut self, n: u64, epoch: u64, now: Instant) {
+        if n == 0 {
+            return;
+        }
+        if epoch != self.epoch || !matches!(self.state, State::Closed | State::MetricsOnly) {
+            self.counters.total_stale += n;
+            return;
+        }
+        let mut left = n;
+        // Below the minimum one success may be the judged one: record those singly.
+        while left > 0 && !self.defers_successes() && self.state == State::Closed {
+            self.record(Outcome::Success, Duration::ZERO, epoch, now);
+            left -= 1;
+        }
+        if left == 0 {
+            return;
+        }
+        if epoch != self.epoch {
+            self.counters.total_stale += left;
+            return;
+        }
+        self.counters.total_requests += left;
+        self.counters.total_successes += left;
+        self.consecutive_failures = 0;
+        self.window.record_successes(left, now);
+    }
+
     fn count(&mut self, failed: bool, slow: bool) {
         self.counters.total_requests += 1;
         if failed {
@@ -492,9 +571,18 @@ impl Breaker {
     }
 
     /// Back to `CLOSED` with an empty window and no backoff; the counters and history stay.
-    pub fn reset(&mut self, now: Instant) {
+    /// A breaker that is already closed only forgets its window: no transition, so no new
+    /// epoch, no history entry and no log line for a circuit that did not change. Returns
+    /// whether the state changed.
+    pub fn reset(&mut self, now: Instant) -> bool {
         self.opens_in_row = 0;
+        if self.state == State::Closed {
+            self.window.clear(now);
+            self.consecutive_failures = 0;
+            return false;
+        }
         self.transition(State::Closed, Reason::Reset, now);
+        true
     }
 
     /// Mirrors the state of the breaker that owns it, epoch included, so this one's permits
@@ -549,11 +637,6 @@ impl Breaker {
             wait_in_open_ms: wait_in_open,
             at: now,
         };
-        tracing::info!(
-            from = %from, to = %to, reason = ?reason, failure_rate = t.failure_rate,
-            slow_call_rate = t.slow_call_rate, calls = t.calls, epoch,
-            "circuit breaker transition"
-        );
         if self.history.len() >= self.config.history.max(1) {
             self.history.pop_front();
         }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -34,7 +35,7 @@ pin_project! {
 
 /// A call in flight: the permit to hand back with its outcome.
 struct Report {
-    breaker: CircuitBreaker,
+    breaker: Arc<CircuitBreaker>,
     /// Taken when the outcome is reported.
     permit: Option<Permit>,
     started: Option<Instant>,
@@ -59,7 +60,7 @@ impl Drop for Report {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn called(
         fut: F,
-        breaker: CircuitBreaker,
+        breaker: Arc<CircuitBreaker>,
         permit: Permit,
         started: Option<Instant>,
         classifier: C,

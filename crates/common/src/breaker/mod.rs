@@ -1,9 +1,10 @@
 //! Circuit breaker and bulkhead, as tower middleware: stop calling a service that keeps failing,
 //! give it time, probe it carefully, and cap how many calls a slow one may hold at once.
 //!
-//! Depends on std, tokio, tower, http, pin-project-lite, futures-util, tracing, serde and
-//! [`crate::config`] only: it is a leaf of layer 4, so the edge, the worker and a lesson can all
-//! use it without an import cycle.
+//! Depends on std, tokio, tower, http, pin-project-lite, futures-util, tracing, serde,
+//! [`crate::config`] and the control channel's message types ([`crate::wire::ipc`]) only: it is
+//! a leaf of layer 4, so the supervisor, the worker and a lesson can all use it without an
+//! import cycle.
 //!
 //! Layout, tower's shape:
 //! - `core`: the state machine, pure ([`Breaker`] takes `now`, holds no lock and starts no
@@ -15,16 +16,18 @@
 //! - [`CircuitBreakerLayer`], [`CircuitBreakerService`], [`ResponseFuture`] and the error
 //!   [`CircuitOpen`] (with its `Retry-After`); [`Classify`] decides what a failure is;
 //! - [`guarded`]: one call through a breaker, for a handler to await;
+//! - `cluster`: cluster scope, [`MasterBreakers`] (the master's breakers, which own the state)
+//!   and [`WorkerLink`] (a worker's followers, which obey it), over the control channel;
 //! - [`bulkhead`]: the concurrency cap with a bounded wait, its own layer beside the breaker;
 //! - [`BreakerConfig`]: the rules, with defaults set against resilience4j and the original,
 //!   and the `BREAKER_*` variables.
 //!
 //! One breaker per *service*, not per worker: the Node original keyed its breakers by worker,
 //! so ten failures on `/api/fail` opened every worker's breaker and healthy routes got 503s
-//! too. For `Scope::Cluster` the master holds the breakers; workers report outcomes with
-//! [`CircuitBreaker::record`] (passing the epoch of the state they obeyed) and mirror the
-//! master's state with [`CircuitBreaker::apply_remote_state`], fed from
-//! [`CircuitBreaker::subscribe`] or [`CircuitBreaker::transitions_since`] on the master.
+//! too. For `Scope::Cluster` the master holds the breakers ([`MasterBreakers`]); workers'
+//! followers ([`WorkerLink::follower`]) report outcomes in batches (with the epoch of the
+//! state they obeyed), mirror the master's state with [`CircuitBreaker::apply_remote_state`],
+//! and ask the master for every half-open probe.
 //!
 //! Why not the `tower-resilience` crate: its circuit breaker (checked in its documentation)
 //! has most of the rules (count and time windows, minimum calls, slow calls, a permitted
@@ -37,6 +40,7 @@
 //! parts that needed designing; the rest is a few hundred lines, so we wrote our own.
 
 mod classify;
+mod cluster;
 mod config;
 mod core;
 mod error;
@@ -50,6 +54,7 @@ mod window;
 pub mod bulkhead;
 
 pub use self::classify::{Classify, DefaultClassifier};
+pub use self::cluster::{FLUSH_AT, FLUSH_EVERY, MasterBreakers, PROBE_WAIT, WorkerLink};
 pub use self::config::{BreakerConfig, Scope, SlidingWindow};
 pub use self::core::{
     Breaker, Counters, Outcome, Permit, Probes, Reason, Rejected, RemoteState, Snapshot, State,

@@ -1,29 +1,41 @@
 //! [`CircuitBreakerService`]: admission in `poll_ready`, outcome in the response future.
 
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use tower::Service;
 
 use super::BoxError;
 use super::classify::Classify;
-use super::core::Permit;
-use super::error::CircuitOpen;
 use super::future::ResponseFuture;
-use super::shared::CircuitBreaker;
+use super::shared::{Admission, CircuitBreaker};
 
 /// A service behind a circuit breaker. Made by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
 ///
 /// `poll_ready` asks the breaker first, as tower's `load_shed` does: a refused call is ready at
-/// once and `call` answers it with [`CircuitOpen`] without touching the inner service, so a
+/// once and `call` answers it with [`CircuitOpen`](super::CircuitOpen) without touching the inner service, so a
 /// caller never waits on a service the breaker knows is down. An admitted call then waits for
-/// the inner service to be ready, holding its permit.
-#[derive(Debug)]
+/// the inner service to be ready, holding its permit. A follower (cluster scope) that must ask
+/// its master for a half-open probe is pending in `poll_ready` until the master answers.
 pub struct CircuitBreakerService<S, C> {
     inner: S,
-    breaker: CircuitBreaker,
+    /// This clone's own handle: each call's future holds a reference to it, and counting
+    /// those on the breaker's shared one would make every call on every core write one cache
+    /// line.
+    breaker: Arc<CircuitBreaker>,
     classifier: C,
     /// The breaker's answer for the next `call`, taken in `poll_ready`.
-    admission: Option<Result<Permit, CircuitOpen>>,
+    admission: Option<Admission>,
+}
+
+impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for CircuitBreakerService<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreakerService")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker)
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, C> CircuitBreakerService<S, C> {
@@ -31,7 +43,7 @@ impl<S, C> CircuitBreakerService<S, C> {
     pub fn new(inner: S, breaker: CircuitBreaker, classifier: C) -> Self {
         Self {
             inner,
-            breaker,
+            breaker: Arc::new(breaker),
             classifier,
             admission: None,
         }
@@ -53,7 +65,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
     fn clone(&self) -> Self {
         Self::new(
             self.inner.clone(),
-            self.breaker.clone(),
+            (*self.breaker).clone(),
             self.classifier.clone(),
         )
     }
@@ -63,7 +75,7 @@ impl<S, C> Drop for CircuitBreakerService<S, C> {
     fn drop(&mut self) {
         // A probe's place taken in poll_ready and never called must be given back, or a
         // half-open breaker would wait for a result that never comes.
-        if let Some(Ok(permit)) = self.admission.take() {
+        if let Some(Admission::Decided(Ok(permit))) = self.admission.take() {
             self.breaker.release(permit);
         }
     }
@@ -80,29 +92,35 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match self
-            .admission
-            .get_or_insert_with(|| self.breaker.try_acquire())
-        {
-            Err(_) => Poll::Ready(Ok(())),
-            Ok(_) => match self.inner.poll_ready(cx) {
-                Poll::Ready(Err(e)) => {
-                    if let Some(Ok(permit)) = self.admission.take() {
-                        self.breaker.release(permit);
-                    }
-                    Poll::Ready(Err(e.into()))
+        loop {
+            match self.admission.get_or_insert_with(|| self.breaker.admit()) {
+                Admission::Asking(ask) => {
+                    let answer = ready!(ask.as_mut().poll(cx));
+                    self.admission = Some(Admission::Decided(answer));
                 }
-                other => other.map_err(Into::into),
-            },
+                Admission::Decided(Err(_)) => return Poll::Ready(Ok(())),
+                Admission::Decided(Ok(_)) => {
+                    return match self.inner.poll_ready(cx) {
+                        Poll::Ready(Err(e)) => {
+                            if let Some(Admission::Decided(Ok(permit))) = self.admission.take() {
+                                self.breaker.release(permit);
+                            }
+                            Poll::Ready(Err(e.into()))
+                        }
+                        other => other.map_err(Into::into),
+                    };
+                }
+            }
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
         // Called without poll_ready (a contract breach, but cheap to survive): ask now.
-        let admission = self
-            .admission
-            .take()
-            .unwrap_or_else(|| self.breaker.try_acquire());
+        let admission = match self.admission.take() {
+            Some(Admission::Decided(answer)) => answer,
+            // Not ready yet (or no poll_ready at all): no waiting here.
+            Some(Admission::Asking(_)) | None => self.breaker.try_acquire(),
+        };
         match admission {
             Ok(permit) => {
                 let started = self.breaker.start();

@@ -905,3 +905,211 @@ async fn an_open_breaker_goes_half_open_when_its_wait_is_over_on_tokios_clock() 
         "the probe never finished"
     );
 }
+
+/// `n` successful calls through `svc` on this thread, polled by hand (the service is ready).
+fn succeed_n<S: Service<StatusCode, Response = Res>>(svc: &mut S, n: usize) {
+    use futures_util::FutureExt;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..n {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let done = svc.call(StatusCode::OK).now_or_never();
+        assert!(matches!(done, Some(Ok(_))), "a success");
+    }
+}
+
+#[test]
+fn successes_counted_without_the_lock_on_two_threads_are_all_in_the_window_before_a_failure() {
+    // Count window of 10 judged from 4, 50 %: a window that holds only the failures would trip
+    // at the 4th; one whose last 10 calls are 6 successes and 4 failures must not.
+    let breaker = CircuitBreaker::new("striped", cfg());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = CircuitBreakerLayer::new(breaker.clone()).layer(status_service(calls.clone()));
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let mut svc = svc.clone();
+            s.spawn(move || succeed_n(&mut svc, 10_000));
+        }
+    });
+    assert_eq!(
+        breaker.snapshot().stats.counters.total_successes,
+        20_000,
+        "every deferred success is counted by the time anyone reads"
+    );
+    for i in 0..4 {
+        breaker.record(Outcome::Failure, FAST, breaker.epoch());
+        assert_eq!(
+            breaker.state(),
+            State::Closed,
+            "failure {i}: 6 successes are still in the last 10"
+        );
+    }
+    breaker.record(Outcome::Failure, FAST, breaker.epoch());
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "5 failures of the last 10: 50 %"
+    );
+    let snap = breaker.snapshot();
+    assert_eq!((snap.calls, snap.failure_count), (10, 5), "{snap:?}");
+    assert_eq!(snap.stats.counters.total_requests, 20_005);
+}
+
+#[test]
+fn a_success_that_brings_the_window_to_its_minimum_is_still_judged() {
+    // 3 failures, then the 4th call (the minimum) a success: 75 % at the minimum trips, so that
+    // success must go through the lock and not be deferred.
+    let breaker = CircuitBreaker::new("minimum", cfg());
+    for _ in 0..3 {
+        breaker.record(Outcome::Failure, FAST, breaker.epoch());
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc = CircuitBreakerLayer::new(breaker.clone()).layer(status_service(calls));
+    succeed_n(&mut svc, 1);
+    assert_eq!(breaker.state(), State::Open, "3 of 4 failed: 75 % ≥ 50 %");
+}
+
+#[test]
+fn resetting_a_closed_breaker_forgets_its_window_without_a_transition() {
+    let t0 = Instant::now();
+    let mut b = Breaker::new(cfg(), t0);
+    for i in 0..3 {
+        call(&mut b, Outcome::Failure, FAST, t0, &format!("failure {i}"));
+    }
+    assert!(!b.reset(t0), "closed already: nothing changed");
+    assert_eq!(
+        (b.epoch(), b.last_seq()),
+        (0, 0),
+        "no new epoch, no history entry"
+    );
+    call(&mut b, Outcome::Failure, FAST, t0, "one more");
+    assert_eq!(
+        b.state(),
+        State::Closed,
+        "the three earlier failures were forgotten"
+    );
+    let mut b = tripped(t0);
+    assert!(b.reset(t0), "an open breaker closes");
+    assert_eq!(last_reason(&b), Reason::Reset);
+}
+
+/// A master and `n` workers' links in one process: each link's reports go to the master and
+/// its answers come back, as the supervisor and the worker carry them over the control channel.
+fn wired(config: &BreakerConfig, n: usize) -> (MasterBreakers, Vec<WorkerLink>) {
+    use crate::wire::ipc::{MasterMessage, WorkerMessage};
+    let master = MasterBreakers::new(&["svc"], config);
+    master.start();
+    let links: Vec<WorkerLink> = (0..n).map(|_| WorkerLink::new()).collect();
+    for (i, link) in links.iter().enumerate() {
+        let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<WorkerMessage>();
+        let (down_tx, mut down_rx) = tokio::sync::mpsc::unbounded_channel::<MasterMessage>();
+        link.connect(&up_tx);
+        // The worker's end keeps its sender alive, as the worker's control channel does.
+        std::mem::forget(up_tx);
+        let (m, back) = (master.clone(), down_tx.clone());
+        tokio::spawn(async move {
+            while let Some(WorkerMessage::Breaker { report }) = up_rx.recv().await {
+                if let Some(reply) = m.on_report(report) {
+                    let _ = back.send(reply);
+                }
+            }
+        });
+        let l = link.clone();
+        tokio::spawn(async move {
+            while let Some(MasterMessage::Breaker { update }) = down_rx.recv().await {
+                l.apply(update);
+            }
+        });
+        master.attach((i + 1, 0), down_tx);
+    }
+    (master, links)
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + 5 * S;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(MS).await;
+    }
+}
+
+#[tokio::test]
+async fn followers_trip_the_masters_breaker_together_and_share_its_probe_budget() {
+    let config = BreakerConfig {
+        wait_in_open: 100 * MS,
+        max_wait_in_half_open: 30 * S,
+        ..cfg()
+    };
+    let (master, links) = wired(&config, 2);
+    let followers: Vec<CircuitBreaker> = links
+        .iter()
+        .map(|l| l.follower("svc", config.clone()))
+        .collect();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Two failures on each of two workers: 4 in all, the minimum, 100 %.
+    for f in &followers {
+        let mut svc = CircuitBreakerLayer::new(f.clone()).layer(status_service(calls.clone()));
+        for _ in 0..2 {
+            let res = svc
+                .ready()
+                .await
+                .expect("ready")
+                .call(StatusCode::BAD_GATEWAY)
+                .await;
+            assert!(res.is_ok(), "a 502 is a response");
+        }
+    }
+    let m = master.get("svc").expect("the master's breaker").clone();
+    eventually("the master opens on the workers' outcomes", || {
+        m.state() == State::Open
+    })
+    .await;
+    eventually("every follower obeys", || {
+        followers.iter().all(|f| f.state() == State::Open)
+    })
+    .await;
+    for f in &followers {
+        let err = f.try_acquire().expect_err("a follower refuses while open");
+        assert_eq!(err.state(), State::Open);
+    }
+    // Once the wait is over, probes are the master's to grant: 3 in all, not 3 per worker.
+    tokio::time::sleep(150 * MS).await;
+    let slow = service_fn(|()| async {
+        tokio::time::sleep(200 * MS).await;
+        Ok::<_, std::io::Error>(Response::builder().status(200).body("").expect("valid"))
+    });
+    let mut probes = Vec::new();
+    for i in 0..10 {
+        let f = followers[i % 2].clone();
+        let svc = CircuitBreakerLayer::new(f).layer(slow);
+        probes.push(tokio::spawn(svc.oneshot(())));
+    }
+    let mut let_through = 0;
+    for p in probes {
+        if p.await.expect("no panic").is_ok() {
+            let_through += 1;
+        }
+    }
+    assert_eq!(
+        let_through, config.half_open_calls,
+        "probes across both workers"
+    );
+    eventually("3 good probes close the master's breaker", || {
+        m.state() == State::Closed
+    })
+    .await;
+    eventually("and every follower", || {
+        followers.iter().all(|f| f.state() == State::Closed)
+    })
+    .await;
+    assert!(master.force("svc", State::ForcedOpen));
+    eventually("a forced open reaches the followers", || {
+        followers.iter().all(|f| f.state() == State::ForcedOpen)
+    })
+    .await;
+    assert_eq!(master.reset_all(), ["svc"]);
+    assert_eq!(
+        master.reset_all(),
+        Vec::<&str>::new(),
+        "closed already: nothing to log"
+    );
+}

@@ -145,6 +145,38 @@ impl Window {
         }
     }
 
+    /// Adds `n` successes at `now`, as `n` calls of [`Window::record`] would: at most one lap
+    /// of a count window's ring, one bucket of a time window.
+    pub fn record_successes(&mut self, n: u64, now: Instant) {
+        match self {
+            Window::Count { size, .. } => {
+                let laps = n.min(*size as u64);
+                for _ in 0..laps {
+                    self.record(false, false, now);
+                }
+            }
+            Window::Time { .. } => {
+                let bucket = self.roll(now);
+                if let Window::Time {
+                    buckets, totals, ..
+                } = self
+                {
+                    let n = u32::try_from(n).unwrap_or(u32::MAX);
+                    buckets[bucket].totals.calls = buckets[bucket].totals.calls.saturating_add(n);
+                    totals.calls = totals.calls.saturating_add(n);
+                }
+            }
+        }
+    }
+
+    /// A count window's calls (no clock needed); `None` for a time window.
+    pub fn count_calls(&self) -> Option<u32> {
+        match self {
+            Window::Count { totals, .. } => Some(totals.calls),
+            Window::Time { .. } => None,
+        }
+    }
+
     /// The totals inside the window at `now` (a time window first drops the seconds that have
     /// passed out of it).
     pub fn totals(&mut self, now: Instant) -> Totals {

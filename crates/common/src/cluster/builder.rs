@@ -11,6 +11,7 @@ use super::health::HealthScorer;
 use super::logging;
 use super::master::{self, BuildMaster, Master, OnStart};
 use crate::balance::{RoundRobin, Selector, Split};
+use crate::breaker::{MasterBreakers, WorkerLink};
 use crate::config::{Config, Defaults};
 use crate::edge::front::Front;
 use crate::http::rate_limit::{Limiter, RateLimitLayer};
@@ -63,6 +64,8 @@ pub struct Cluster {
     split: Option<Arc<dyn Split>>,
     front: Front,
     shutdown_delay: std::time::Duration,
+    master_breakers: Option<MasterBreakers>,
+    worker_breakers: Option<WorkerLink>,
 }
 
 impl Cluster {
@@ -85,6 +88,8 @@ impl Cluster {
             split: None,
             front: Front::default(),
             shutdown_delay: std::time::Duration::ZERO,
+            master_breakers: None,
+            worker_breakers: None,
         }
     }
 
@@ -203,6 +208,19 @@ impl Cluster {
         self
     }
 
+    /// Cluster-scope circuit breakers: in the master, `master` owns each circuit's state and
+    /// hears every worker's outcomes; in a worker, `link`'s followers obey it. Each process
+    /// uses the one that is its own (build both, or only the one this process needs).
+    pub fn cluster_breakers(
+        mut self,
+        master: Option<MasterBreakers>,
+        link: Option<WorkerLink>,
+    ) -> Self {
+        self.master_breakers = master;
+        self.worker_breakers = link;
+        self
+    }
+
     /// Runs as master or worker, whichever this process is, and returns its exit code.
     pub fn run(self) -> ExitCode {
         logging::init(self.config.log_format);
@@ -210,6 +228,7 @@ impl Cluster {
             return crate::worker::run(
                 &*self.build_worker,
                 self.on_request,
+                self.worker_breakers,
                 crate::worker::ClientLimits::from(&self.config),
             );
         }
@@ -228,6 +247,7 @@ impl Cluster {
             split: self.split,
             front: self.front,
             shutdown_delay: self.shutdown_delay,
+            breakers: self.master_breakers,
         })
     }
 }

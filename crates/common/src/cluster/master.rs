@@ -58,6 +58,8 @@ pub(super) struct Master {
     /// How long the edge goes on serving after the shutdown notice, `/health` already saying
     /// `shutting_down`.
     pub shutdown_delay: Duration,
+    /// Cluster-scope circuit breakers, if the lesson has them.
+    pub breakers: Option<crate::breaker::MasterBreakers>,
 }
 
 /// Runs the master until it has shut down; its exit code.
@@ -120,6 +122,7 @@ async fn master_main(
         split,
         front,
         shutdown_delay,
+        breakers,
     } = master;
     let addr = SocketAddr::new(config.host, config.port);
     let listeners = match systemd.listeners(config.edge_threads) {
@@ -157,7 +160,8 @@ async fn master_main(
         shared.clone(),
     )
     .with_worker_env(worker_env)
-    .with_pools(pools);
+    .with_pools(pools)
+    .with_breakers(breakers);
     let mut supervisor = tokio::spawn(supervisor.run(cmd_rx));
 
     let mut routes = health_routes(handle.clone());

@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::breaker::MasterBreakers;
 use crate::config::Config;
 use crate::edge::Backend;
 use crate::edge::pool::PoolShape;
@@ -144,6 +145,8 @@ pub(crate) struct Supervisor {
     worker_env: Vec<(String, String)>,
     /// What each version pool runs; one pool, without a version, unless the lesson set more.
     pools: Vec<PoolSpec>,
+    /// Cluster-scope circuit breakers: fed the workers' reports, told who is Ready.
+    breakers: Option<MasterBreakers>,
 }
 
 impl Supervisor {
@@ -166,7 +169,14 @@ impl Supervisor {
             worker_env: Vec::new(),
             pools: vec![PoolSpec::single(config.workers)],
             config,
+            breakers: None,
         }
+    }
+
+    /// Carries the workers' breaker reports to `breakers` and their state to the workers.
+    pub(crate) fn with_breakers(mut self, breakers: Option<MasterBreakers>) -> Self {
+        self.breakers = breakers;
+        self
     }
 
     /// Sets more environment variables for every worker it starts.
@@ -185,6 +195,9 @@ impl Supervisor {
 
     /// Runs until a shutdown completes.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        if let Some(b) = &self.breakers {
+            b.start();
+        }
         for pool in 0..self.pools.len() {
             self.scale_pool(pool, self.pools[pool].workers);
         }
@@ -477,9 +490,17 @@ impl Supervisor {
                     let _ = reply.send(Ok(body));
                 }
             }
+            WorkerMessage::Breaker { report } => {
+                if let Some(reply) = self.breakers.as_ref().and_then(|b| b.on_report(report)) {
+                    let _ = p.to_worker.send(reply);
+                }
+            }
             WorkerMessage::Ready { .. } if p.ready => {}
             WorkerMessage::Ready { .. } => {
                 p.ready = true;
+                if let Some(b) = &self.breakers {
+                    b.attach(key, p.to_worker.clone());
+                }
                 p.ready_at = Some(Instant::now());
                 let pid = p.pid;
                 match p.role {
@@ -551,6 +572,9 @@ impl Supervisor {
         };
         let (id, generation) = key;
         self.pending.retain(|_, (asked, _)| *asked != key);
+        if let Some(b) = &self.breakers {
+            b.detach(key);
+        }
         self.shared.upstreams.remove_pid(p.pid);
         p.backend.retire();
         let uptime = p.started.elapsed();

@@ -38,6 +38,96 @@ pub enum WorkerMessage {
         /// Whatever the request asked for.
         body: serde_json::Value,
     },
+    /// Cluster-scope circuit breakers: outcomes of calls, or a request for a half-open probe.
+    Breaker {
+        /// What the worker's breakers report.
+        report: BreakerReport,
+    },
+}
+
+/// What a worker's breakers tell the master's, which own the state in cluster scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BreakerReport {
+    /// Outcomes of calls that ended, oldest first: batched, so the hot path sends no frame of
+    /// its own. A batch holds at most [`MAX_OUTCOMES`], which keeps the frame under
+    /// [`MAX_FRAME`].
+    Outcomes {
+        /// The calls.
+        outcomes: Vec<CallOutcome>,
+    },
+    /// May this worker send one half-open probe to `circuit`? Answered by
+    /// [`BreakerUpdate::Probe`] with the same id.
+    Probe {
+        /// Chosen by the worker, echoed in the answer.
+        id: u64,
+        /// The circuit's name.
+        circuit: String,
+    },
+}
+
+/// The most outcomes one [`BreakerReport::Outcomes`] carries: with circuit names of at most
+/// [`MAX_CIRCUIT_NAME`] bytes and the largest numbers, at most 35 KiB of JSON, well under
+/// [`MAX_FRAME`] (a real batch, short names and small numbers, is a fifth of that).
+pub const MAX_OUTCOMES: usize = 256;
+/// The longest circuit name the wire carries.
+pub const MAX_CIRCUIT_NAME: usize = 64;
+
+/// One call through a worker's breaker, as the master's breaker records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallOutcome {
+    /// The circuit's name.
+    #[serde(rename = "c")]
+    pub circuit: String,
+    /// `success`, `failure` or `ignored` (the caller went away).
+    #[serde(rename = "o")]
+    pub outcome: CallResult,
+    /// How long the call took, in microseconds (the master decides whether that was slow).
+    #[serde(rename = "us")]
+    pub duration_us: u64,
+    /// The master's epoch the call was let through in: results from before a transition are
+    /// stale and the master drops them.
+    #[serde(rename = "e")]
+    pub epoch: u64,
+}
+
+/// How a call ended, as the worker's classifier judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallResult {
+    /// The service answered well.
+    Success,
+    /// A 5xx, a timeout, a refused connection.
+    Failure,
+    /// Says nothing about the service; frees a probe's place.
+    Ignored,
+}
+
+/// What the master's breakers tell a worker's, which obey them in cluster scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BreakerUpdate {
+    /// The circuit's state now: sent to every worker on each transition, and to a worker that
+    /// has just said Ready, for every circuit.
+    State {
+        /// The circuit's name.
+        circuit: String,
+        /// `CLOSED`, `OPEN`, `HALF_OPEN`, `FORCED_OPEN`, `DISABLED` or `METRICS_ONLY`.
+        state: String,
+        /// The master's epoch; a worker ignores an update older than the one it has.
+        epoch: u64,
+        /// While `OPEN`: how much of the wait is left, in milliseconds.
+        open_for_ms: Option<u64>,
+    },
+    /// The answer to [`BreakerReport::Probe`].
+    Probe {
+        /// The request's id.
+        id: u64,
+        /// The epoch the probe runs in, when granted; `None` when refused.
+        granted: Option<u64>,
+        /// When refused: when to try again, in milliseconds.
+        retry_after_ms: u64,
+    },
 }
 
 /// Figures only the worker can measure.
@@ -69,6 +159,11 @@ pub enum MasterMessage {
         id: u64,
         /// The question.
         body: serde_json::Value,
+    },
+    /// Cluster-scope circuit breakers: a circuit's state, or the answer to a probe request.
+    Breaker {
+        /// What the master's breakers say.
+        update: BreakerUpdate,
     },
 }
 
@@ -169,6 +264,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_batch_of_outcomes_fits_in_a_frame() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let mut tx = Sender::<_, WorkerMessage>::new(a);
+        let mut rx = Receiver::<_, WorkerMessage>::new(b);
+        let outcome = CallOutcome {
+            circuit: "x".repeat(MAX_CIRCUIT_NAME),
+            outcome: CallResult::Failure,
+            duration_us: u64::MAX,
+            epoch: u64::MAX,
+        };
+        let msg = WorkerMessage::Breaker {
+            report: BreakerReport::Outcomes {
+                outcomes: vec![outcome; MAX_OUTCOMES],
+            },
+        };
+        let len = serde_json::to_vec(&msg).unwrap().len();
+        assert!(len < MAX_FRAME * 3 / 5, "a full batch is {len} bytes");
+        tx.send(&msg).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap(), msg);
+    }
+
+    #[tokio::test]
     async fn garbage_and_oversized_frames_are_errors_not_panics() {
         let (mut a, b) = tokio::net::UnixStream::pair().unwrap();
         let mut rx = Receiver::<_, WorkerMessage>::new(b);
@@ -216,7 +333,29 @@ mod props {
                 }
             }),
             (any::<u64>(), json_value()).prop_map(|(id, body)| WorkerMessage::Reply { id, body }),
+            vec(call_outcome(), 0..4).prop_map(|outcomes| WorkerMessage::Breaker {
+                report: BreakerReport::Outcomes { outcomes }
+            }),
+            (any::<u64>(), "[a-z]{0,12}").prop_map(|(id, circuit)| WorkerMessage::Breaker {
+                report: BreakerReport::Probe { id, circuit }
+            }),
         ]
+    }
+
+    fn call_outcome() -> impl Strategy<Value = CallOutcome> {
+        let result = prop_oneof![
+            Just(CallResult::Success),
+            Just(CallResult::Failure),
+            Just(CallResult::Ignored),
+        ];
+        ("[a-z]{0,12}", result, any::<u64>(), any::<u64>()).prop_map(
+            |(circuit, outcome, duration_us, epoch)| CallOutcome {
+                circuit,
+                outcome,
+                duration_us,
+                epoch,
+            },
+        )
     }
 
     fn master_message() -> impl Strategy<Value = MasterMessage> {
@@ -224,6 +363,34 @@ mod props {
             any::<u64>().prop_map(|deadline_ms| MasterMessage::Shutdown { deadline_ms }),
             Just(MasterMessage::Reload),
             (any::<u64>(), json_value()).prop_map(|(id, body)| MasterMessage::Request { id, body }),
+            (
+                "[a-z]{0,12}",
+                "[A-Z_]{0,12}",
+                any::<u64>(),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(circuit, state, epoch, open_for_ms)| {
+                    MasterMessage::Breaker {
+                        update: BreakerUpdate::State {
+                            circuit,
+                            state,
+                            epoch,
+                            open_for_ms,
+                        },
+                    }
+                }),
+            (
+                any::<u64>(),
+                proptest::option::of(any::<u64>()),
+                any::<u64>()
+            )
+                .prop_map(|(id, granted, retry_after_ms)| MasterMessage::Breaker {
+                    update: BreakerUpdate::Probe {
+                        id,
+                        granted,
+                        retry_after_ms
+                    }
+                }),
         ]
     }
 

@@ -1,0 +1,468 @@
+//! Cluster scope: one breaker per circuit in the master for the whole cluster, obeyed by every
+//! worker.
+//!
+//! - [`MasterBreakers`] (in the master): the breakers that own the state. Workers' outcomes come
+//!   in over the control channel ([`BreakerReport`]); every transition goes out to every worker
+//!   ([`BreakerUpdate::State`]), and so does every circuit's state to a worker that has just
+//!   said Ready. Half-open probes are granted here, one [`BreakerReport::Probe`] at a time, so
+//!   at most `half_open_calls` probes are in flight across all workers together.
+//! - [`WorkerLink`] (in a worker): makes the *follower* breakers a worker's routes call
+//!   through. A follower admits and refuses on its own, from the last state the master pushed
+//!   (one atomic load while closed, as any breaker), and asks the master only for a probe.
+//!
+//! Outcomes are batched: a worker sends them when [`FLUSH_AT`] have gathered or [`FLUSH_EVERY`]
+//! after the first of a batch, whichever comes first, and a probe's outcome at once. So the
+//! hot path costs a short uncontended lock and a push, never a frame of its own; the price is
+//! that the master learns of a failure up to `FLUSH_EVERY` (plus a frame's trip) late, and the
+//! calls workers let through in that time still reach the failing service.
+//!
+//! The supervisor and the worker only carry the messages (`attach`, `on_report`, `apply`);
+//! what they mean is decided here.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::config::BreakerConfig;
+use super::core::{Outcome, RemoteState, State};
+use super::shared::CircuitBreaker;
+use crate::wire::ipc::{
+    BreakerReport, BreakerUpdate, CallOutcome, CallResult, MAX_CIRCUIT_NAME, MAX_OUTCOMES,
+    MasterMessage, WorkerMessage,
+};
+
+/// A batch of outcomes goes to the master this long after its first outcome at the latest.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(2);
+/// ... or as soon as it holds this many.
+pub const FLUSH_AT: usize = 64;
+/// How long a follower waits for the master to answer a probe request before refusing the
+/// call (the master answers in well under a millisecond; a master that does not is busy or
+/// gone, and the call must not hang on it).
+pub const PROBE_WAIT: Duration = Duration::from_millis(500);
+/// Probe requests awaiting an answer, at most: a bound on what a stalled master can make a
+/// worker hold.
+const MAX_PENDING_PROBES: usize = 1024;
+/// How often the master's breakers look at the clock, so an open wait ends (and is pushed)
+/// even while every worker refuses and nothing calls the master's breaker.
+const TICK: Duration = Duration::from_millis(100);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its data whole, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An outcome waiting for its batch: circuit, result, microseconds, epoch.
+type Queued = (Arc<str>, CallResult, u64, u64);
+/// Who waits for the answer to a probe request: the circuit asked about, and the asker.
+type Asker = (Arc<str>, oneshot::Sender<Result<u64, Duration>>);
+
+/// The worker's side of the link, shared by its followers: the batch, the probe requests, and
+/// the control channel's sender once the worker is serving.
+pub(crate) struct LinkCore {
+    /// Weak, so the link never keeps the worker's control channel open at shutdown.
+    uplink: Mutex<Option<mpsc::WeakUnboundedSender<WorkerMessage>>>,
+    batch: Mutex<Vec<Queued>>,
+    /// Wakes the flusher when a batch starts.
+    started: Notify,
+    /// Probe requests awaiting the master's answer: the circuit asked about, and the asker.
+    pending: Mutex<HashMap<u64, Asker>>,
+    next_id: AtomicU64,
+}
+
+impl LinkCore {
+    fn send(&self, msg: WorkerMessage) -> bool {
+        let uplink = lock(&self.uplink).as_ref().and_then(|w| w.upgrade());
+        uplink.is_some_and(|tx| tx.send(msg).is_ok())
+    }
+
+    /// Queues one outcome; `urgent` sends the batch now.
+    pub(crate) fn report(
+        &self,
+        circuit: &Arc<str>,
+        outcome: Outcome,
+        duration: Duration,
+        epoch: u64,
+        urgent: bool,
+    ) {
+        let result = match outcome {
+            Outcome::Success => CallResult::Success,
+            Outcome::Failure => CallResult::Failure,
+            Outcome::Ignored => CallResult::Ignored,
+        };
+        let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let mut batch = lock(&self.batch);
+        let first = batch.is_empty();
+        batch.push((circuit.clone(), result, us, epoch));
+        if urgent || batch.len() >= FLUSH_AT {
+            let out = std::mem::take(&mut *batch);
+            drop(batch);
+            self.send_batch(out);
+        } else if first {
+            drop(batch);
+            self.started.notify_one();
+        }
+    }
+
+    fn flush(&self) {
+        let out = std::mem::take(&mut *lock(&self.batch));
+        if !out.is_empty() {
+            self.send_batch(out);
+        }
+    }
+
+    fn send_batch(&self, out: Vec<Queued>) {
+        for chunk in out.chunks(MAX_OUTCOMES) {
+            let outcomes = chunk
+                .iter()
+                .map(|(c, outcome, us, epoch)| CallOutcome {
+                    circuit: c.to_string(),
+                    outcome: *outcome,
+                    duration_us: *us,
+                    epoch: *epoch,
+                })
+                .collect();
+            let report = BreakerReport::Outcomes { outcomes };
+            self.send(WorkerMessage::Breaker { report });
+        }
+    }
+
+    /// Asks the master for one probe of `circuit`: the epoch it runs in, or how long to wait.
+    pub(crate) fn ask_probe(
+        self: &Arc<Self>,
+        circuit: Arc<str>,
+    ) -> impl Future<Output = Result<u64, Duration>> + Send + 'static {
+        let this = self.clone();
+        async move {
+            let id = this.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut pending = lock(&this.pending);
+                if pending.len() >= MAX_PENDING_PROBES {
+                    return Err(PROBE_WAIT);
+                }
+                pending.insert(id, (circuit.clone(), tx));
+            }
+            let report = BreakerReport::Probe {
+                id,
+                circuit: circuit.to_string(),
+            };
+            if !this.send(WorkerMessage::Breaker { report }) {
+                lock(&this.pending).remove(&id);
+                return Err(PROBE_WAIT);
+            }
+            match tokio::time::timeout(PROBE_WAIT, rx).await {
+                Ok(Ok(answer)) => answer,
+                _ => {
+                    let forgotten = lock(&this.pending).remove(&id).is_some();
+                    if !forgotten {
+                        // The answer came as the wait ended: if it was a grant, it is lost
+                        // with this future; the master's half-open deadline frees its place.
+                        tracing::debug!(%circuit, "a probe answer came too late");
+                    }
+                    Err(PROBE_WAIT)
+                }
+            }
+        }
+    }
+}
+
+/// A worker's link to the master's breakers: makes its followers, sends their outcomes, and
+/// applies what the master says. Clones share one link.
+#[derive(Clone)]
+pub struct WorkerLink {
+    core: Arc<LinkCore>,
+    followers: Arc<Mutex<Vec<CircuitBreaker>>>,
+}
+
+impl std::fmt::Debug for WorkerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerLink").finish_non_exhaustive()
+    }
+}
+
+impl Default for WorkerLink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkerLink {
+    /// A link with no followers, not yet connected.
+    pub fn new() -> Self {
+        Self {
+            core: Arc::new(LinkCore {
+                uplink: Mutex::new(None),
+                batch: Mutex::new(Vec::with_capacity(FLUSH_AT)),
+                started: Notify::new(),
+                pending: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+            }),
+            followers: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// A follower of the master's breaker `name`, closed until the master says otherwise.
+    /// `config` matters for what the follower decides itself: `Retry-After` while forced
+    /// open, and whether calls are timed. Names longer than the wire carries are cut.
+    pub fn follower(&self, name: &str, config: BreakerConfig) -> CircuitBreaker {
+        let mut end = name.len().min(MAX_CIRCUIT_NAME);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        let b = CircuitBreaker::follower(name[..end].into(), config, self.core.clone());
+        lock(&self.followers).push(b.clone());
+        b
+    }
+
+    /// Starts sending to the master on `uplink` (the worker's control channel), flushing
+    /// batches from a task of the current runtime. Called by the worker once it is serving.
+    pub fn connect(&self, uplink: &mpsc::UnboundedSender<WorkerMessage>) {
+        *lock(&self.core.uplink) = Some(uplink.downgrade());
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            loop {
+                core.started.notified().await;
+                tokio::time::sleep(FLUSH_EVERY).await;
+                core.flush();
+            }
+        });
+    }
+
+    /// Applies one message from the master.
+    pub fn apply(&self, update: BreakerUpdate) {
+        match update {
+            BreakerUpdate::State {
+                circuit,
+                state,
+                epoch,
+                open_for_ms,
+            } => {
+                let Some(state) = State::parse(&state) else {
+                    tracing::warn!(%circuit, %state, "the master sent an unknown breaker state");
+                    return;
+                };
+                let remote = RemoteState {
+                    state,
+                    epoch,
+                    open_for: open_for_ms.map(Duration::from_millis),
+                };
+                for b in lock(&self.followers).iter().filter(|b| b.name() == circuit) {
+                    b.apply_remote_state(remote);
+                }
+            }
+            BreakerUpdate::Probe {
+                id,
+                granted,
+                retry_after_ms,
+            } => {
+                let answer = granted.ok_or(Duration::from_millis(retry_after_ms));
+                let Some((circuit, tx)) = lock(&self.core.pending).remove(&id) else {
+                    // Timed out and forgotten: its grant (if it was one) went back already
+                    // below, or the request was never ours.
+                    return;
+                };
+                if let (Err(_), Some(epoch)) = (tx.send(answer), granted) {
+                    // The caller went away: give the master its probe place back.
+                    tracing::debug!(%circuit, epoch, "an unused probe is given back");
+                    self.core
+                        .report(&circuit, Outcome::Ignored, Duration::ZERO, epoch, true);
+                }
+            }
+        }
+    }
+}
+
+/// The master's breakers, one per circuit for the whole cluster, and the workers they speak to.
+/// Clones share them.
+#[derive(Clone)]
+pub struct MasterBreakers {
+    inner: Arc<MasterInner>,
+}
+
+struct MasterInner {
+    breakers: Vec<CircuitBreaker>,
+    /// Every worker that said Ready and has not exited: slot and generation, and its channel.
+    workers: Mutex<HashMap<(usize, u64), mpsc::UnboundedSender<MasterMessage>>>,
+    started: AtomicBool,
+}
+
+impl std::fmt::Debug for MasterBreakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterBreakers")
+            .field("circuits", &self.inner.breakers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterBreakers {
+    /// A closed breaker for each of `names`, all with `config`.
+    pub fn new(names: &[&str], config: &BreakerConfig) -> Self {
+        Self {
+            inner: Arc::new(MasterInner {
+                breakers: names
+                    .iter()
+                    .map(|n| CircuitBreaker::new(*n, config.clone()))
+                    .collect(),
+                workers: Mutex::new(HashMap::new()),
+                started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The breaker of circuit `name`: force, reset or read it here, and every worker follows.
+    pub fn get(&self, name: &str) -> Option<&CircuitBreaker> {
+        self.inner.breakers.iter().find(|b| b.name() == name)
+    }
+
+    /// Every breaker, in the order given to [`MasterBreakers::new`].
+    pub fn all(&self) -> &[CircuitBreaker] {
+        &self.inner.breakers
+    }
+
+    /// Sets circuit `name`'s state (an operator's open or close) and tells every worker before
+    /// returning, so a call made after this returns is judged by the new state on any
+    /// worker. False if there is no such circuit.
+    pub fn force(&self, name: &str, state: State) -> bool {
+        let Some(b) = self.get(name) else {
+            return false;
+        };
+        b.force_state(state);
+        self.push(b);
+        true
+    }
+
+    /// Resets circuit `name` (see [`CircuitBreaker::reset`]) and tells every worker before
+    /// returning; whether its state changed (`None`: no such circuit).
+    pub fn reset(&self, name: &str) -> Option<bool> {
+        let b = self.get(name)?;
+        let changed = b.reset();
+        if changed {
+            self.push(b);
+        }
+        Some(changed)
+    }
+
+    /// Resets every circuit, as [`MasterBreakers::reset`]; the names of those that changed.
+    pub fn reset_all(&self) -> Vec<&str> {
+        self.inner
+            .breakers
+            .iter()
+            .filter(|b| self.reset(b.name()) == Some(true))
+            .map(CircuitBreaker::name)
+            .collect()
+    }
+
+    /// Sends `b`'s state to every attached worker now.
+    fn push(&self, b: &CircuitBreaker) {
+        let msg = state_message(b);
+        for tx in lock(&self.inner.workers).values() {
+            let _ = tx.send(msg.clone());
+        }
+    }
+
+    /// Starts pushing each transition to every attached worker, and ticking the breakers'
+    /// clocks. Idempotent; called by the supervisor when it starts.
+    pub fn start(&self) {
+        if self.inner.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for b in &self.inner.breakers {
+            let (b, inner) = (b.clone(), Arc::downgrade(&self.inner));
+            let mut events = b.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    let changed = tokio::select! {
+                        ev = events.recv() => match ev {
+                            Ok(_) => true,
+                            // Fell behind: the current state is all a worker needs.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        },
+                        () = tokio::time::sleep(TICK) => {
+                            b.tick();
+                            false
+                        }
+                    };
+                    let Some(inner) = inner.upgrade() else { return };
+                    if changed {
+                        MasterBreakers { inner }.push(&b);
+                    }
+                }
+            });
+        }
+    }
+
+    /// A worker said Ready: it gets every circuit's state now and each transition from now on.
+    pub fn attach(&self, worker: (usize, u64), to: mpsc::UnboundedSender<MasterMessage>) {
+        for b in &self.inner.breakers {
+            let _ = to.send(state_message(b));
+        }
+        lock(&self.inner.workers).insert(worker, to);
+    }
+
+    /// A worker exited.
+    pub fn detach(&self, worker: (usize, u64)) {
+        lock(&self.inner.workers).remove(&worker);
+    }
+
+    /// Handles one report from a worker; the answer to send back to it, if any. Outcomes for
+    /// circuits it does not have are dropped (a worker of another build, say), never trusted.
+    pub fn on_report(&self, report: BreakerReport) -> Option<MasterMessage> {
+        match report {
+            BreakerReport::Outcomes { outcomes } => {
+                for o in outcomes {
+                    let Some(b) = self.get(&o.circuit) else {
+                        continue;
+                    };
+                    let outcome = match o.outcome {
+                        CallResult::Success => Outcome::Success,
+                        CallResult::Failure => Outcome::Failure,
+                        CallResult::Ignored => Outcome::Ignored,
+                    };
+                    b.record(outcome, Duration::from_micros(o.duration_us), o.epoch);
+                }
+                None
+            }
+            BreakerReport::Probe { id, circuit } => {
+                let update = match self.get(&circuit).map(CircuitBreaker::try_acquire) {
+                    Some(Ok(permit)) => BreakerUpdate::Probe {
+                        id,
+                        granted: Some(permit.epoch),
+                        retry_after_ms: 0,
+                    },
+                    Some(Err(open)) => BreakerUpdate::Probe {
+                        id,
+                        granted: None,
+                        retry_after_ms: open.retry_after().as_millis() as u64,
+                    },
+                    None => BreakerUpdate::Probe {
+                        id,
+                        granted: None,
+                        retry_after_ms: PROBE_WAIT.as_millis() as u64,
+                    },
+                };
+                Some(MasterMessage::Breaker { update })
+            }
+        }
+    }
+}
+
+fn state_message(b: &CircuitBreaker) -> MasterMessage {
+    let RemoteState {
+        state,
+        epoch,
+        open_for,
+    } = b.remote_state();
+    MasterMessage::Breaker {
+        update: BreakerUpdate::State {
+            circuit: b.name().to_string(),
+            state: state.as_str().to_string(),
+            epoch,
+            open_for_ms: open_for.map(|d| d.as_millis() as u64),
+        },
+    }
+}
