@@ -58,7 +58,7 @@ const fn pattern() -> [u8; CHUNK] {
 }
 
 /// The routes, as a router to put behind a lesson's own (see the module docs).
-pub(super) fn router(ctx: &WorkerContext) -> Router {
+pub fn router(ctx: &WorkerContext) -> Router {
     let id = ctx.id;
     Router::new()
         .route("/download", get(download))
