@@ -1,5 +1,6 @@
 //! The limit `scripts/bench` compares the cluster with: one axum process on TCP using every core,
-//! serving the very route the cluster's workers serve (`common::worker::ping`).
+//! serving the very routes the cluster's workers serve (`common::worker::ping` and
+//! `common::worker::routes`). The WebSocket load client is `src/bin/ws-load.rs`.
 //!
 //! `bench-peers tcp 127.0.0.1:0` prints `listening on ADDR` once it accepts. (nginx, the other
 //! Rust-side peer, fronts the cluster's own worker processes; see `scripts/bench`.)
@@ -22,7 +23,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let app = Router::new().route("/ping", get(common::worker::ping));
+    let ctx = common::WorkerContext {
+        id: 1,
+        pid: std::process::id(),
+        generation: 0,
+    };
+    let app = Router::new()
+        .route("/ping", get(common::worker::ping))
+        .fallback_service(common::worker::routes::router(&ctx));
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("listening on {}", listener.local_addr()?);

@@ -42,7 +42,10 @@ use crate::wire::handoff::HandoffChannel;
 use crate::wire::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
 use crate::wire::socket::WorkerSocket;
 
+pub mod routes;
+
 /// `GET /ping` on every worker: the smallest real response, for health probes and benchmarks.
+/// [`routes`] adds the heavier workloads (`/download`, `/echo`, `/slow`, `/ws`).
 pub async fn ping() -> &'static str {
     "pong\n"
 }
@@ -236,7 +239,10 @@ async fn serve(
     let listener = UnixListener::bind(&boot.socket)
         .map_err(|e| format!("bind {}: {e}", boot.socket.display()))?;
     let counters = Arc::new(Counters::default());
-    let router = router.route("/ping", get(ping));
+    // The lesson's routes first; `routes` only answers paths the lesson left to it.
+    let router = router
+        .route("/ping", get(ping))
+        .fallback_service(routes::router(&boot.ctx));
     let (stop_accepting, accepting) = shutdown::channel();
     let connections = TaskTracker::new();
     // Deadlines are the watchdog's (one timer per connection), not hyper's (one per request).

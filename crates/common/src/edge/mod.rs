@@ -11,7 +11,8 @@
 //! - [`upstreams`]: the ready workers, as selectors and as backends;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
 //! - [`pool`]: a worker as an upstream ([`Backend`]), with its bounded keep-alive pool;
-//! - [`request_body`] and [`response_body`]: the body types, with no boxing on the proxied path.
+//! - [`request_body`] and [`response_body`]: the body types, with no boxing on the proxied path;
+//! - `trim`: memory handed back to the system after many connections closed.
 //!
 //! Requests whose path the lesson registered as master-owned (`/health`, stats, admin) are answered
 //! here by an axum `Router`, because only the master sees the whole cluster. Everything else goes to
@@ -31,6 +32,7 @@ pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod threads;
 pub(crate) mod tls;
+mod trim;
 pub mod upstreams;
 
 pub use pool::Backend;

@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 
 use super::accept::Listening;
 use super::state::Edge;
-use super::{handoff, pool, serve};
+use super::{handoff, pool, serve, trim};
 use crate::config::Dispatch;
 use crate::shutdown::Shutdown;
 
@@ -29,6 +29,7 @@ pub(crate) fn spawn(
     dispatch: Dispatch,
 ) -> std::io::Result<impl Future<Output = bool>> {
     let span = tracing::Span::current();
+    trim::spawn(&edge.connection_slots);
     let mut finished = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
         let listener = listener.into_std()?;

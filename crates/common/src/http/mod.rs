@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - `check`: what a request must be before it is served (RFC 9112's MUSTs hyper leaves to us);
+//! - `buffers`: the plain loop's read and write buffers, given back while a connection is idle;
 //! - `head`: the spans of a parsed head's headers, shared by the request and response parsers;
 //! - `server`: the lean loop that serves *plain* requests (no body, no upgrade) and hands a
 //!   connection to hyper at its first request that is not plain;
@@ -18,6 +19,7 @@
 //! The server and client exist because hyper measured slower on the hot path (see each file's
 //! docs); they are security-critical, so each framing decision cites RFC 9112.
 
+pub(crate) mod buffers;
 pub(crate) mod check;
 pub(crate) mod client;
 pub(crate) mod deadline;

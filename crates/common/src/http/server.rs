@@ -32,9 +32,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, r
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::buffers;
 use super::check;
 use super::deadline::{Graceful, Watch};
-use super::head::{MAX_HEADERS, READ_CHUNK, Spans, date, offset, reserve, write_chunk_size};
+use super::head::{MAX_HEADERS, Spans, date, offset, write_chunk_size};
 use crate::error::BoxError;
 
 /// Bodies up to this size are copied behind the head and go out in one write.
@@ -141,8 +142,10 @@ async fn serve_plain<P: Plain, I: Io>(
 ) -> Option<Hyper> {
     let max_head = plain.max_head();
     let keep_alive = plain.keep_alive();
-    let mut read = BytesMut::with_capacity(READ_CHUNK);
-    let mut write = Vec::with_capacity(1024);
+    // Both empty until there is something to hold (see `buffers`): a connection costs no buffer
+    // while it waits for its first request or between requests.
+    let mut read = BytesMut::new();
+    let mut write = Vec::new();
     loop {
         let (req, client_close) = loop {
             if !read.is_empty() {
@@ -152,8 +155,7 @@ async fn serve_plain<P: Plain, I: Io>(
                     Parsed::Refused(refusal) => {
                         // The bytes after a refused head cannot be trusted to start a request:
                         // answer and close (RFC 9112 §9.6).
-                        write.clear();
-                        refusal.encode(&mut write);
+                        refusal.encode(buffers::write_buffer(&mut write));
                         let _ = io.write_all(&write).await;
                         let _ = io.shutdown().await;
                         return None;
@@ -172,14 +174,13 @@ async fn serve_plain<P: Plain, I: Io>(
                     }
                 }
             }
-            reserve(&mut read);
             let n = std::future::poll_fn(|cx| {
                 // Between requests, a shutdown closes the connection; in the middle of a head, the
                 // request is read and answered first.
                 if read.is_empty() && closing.load(Ordering::Relaxed) {
                     return Poll::Ready(Ok(0));
                 }
-                tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut read)
+                buffers::poll_read(&mut io, cx, &mut read)
             })
             .await;
             match n {
@@ -193,9 +194,11 @@ async fn serve_plain<P: Plain, I: Io>(
         };
         plain.watch().busy();
         let is_head = req.method == Method::HEAD;
-        // Pinned where it is made: moving the request's future into another costs a copy of it.
-        let answer = pin!(plain.answer(req));
-        let Some(resp) = until_answered(&mut io, &mut read, answer, max_head).await else {
+        // On the heap for the request's life only: held inline, the answer (the master's is a
+        // proxied request's whole future, 2.6 KB) would make every connection's future that
+        // large for good, idle or not (see `buffers`).
+        let mut answer = Box::pin(plain.answer(req));
+        let Some(resp) = until_answered(&mut io, &mut read, answer.as_mut(), max_head).await else {
             // The client hung up: dropping the request abandons it (and its worker connection).
             return None;
         };
@@ -213,6 +216,7 @@ async fn serve_plain<P: Plain, I: Io>(
             let _ = io.shutdown().await;
             return None;
         }
+        buffers::release(&mut read, &mut write);
         plain.watch().await_head();
     }
 }
@@ -357,8 +361,7 @@ where
         }
         // A client that pipelines more than a head's worth can wait for this answer.
         while read.len() < max_head {
-            reserve(read);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read) {
+            match buffers::poll_read(&mut *io, cx, read) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                 Poll::Ready(Ok(_)) => {}
@@ -402,7 +405,7 @@ where
             None => ResponseFraming::Chunked,
         }
     };
-    out.clear();
+    let out = buffers::write_buffer(out);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

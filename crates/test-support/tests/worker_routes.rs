@@ -1,0 +1,285 @@
+//! The routes `common` gives every lesson's workers (`/download`, `/echo`, `/slow`, `/ws`), each
+//! through a real cluster's edge, in both dispatch modes, bounds and bad input included.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use test_support::{Http, SharedCluster, read_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+static PROXY: OnceLock<SharedCluster> = OnceLock::new();
+static HANDOFF: OnceLock<SharedCluster> = OnceLock::new();
+
+fn proxy() -> SharedCluster {
+    SharedCluster::get(
+        &PROXY,
+        env!("CARGO_BIN_EXE_bare"),
+        &[("WORKERS", "2"), ("MAX_BODY_SIZE", "4M")],
+    )
+}
+
+fn handoff() -> SharedCluster {
+    SharedCluster::get(
+        &HANDOFF,
+        env!("CARGO_BIN_EXE_bare"),
+        &[("WORKERS", "2"), ("DISPATCH", "handoff")],
+    )
+}
+
+/// What `/download` sends: `0123456789abcdef` repeated.
+fn pattern(n: usize) -> String {
+    "0123456789abcdef".chars().cycle().take(n).collect()
+}
+
+async fn download_is_exact(c: SharedCluster) {
+    let http = Http::new();
+    for n in [0usize, 1, 65_535, 65_536, 65_537, 3 << 20] {
+        let r = http.get(&c.url(&format!("/download?bytes={n}"))).await;
+        assert_eq!(r.status, 200, "bytes={n}: {}", r.body);
+        assert_eq!(r.header("content-length"), n.to_string(), "bytes={n}");
+        assert_eq!(r.body.len(), n, "bytes={n}");
+        assert!(
+            r.body == pattern(n),
+            "bytes={n}: the body is not the pattern"
+        );
+    }
+}
+
+#[tokio::test]
+async fn download_sends_exactly_the_bytes_asked_for() {
+    download_is_exact(proxy()).await;
+}
+
+#[tokio::test]
+async fn download_works_on_a_handed_off_connection() {
+    download_is_exact(handoff()).await;
+}
+
+#[tokio::test]
+async fn download_refuses_bad_and_oversized_sizes() {
+    let http = Http::new();
+    for q in [
+        "",
+        "?bytes=",
+        "?bytes=abc",
+        "?bytes=-1",
+        "?bytes=1073741825",
+    ] {
+        let r = http.get(&proxy().url(&format!("/download{q}"))).await;
+        assert_eq!(r.status, 400, "/download{q}: {}", r.body);
+        assert_eq!(r.json()["error"], "bad_request", "/download{q}");
+    }
+}
+
+#[tokio::test]
+async fn a_large_download_streams_through_the_edge() {
+    // 128 MiB is far more than the worker's or the master's memory grows by while it is sent:
+    // read it at the client's pace, counting bytes, and check both stayed small.
+    let n: u64 = 128 << 20;
+    let mut s = TcpStream::connect(proxy().addr).await.unwrap();
+    s.write_all(
+        format!("GET /download?bytes={n} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let master = proxy().pid;
+    let mut peak_kb = 0;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let read = tokio::time::timeout_at(deadline.into(), s.read(&mut buf))
+            .await
+            .expect("the download finished within 60 s")
+            .unwrap();
+        if read == 0 {
+            break;
+        }
+        total += read as u64;
+        if total % (16 << 20) < read as u64 {
+            peak_kb = peak_kb.max(rss(master));
+        }
+    }
+    // The head, then exactly n bytes.
+    assert!(
+        total > n && total < n + 1024,
+        "read {total} bytes for a {n}-byte body"
+    );
+    assert!(
+        peak_kb < 100 * 1024,
+        "the master's RSS reached {peak_kb} kB during a {n}-byte download: it buffered"
+    );
+}
+
+#[tokio::test]
+async fn echo_answers_the_body_it_was_sent() {
+    let http = Http::new();
+    let body: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let r = http
+        .send(
+            "POST",
+            &proxy().url("/echo"),
+            &[("content-type", "text/plain")],
+            &body,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "text/plain");
+    assert!(
+        r.body == body,
+        "echoed {} bytes of {}",
+        r.body.len(),
+        body.len()
+    );
+    let r = http
+        .send("POST", &proxy().url("/echo"), &[], "")
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
+}
+
+#[tokio::test]
+async fn echo_streams_a_chunked_body_back() {
+    let mut s = TcpStream::connect(proxy().addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    s.write_all(b"6\r\n world\r\n0\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let resp = String::from_utf8_lossy(&out);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    assert!(body.contains("hello") && body.contains("world"), "{resp}");
+}
+
+#[tokio::test]
+async fn echo_refuses_a_get() {
+    let r = Http::new().get(&proxy().url("/echo")).await;
+    assert_eq!(r.status, 405, "{}", r.body);
+}
+
+#[tokio::test]
+async fn slow_answers_after_the_time_asked_and_refuses_too_long() {
+    let http = Http::new();
+    let t0 = Instant::now();
+    let r = http.get(&proxy().url("/slow?ms=200")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(r.json()["slept"], 200);
+    assert_eq!(r.json()["worker"].to_string(), r.header("x-worker-id"));
+    for q in ["?ms=60001", "?ms=x", ""] {
+        let r = http.get(&proxy().url(&format!("/slow{q}"))).await;
+        assert_eq!(r.status, 400, "/slow{q}: {}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn slow_requests_overlap_on_one_worker() {
+    // 20 at once on two single-threaded workers finish in about one sleep, not ten.
+    let http = Http::new();
+    let t0 = Instant::now();
+    let replies = futures_util::future::join_all((0..20).map(|_| {
+        let http = http.clone();
+        async move { http.get(&proxy().url("/slow?ms=300")).await }
+    }))
+    .await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+async fn websocket_echoes(c: SharedCluster) {
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", c.addr))
+        .await
+        .expect("websocket handshake through the edge");
+    assert_eq!(resp.status(), 101);
+    for i in 0..20 {
+        ws.send(Message::text(format!("msg {i}"))).await.unwrap();
+        let reply = ws.next().await.expect("a reply").expect("a message");
+        assert_eq!(reply, Message::text(format!("msg {i}")));
+    }
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let reply = ws.next().await.expect("a reply").expect("a message");
+    assert_eq!(reply, Message::binary(big));
+    ws.close(None).await.unwrap();
+    // The close handshake completes: the worker answers it and the stream ends.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the close handshake did not complete");
+}
+
+#[tokio::test]
+async fn websocket_echoes_text_and_binary_through_the_master() {
+    websocket_echoes(proxy()).await;
+    // The edge names the worker on the handshake, so the socket was the master's to splice.
+    let (_, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy().addr))
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("x-worker-id"), "{resp:?}");
+}
+
+#[tokio::test]
+async fn websocket_echoes_on_a_handed_off_connection() {
+    websocket_echoes(handoff()).await;
+}
+
+#[tokio::test]
+async fn websocket_refuses_a_message_over_the_limit() {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy().addr))
+        .await
+        .unwrap();
+    ws.send(Message::binary(vec![0u8; (1 << 20) + 1]))
+        .await
+        .unwrap();
+    // The worker closes the socket (1009, message too big) rather than echoing it.
+    let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the worker reacted within 5 s");
+    assert!(
+        !matches!(got, Some(Ok(Message::Binary(_)))),
+        "an oversized message was echoed"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_upgrade_without_websocket_headers_is_refused() {
+    // `Upgrade: websocket` without the handshake's key and version: the worker says no, and the
+    // edge passes its answer on instead of switching protocols.
+    let mut s = TcpStream::connect(proxy().addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let resp = read_response(&mut s).await;
+    assert!(!resp.starts_with("HTTP/1.1 101"), "{resp}");
+    assert!(resp.starts_with("HTTP/1.1 4"), "{resp}");
+}
