@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         id: 1,
         pid: std::process::id(),
         generation: 0,
+        version: None,
+        pool: None,
     };
     let app = Router::new()
         .route("/ping", get(common::worker::ping))
