@@ -17,7 +17,8 @@
 //! 4. what the master decides with: [`balance`] (the [`Selector`](balance::Selector) trait and
 //!    the strategies), [`metrics`] (latency windows, health scores, Prometheus), [`session`]
 //!    (session ids, the cookie, memory and Redis stores), [`breaker`] (circuit-breaker and
-//!    bulkhead tower layers over a pure, remotely drivable core);
+//!    bulkhead tower layers over a pure, remotely drivable core), [`db`] (PostgreSQL primary and
+//!    replica pools, feature `db`, and the notes repository);
 //! 5. the processes' main parts: [`edge`] (the master's HTTP server and reverse proxy),
 //!    [`supervisor`] (slots, spawning, restarts, hang and memory checks), [`worker`] (the worker
 //!    side: serve on a Unix socket, heartbeat, drain);
@@ -27,6 +28,7 @@ pub mod balance;
 pub mod breaker;
 pub mod cluster;
 pub mod config;
+pub mod db;
 pub mod edge;
 pub mod error;
 pub mod http;
