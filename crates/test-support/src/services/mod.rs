@@ -7,6 +7,8 @@
 //! port; a clash shows up as a server that fails to start, never as a wrong result.
 
 pub mod pg;
+pub mod proxy;
+pub mod redis;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -44,5 +46,17 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Asks the kernel to SIGKILL the child if the test process dies without running destructors.
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
+    // SAFETY: prctl is async-signal-safe and the hook allocates nothing.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
     }
 }

@@ -38,10 +38,7 @@ pub fn bin_dir() -> PathBuf {
         })
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .unwrap_or_default()
+    versions.pop().map(|(_, bin)| bin).unwrap_or_default()
 }
 
 /// The user PostgreSQL runs as when we are root: `(name, uid, gid)`; `None` when we are not root.
