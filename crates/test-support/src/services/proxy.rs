@@ -119,7 +119,7 @@ pub fn haproxy_config(
     ready_path: &str,
 ) -> String {
     let text = replace_lines(
-        &text.to_string(),
+        text,
         "bind",
         |l| l.starts_with("bind "),
         |l| Some(format!("{}bind 127.0.0.1:{listen}", indent(l))),
