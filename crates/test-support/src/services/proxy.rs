@@ -174,6 +174,7 @@ pub fn haproxy_config(
 pub struct Proxy {
     /// Where clients connect.
     pub port: u16,
+    kind: &'static str,
     child: Child,
     dir: TempDir,
 }
@@ -216,7 +217,7 @@ impl Proxy {
         Self::spawn(cmd, port, dir, "haproxy")
     }
 
-    fn spawn(mut cmd: Command, port: u16, dir: TempDir, name: &str) -> Self {
+    fn spawn(mut cmd: Command, port: u16, dir: TempDir, name: &'static str) -> Self {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
@@ -226,7 +227,12 @@ impl Proxy {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}; is it installed?"));
-        let mut proxy = Self { port, child, dir };
+        let mut proxy = Self {
+            port,
+            kind: name,
+            child,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = proxy.child.try_wait() {
@@ -240,6 +246,11 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(20));
         }
         proxy
+    }
+
+    /// `"nginx"` or `"haproxy"`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// `http://127.0.0.1:PORT`.
