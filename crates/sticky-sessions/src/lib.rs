@@ -62,7 +62,8 @@ pub struct Settings {
     pub session_max: usize,
     /// `SESSION_SWEEP_INTERVAL` ms, default 60000: how often idle sessions are swept from memory.
     pub sweep_interval: Duration,
-    /// `SESSION_STORE` = `memory` (default) or a `redis://host:port` URL.
+    /// `SESSION_STORE` = `memory` (default), a `redis://host:port` URL, or
+    /// `redis+sentinel://host:port,host:port/NAME` (the Sentinels, and the name they monitor).
     pub store: StoreKind,
     /// `TRUSTED_PROXIES`: comma-separated IPs/CIDRs whose `X-Forwarded-For` is believed; default none.
     pub trusted_proxies: TrustedProxies,
@@ -81,11 +82,13 @@ impl Settings {
         let store = config::var(
             src,
             "SESSION_STORE",
-            "memory or a redis://host:port URL",
+            "memory, a redis://host:port URL or redis+sentinel://host:port,host:port/NAME",
             |s| {
                 if s == "memory" {
                     Some(StoreKind::Memory)
-                } else if (s.starts_with("redis://") || s.starts_with("rediss://"))
+                } else if (s.starts_with("redis://")
+                    || s.starts_with("rediss://")
+                    || s.starts_with("redis+sentinel://"))
                     && RedisStore::open(s, session_timeout).is_ok()
                 {
                     Some(StoreKind::Redis(s.to_string()))

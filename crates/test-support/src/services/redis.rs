@@ -18,6 +18,25 @@ pub fn command(port: u16, cmd: &str) -> Option<String> {
     Some(line.trim_end().to_string())
 }
 
+/// `redis-cli -p PORT args…`: the whole reply as text (`INFO`, `SENTINEL …`); empty if it
+/// could not connect.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// The `field:value` of an `INFO` reply, parsed.
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(field)?.strip_prefix(':'))
+        .map(str::to_string)
+}
+
 /// A `redis-server` or `redis-sentinel` process, SIGKILLed on drop.
 pub struct RedisProcess {
     /// Its port on 127.0.0.1.
