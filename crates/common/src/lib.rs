@@ -18,7 +18,8 @@
 //!    the strategies), [`metrics`] (latency windows, health scores, Prometheus), [`session`]
 //!    (session ids, the cookie, memory and Redis stores), [`breaker`] (circuit-breaker and
 //!    bulkhead tower layers over a pure, remotely drivable core), [`db`] (PostgreSQL primary and
-//!    replica pools, feature `db`, and the notes repository);
+//!    replica pools, feature `db`, and the notes repository), `cache` (feature `cache`: a
+//!    per-process moka cache in front of Redis, invalidated over pub/sub);
 //! 5. the processes' main parts: [`edge`] (the master's HTTP server and reverse proxy),
 //!    [`supervisor`] (slots, spawning, restarts, hang and memory checks), [`worker`] (the worker
 //!    side: serve on a Unix socket, heartbeat, drain);
@@ -26,6 +27,8 @@
 
 pub mod balance;
 pub mod breaker;
+#[cfg(feature = "cache")]
+pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod db;
