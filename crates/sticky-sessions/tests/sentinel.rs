@@ -86,6 +86,14 @@ async fn sessions_survive_a_sigkill_of_the_primary() {
         let short = j["session"]["id"].as_str().unwrap().to_string();
         jars.push((jar, short));
     }
+    // A writer that overwrites one session's data with 1, 2, 3 … until the kill: what the new
+    // primary has afterwards shows which acknowledged writes the failover lost.
+    let mut writer = Jar::new(&http);
+    let r = writer
+        .send("POST", &cluster.url("/data"), &form, "data=0")
+        .await
+        .expect("POST /data");
+    assert!(r.status == 303 || r.status == 200, "{}", r.status);
     // Replication is asynchronous: wait until the replica has everything the primary has, so
     // the sessions are ones a failover must not lose.
     let written = offset(primary.port, "master_repl_offset").expect("primary offset");
@@ -123,8 +131,28 @@ async fn sessions_survive_a_sigkill_of_the_primary() {
             (ok, unavailable, wrong, last_ok_gap)
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killing = Arc::new(AtomicBool::new(false));
+    let writes = {
+        let (mut jar, url, killing) = (writer.clone(), cluster.url("/data"), killing.clone());
+        tokio::spawn(async move {
+            let form = [("content-type", "application/x-www-form-urlencoded")];
+            let mut acked: Vec<(u64, Instant)> = Vec::new();
+            let mut n = 0;
+            while !killing.load(Ordering::Relaxed) {
+                n += 1;
+                let body = format!("data={n}");
+                if let Ok(r) = jar.send("POST", &url, &form, &body).await
+                    && r.status == 303
+                {
+                    acked.push((n, Instant::now()));
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
+    killing.store(true, Ordering::Relaxed);
     let killed = Instant::now();
     primary.kill();
     let promoted = eventually(Duration::from_secs(30), || {
@@ -161,6 +189,24 @@ async fn sessions_survive_a_sigkill_of_the_primary() {
         wrong.is_empty(),
         "answers that were neither the session nor a 503: {wrong:?}"
     );
+
+    let acked = writes.await.unwrap();
+    let kept: u64 = writer.get(&cluster.url("/session")).await.json()["session"]["data"]["data"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("the writer's session survived");
+    let lost: Vec<&(u64, Instant)> = acked.iter().filter(|(n, _)| *n > kept).collect();
+    let window = match (acked.iter().find(|(n, _)| *n == kept), lost.last()) {
+        (Some((_, kept_at)), Some((_, last_at))) => last_at.duration_since(*kept_at),
+        _ => Duration::ZERO,
+    };
+    println!(
+        "asynchronous replication: {} writes acknowledged before the kill, \
+         the last one kept was #{kept}; {} acknowledged writes lost, spanning {window:?}",
+        acked.len(),
+        lost.len()
+    );
+    assert!(!acked.is_empty(), "the writer wrote");
 
     for (i, (jar, id)) in jars.iter_mut().enumerate() {
         let j = jar.get(&cluster.url("/session")).await.json();
