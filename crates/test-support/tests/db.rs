@@ -78,6 +78,15 @@ async fn writes_go_to_the_primary_reads_to_the_replica_then_to_the_primary_when_
         .unwrap(),
     );
     let notes = PgNotes::start(db.clone()).await.expect("schema created");
+    let chosen = common::db::notes::open(Some(&DbSettings {
+        primary: primary.url(),
+        replicas: vec![],
+    }))
+    .await
+    .unwrap();
+    assert_eq!(chosen.name(), "postgres");
+    let embedded = common::db::notes::open(None).await.unwrap();
+    assert_eq!(embedded.name(), "memory");
 
     let note = notes.insert("written through the pool").await.unwrap();
     assert_eq!(

@@ -157,6 +157,22 @@ impl NotesRepo for MemoryNotes {
 #[cfg(feature = "db")]
 pub use pg::PgNotes;
 
+/// The repository a process should use: PostgreSQL when `settings` name a database (the table is
+/// created if missing), else [`MemoryNotes`]. For a worker's startup.
+#[cfg(feature = "db")]
+pub async fn open(
+    settings: Option<&super::DbSettings>,
+) -> Result<std::sync::Arc<dyn NotesRepo>, super::DbError> {
+    use std::sync::Arc;
+    match settings {
+        None => Ok(Arc::new(MemoryNotes::default())),
+        Some(settings) => {
+            let db = Arc::new(super::Db::new(settings)?);
+            Ok(Arc::new(PgNotes::start(db).await?))
+        }
+    }
+}
+
 #[cfg(feature = "db")]
 mod pg {
     use std::sync::Arc;
