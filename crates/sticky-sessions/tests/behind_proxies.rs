@@ -272,3 +272,43 @@ async fn nginx_an_instance_killed_under_load_costs_only_posts_in_flight() {
 async fn haproxy_an_instance_killed_under_load_costs_only_posts_in_flight() {
     a_kill_costs_at_most_the_posts_in_flight(haproxy).await;
 }
+
+/// Which instance answered a fresh `GET /session` through `proxy`.
+async fn answered_by(fleet: &Fleet, http: &Http, proxy: &Proxy) -> usize {
+    let j = http.get(&format!("{}/session", proxy.base())).await.json();
+    fleet.owner_of(j["workerPid"].as_u64().expect("workerPid"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_sends_nothing_new_to_a_drained_instance() {
+    let fleet = Fleet::start(2);
+    let proxy = haproxy(&fleet.ports);
+    let http = Http::new();
+    let mut seen = [0u32; 2];
+    for _ in 0..20 {
+        seen[answered_by(&fleet, &http, &proxy).await] += 1;
+    }
+    assert!(seen[0] > 0 && seen[1] > 0, "both instances serve: {seen:?}");
+
+    let said = proxy.haproxy_admin("set server production_cluster/app1 state drain");
+    assert!(said.trim().is_empty(), "{said}");
+    let mut after = [0u32; 2];
+    for _ in 0..20 {
+        after[answered_by(&fleet, &http, &proxy).await] += 1;
+    }
+    println!("before the drain {seen:?}, while app1 drains {after:?}");
+    assert_eq!(
+        after[0], 0,
+        "a drained server gets no new requests: {after:?}"
+    );
+
+    proxy.haproxy_admin("set server production_cluster/app1 state ready");
+    let mut back = false;
+    for _ in 0..50 {
+        if answered_by(&fleet, &http, &proxy).await == 0 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "app1 takes requests again once ready");
+}
