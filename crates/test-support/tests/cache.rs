@@ -61,6 +61,25 @@ async fn a_hundred_concurrent_misses_run_one_load() {
         c.redis_hits.get()
     );
     assert_eq!(c.loads.get(), 1);
+    let again = cache
+        .get_with("hot", || async {
+            Err::<String, _>(std::io::Error::other("not called"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, "from the database");
+
+    // What a lesson's /metrics shows.
+    let mut registry = prometheus_client::registry::Registry::default();
+    cache.register(&mut registry, "notes");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "notes_cache_loads_total 1",
+        "notes_cache_local_hits_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
 
     // A second process's view: a fresh cache misses locally and finds the value in Redis.
     let other: TwoLevelCache<String> = TwoLevelCache::open(&redis.url(), settings()).await.unwrap();
