@@ -21,7 +21,9 @@
 //!    (session ids, the cookie, memory and Redis stores), [`breaker`] (circuit-breaker and
 //!    bulkhead tower layers over a pure, remotely drivable core), [`flags`] (feature flags: the
 //!    master's store and routes, the workers' client), [`ab`] (A/B tests: assignment, exposures,
-//!    conversions and their significance);
+//!    conversions and their significance), [`db`] (PostgreSQL primary and replica pools, feature
+//!    `db`, and the notes repository), `cache` (feature `cache`: a per-process moka cache in front
+//!    of Redis, invalidated over pub/sub);
 //! 5. the processes' main parts: [`edge`] (the master's HTTP server and reverse proxy),
 //!    [`supervisor`] (slots, spawning, restarts, hang and memory checks), [`worker`] (the worker
 //!    side: serve on a Unix socket, heartbeat, drain);
@@ -30,8 +32,11 @@
 pub mod ab;
 pub mod balance;
 pub mod breaker;
+#[cfg(feature = "cache")]
+pub mod cache;
 pub mod cluster;
 pub mod config;
+pub mod db;
 pub mod edge;
 pub mod error;
 pub mod flags;

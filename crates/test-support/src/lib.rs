@@ -7,6 +7,8 @@
 //!
 //! [`Http`] is a small keep-alive client over hyper for the tests' requests.
 
+pub mod services;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -45,7 +45,8 @@ pub struct SessionSettings {
     pub session_max: usize,
     /// `SESSION_SWEEP_INTERVAL` ms, default 60000: how often idle sessions are swept from memory.
     pub sweep_interval: Duration,
-    /// `SESSION_STORE` = `memory` (default) or a `redis://host:port` URL.
+    /// `SESSION_STORE` = `memory` (default), a `redis://host:port` URL, or
+    /// `redis+sentinel://host:port,host:port/NAME` (the Sentinels, and the name they monitor).
     pub store: StoreKind,
 }
 
@@ -57,7 +58,7 @@ impl SessionSettings {
         let store = config::var(
             src,
             "SESSION_STORE",
-            "memory or a redis://host:port URL",
+            "memory, a redis://host:port URL or redis+sentinel://host:port,host:port/NAME",
             |s| {
                 if s == "memory" {
                     Some(StoreKind::Memory)
@@ -128,7 +129,7 @@ impl SessionSettings {
 
 #[cfg(feature = "redis")]
 fn is_redis_url(s: &str, ttl: Duration) -> bool {
-    (s.starts_with("redis://") || s.starts_with("rediss://"))
+    (s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("redis+sentinel://"))
         && super::redis::RedisStore::open(s, ttl).is_ok()
 }
 
