@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, FromRef, State};
-use axum::http::{StatusCode, Uri};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -152,7 +151,7 @@ pub fn worker_router(ctx: &WorkerContext, settings: &Settings) -> Router {
             app.sessions.clone(),
             with_session,
         ))
-        .fallback(not_found)
+        // Unknown paths get common's JSON 404 (the worker's fallback), outside the session layer.
         .with_state(app)
 }
 
@@ -287,11 +286,6 @@ async fn echo(mut socket: WebSocket, (worker, session): (usize, String)) {
             return;
         }
     }
-}
-
-async fn not_found(uri: Uri) -> Response {
-    let body = json!({ "error": "not_found", "path": uri.path(), "status": 404 });
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
 /// `/sticky-stats`: how the master placed requests, and how many sessions each worker holds.

@@ -65,6 +65,15 @@ pub fn router(ctx: &WorkerContext) -> Router {
         .route("/echo", post(echo))
         .route("/slow", get(move |q| slow(q, id)))
         .route("/ws", get(ws))
+        .fallback(not_found)
+}
+
+/// Every worker's answer to a path nobody serves: a JSON 404 naming it. It is the lesson's too,
+/// since these routes are the lesson router's fallback (a fallback of the lesson's own would be
+/// replaced by them).
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let body = serde_json::json!({ "error": "not_found", "path": uri.path(), "status": 404 });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
 fn bad_request(message: String) -> Response {
