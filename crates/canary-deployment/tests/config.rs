@@ -19,6 +19,12 @@ fn bad_settings_exit_2_naming_the_variable() {
             ("CANARY_SALT", "short"),
             ("BLUE_GREEN_KEEP_SECONDS", "-1"),
             ("DISPATCH", "handoff"),
+            ("FLAGS_FILE", "/nonexistent/dir/flags.json"),
+            ("FLAGS_POLL_MS", "5"),
+            ("AB_EXPERIMENT", "check out"),
+            ("AB_SALT", ""),
+            ("AB_SPLIT", "101"),
+            ("AB_MAX_USERS", "0"),
         ],
     );
 }
