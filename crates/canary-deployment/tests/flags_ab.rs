@@ -20,9 +20,14 @@ static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
 /// Whether the canary was put at 10% yet.
 static CANARY_ON: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
 
+/// What one worker answered about a flag: `(value, reason)`s.
+type Answers = BTreeSet<(bool, String)>;
+/// Per `(X-App-Version, worker)`: the lowest flag-store version it answered from, and its answers.
+type Seen = BTreeMap<(String, u64), (u64, Answers)>;
+
 /// Whether a worker gave only `(value, reason)`.
-fn only(value: bool, reason: &str) -> impl Fn(&BTreeSet<(bool, String)>) -> bool {
-    let want: BTreeSet<(bool, String)> = [(value, reason.to_string())].into();
+fn only(value: bool, reason: &str) -> impl Fn(&Answers) -> bool {
+    let want: Answers = [(value, reason.to_string())].into();
     move |answers| *answers == want
 }
 
@@ -90,18 +95,14 @@ async fn set_flag(http: &Http, base: &str, key: &str, body: &str) -> u64 {
 
 /// What 300 users were told by the workers about flag `key`: per `(X-App-Version, worker)`, the
 /// lowest flag-store version and every `(value, reason)` it answered.
-async fn workers_say(
-    http: &Http,
-    base: &str,
-    key: &str,
-) -> BTreeMap<(String, u64), (u64, BTreeSet<(bool, String)>)> {
+async fn workers_say(http: &Http, base: &str, key: &str) -> Seen {
     let urls = (0..300)
         .map(|i| {
             let user = format!("pool-user-{i}");
             (format!("{base}/feature/{key}?user={user}"), user)
         })
         .collect();
-    let mut seen: BTreeMap<(String, u64), (u64, BTreeSet<(bool, String)>)> = BTreeMap::new();
+    let mut seen: Seen = BTreeMap::new();
     for r in as_users(http, urls, 16).await {
         assert_eq!(r.status, 200, "/feature/{key}: {}", r.body);
         let v = r.json();
@@ -127,11 +128,8 @@ async fn wait_workers(
     base: &str,
     key: &str,
     version: u64,
-    accept: impl Fn(&BTreeSet<(bool, String)>) -> bool,
-) -> (
-    bool,
-    BTreeMap<(String, u64), (u64, BTreeSet<(bool, String)>)>,
-) {
+    accept: impl Fn(&Answers) -> bool,
+) -> (bool, Seen) {
     let last = std::sync::Mutex::new(BTreeMap::new());
     let ok = eventually_async(Duration::from_secs(10), || async {
         let seen = workers_say(http, base, key).await;
