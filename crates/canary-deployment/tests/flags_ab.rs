@@ -2,7 +2,7 @@
 //! set through the master reaches the workers of both pools, a 25% flag is on for about a quarter
 //! of the users, and an A/B user keeps their variant whichever pool serves them, counted once.
 //!
-//! One cluster for the file, its flags in a private file of the system's temporary directory.
+//! One cluster for the file, its flags in a private file of Cargo's scratch directory.
 //! The canary is put at 10% once (by whichever test asks first), so both pools take traffic.
 
 mod support;
@@ -36,7 +36,10 @@ fn only(value: bool, reason: &str) -> impl Fn(&Answers) -> bool {
 fn cluster() -> SharedCluster {
     static ENV: OnceLock<Vec<(&'static str, &'static str)>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("canary-flags-ab-{}", std::process::id()));
+        // Cargo's scratch directory for integration tests: the file outlives the shared cluster,
+        // which dies with the test binary, and goes with `cargo clean`.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("canary-flags-ab-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the flags directory");
         let file: &'static str = dir.join("flags.json").to_string_lossy().into_owned().leak();
         vec![
