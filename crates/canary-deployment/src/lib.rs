@@ -10,6 +10,12 @@
 //! errors by the wrong count, bounced a user between versions from one request to the next, never
 //! reset its figures between steps, and hung requests on a worker it killed.
 //!
+//! Beside the versions, the two ways to ship to some users without a new process, from
+//! `common`: feature flags (`common::flags`: the master keeps them in `FLAGS_FILE`, every worker
+//! of both pools reads them and answers `/feature/{key}`) and an A/B test (`common::ab`: each
+//! worker serves `/ab/page`, the master counts exposures as it routes it and answers
+//! `/ab/status`, `/ab/convert`, `/ab/variant`).
+//!
 //! Layout:
 //! - [`Settings`] (in `settings`): the lesson's variables;
 //! - [`analysis`]: the verdict, pure (windows in, verdict with its inputs out);
@@ -25,12 +31,14 @@ pub mod deploy;
 mod settings;
 pub mod worker;
 
-pub use settings::{Settings, valid_version};
+pub use settings::{FLAGS_FILE, Settings, valid_version};
 
 use std::sync::{Arc, Mutex};
 
-use common::balance::TrafficSplit;
+use common::ab::{self, AbTest};
 use common::balance::split::Salt;
+use common::balance::{RoundRobin, TrafficSplit};
+use common::flags;
 use common::metrics::PoolWindows;
 use common::supervisor::PoolSpec;
 use common::{Cluster, Config};
@@ -51,10 +59,12 @@ pub fn salt(settings: &Settings) -> (Salt, bool) {
     }
 }
 
-/// The whole cluster: the two pools, the split, the per-pool windows, the routes.
+/// The whole cluster: the two pools, the split, the per-pool windows, the flags, the A/B test,
+/// the routes.
 ///
 /// `DISPATCH=handoff` is refused (exit 2): it hands whole connections to workers, so the master
-/// never sees the requests it would split between versions.
+/// never sees the requests it would split between versions. An unreadable or corrupt
+/// `FLAGS_FILE` exits 2 too, before anything is bound, rather than flags silently lost.
 pub fn cluster(config: Config, settings: Settings) -> Cluster {
     if config.dispatch == common::config::Dispatch::Handoff {
         common::config::exit_bad_config(&common::config::ConfigError {
@@ -64,6 +74,16 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
                 .into(),
         });
     }
+    // Only the master keeps the store; a worker reads the file through its client.
+    let store = (!common::is_worker()).then(|| {
+        settings
+            .flags
+            .open_store()
+            .unwrap_or_else(|e| common::config::exit_bad_config(&e))
+    });
+    let flag_settings = settings.flags.clone();
+    let ab = Arc::new(AbTest::new(settings.ab.clone()));
+    let (worker_ab, master_ab) = (ab.clone(), ab.clone());
     let (salt, drawn) = salt(&settings);
     let kept_salt = drawn.then(|| salt.secret().to_string());
     let split = Arc::new(TrafficSplit::new(salt, 0, 1));
@@ -79,6 +99,11 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
     if let Some(bin) = &settings.canary_bin {
         canary = canary.exe(bin.clone());
     }
+    let flags_banner = format!(
+        "{} (workers reload it every {:?})",
+        flag_settings.path.display(),
+        flag_settings.poll
+    );
     let banner = format!(
         "stable {} x{}, canary {} x{}{}",
         settings.stable_version,
@@ -106,8 +131,19 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
         .pool(stable)
         .pool(canary)
         .split(split)
+        // The split chooses the pool, then this selector a worker in it: every request of
+        // `/ab/page` passes here once whatever its pool, and the test counts each user once.
+        .selector(ab::Exposing::new(ab, ab::PAGE_PATH, RoundRobin::default()))
         .observe(windows)
-        .worker(move |ctx| worker::router(ctx, router_faults.clone()))
+        .worker(move |ctx| {
+            // Inside the worker's runtime, which the client's reload task needs.
+            let client = flag_settings
+                .client()
+                .unwrap_or_else(|e| common::config::exit_bad_config(&e));
+            worker::router(ctx, router_faults.clone())
+                .merge(flags::worker_routes(client, ctx.id))
+                .merge(ab::page_routes(worker_ab.clone(), ctx.id))
+        })
         .on_request(move |_ctx, question| worker::answer(&faults, &question))
         .master(move |handle| {
             if let Some(secret) = kept_salt {
@@ -118,7 +154,10 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
             }
             let d = Deployment::new(handle, settings, split_for_master, windows_for_master);
             *deployment.lock().unwrap_or_else(|p| p.into_inner()) = Some(d.clone());
+            let store = store.expect("the master opened its store");
             admin::routes(d)
+                .merge(flags::routes(store))
+                .merge(ab::routes(master_ab))
         })
         .on_start(move |_handle| {
             if let Some(d) = for_start.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -127,6 +166,7 @@ pub fn cluster(config: Config, settings: Settings) -> Cluster {
         })
         .banner_line("pools", banner)
         .banner_line("steps", format!("{steps} (%)"))
+        .banner_line("flags", flags_banner)
         .hint("curl -si {url}/ | grep -i x-app-version")
         .hint("curl -s {url}/canary/status | jq .deployment")
         .hint("curl -X POST {url}/canary/increase")

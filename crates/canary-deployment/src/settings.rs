@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::ab::AbSettings;
 use common::config::{self, ConfigError, Source};
+use common::flags::FlagSettings;
 
 use crate::analysis::Rules;
 
@@ -30,7 +32,15 @@ pub struct Settings {
     pub keep_warm: Duration,
     /// `ROLLING_PAUSE_MS`: the pause between slots of a rolling deployment (1000).
     pub rolling_pause: Duration,
+    /// `FLAGS_FILE` (default [`FLAGS_FILE`], in the directory the cluster runs from) and
+    /// `FLAGS_POLL_MS`: where the master keeps the feature flags the workers read.
+    pub flags: FlagSettings,
+    /// `AB_EXPERIMENT`, `AB_SALT`, `AB_SPLIT`, `AB_MAX_USERS`: the A/B test.
+    pub ab: AbSettings,
 }
+
+/// The flags file when `FLAGS_FILE` is unset.
+pub const FLAGS_FILE: &str = "flags.json";
 
 impl Settings {
     /// Reads the process environment; on a bad value prints the reason and exits with status 2.
@@ -102,6 +112,8 @@ impl Settings {
                 Duration::from_millis(1000),
                 Duration::ZERO,
             )?,
+            flags: FlagSettings::from_source(src, FLAGS_FILE)?,
+            ab: AbSettings::from_source(src)?,
         })
     }
 }
