@@ -1,4 +1,5 @@
-//! Real servers a test starts for itself: PostgreSQL, Redis, Sentinel, nginx, HAProxy.
+//! Real servers a test starts for itself: PostgreSQL, Redis, Sentinel, nginx, HAProxy, and a
+//! [`fleet`] of a lesson's instances for a proxy to stand in front of.
 //!
 //! Each is the distribution's own binary, run as a child of the test on a loopback port, with its
 //! files in a temporary directory removed on drop; dropping the handle kills the process. Ports
@@ -6,6 +7,7 @@
 //! their own and report it, so there is a small window in which another process could take the
 //! port; a clash shows up as a server that fails to start, never as a wrong result.
 
+pub mod fleet;
 pub mod pg;
 pub mod proxy;
 pub mod redis;

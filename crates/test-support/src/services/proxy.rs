@@ -22,6 +22,20 @@ pub fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
 
+/// The `fail_timeout` of the committed `deploy/nginx/nginx.conf`: how long nginx leaves alone a
+/// server it saw fail, even once it answers again (open-source nginx has no active checks).
+pub fn nginx_fail_timeout() -> Duration {
+    let conf = std::fs::read_to_string(deploy_dir().join("nginx/nginx.conf"))
+        .expect("read deploy/nginx/nginx.conf");
+    let secs: u64 = conf
+        .split("fail_timeout=")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .expect("fail_timeout=<N>s in deploy/nginx/nginx.conf");
+    Duration::from_secs(secs)
+}
+
 /// Replaces every line for which `matches` holds with `with(line)` (which may be several lines);
 /// panics if no line matched.
 fn replace_lines(
@@ -273,6 +287,28 @@ impl Proxy {
         let mut out = String::new();
         let _ = sock.read_to_string(&mut out);
         out
+    }
+    /// HAProxy's state for `backend/server` from `show stat` on the admin socket: `UP`,
+    /// `DOWN`, `UP 1/2` (going down), `DOWN 1/2` (coming up), `DRAIN`, `MAINT`.
+    pub fn haproxy_status(&self, server: &str) -> String {
+        let (backend, name) = server.split_once('/').expect("backend/server");
+        let stat = self.haproxy_admin("show stat");
+        let mut lines = stat.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = header
+            .iter()
+            .position(|h| *h == "status")
+            .unwrap_or_else(|| panic!("no status column in `show stat`:\n{stat}"));
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&backend) && f.get(1) == Some(&name))
+            .and_then(|f| f.get(column).map(|s| s.to_string()))
+            .unwrap_or_else(|| panic!("{server} not in `show stat`:\n{stat}"))
     }
 }
 
