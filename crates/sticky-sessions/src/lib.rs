@@ -408,13 +408,11 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
+        // The session variables' own cases are common::session::web's tests; these show the
+        // lesson's settings read them, and its own.
         for (var, value) in [
-            ("SESSION_TIMEOUT", "soon"),
-            ("SESSION_MAX", "0"),
             ("SESSION_STORE", "mysql://x"),
-            ("SESSION_STORE", "redis://"),
             ("TRUSTED_PROXIES", "10.0.0.0/40"),
-            ("SESSION_SWEEP_INTERVAL", "-1"),
         ] {
             let err = Settings::from_source(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}: {err}");
