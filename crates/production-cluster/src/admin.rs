@@ -68,6 +68,9 @@ pub struct Admin {
     pub token: Option<AdminToken>,
     /// Where sessions are kept, for the readiness check.
     pub sessions: SessionSettings,
+    /// Whether `/api/notes` reads go through the two-level cache: its counters, summed over
+    /// the workers, are then added to `/metrics/prometheus`.
+    pub notes_cached: bool,
 }
 
 #[derive(Clone)]
@@ -112,10 +115,63 @@ pub fn routes(handle: ClusterHandle, admin: Admin) -> MasterRoutes {
         ],
         own,
     );
-    let all = metrics::routes(admin.monitor.clone(), handle)
-        .merge(metrics::dashboard())
-        .merge(own);
+    let mut monitoring = metrics::routes(admin.monitor.clone(), handle.clone());
+    if admin.notes_cached {
+        monitoring = monitoring.layer(|router| {
+            router.layer(middleware::from_fn_with_state(handle, with_cache_counters))
+        });
+    }
+    let all = monitoring.merge(metrics::dashboard()).merge(own);
     secure(all)
+}
+
+/// Appends the notes cache's counters, summed over the Ready workers, to `/metrics/prometheus`.
+async fn with_cache_counters(
+    State(handle): State<ClusterHandle>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path() != "/metrics/prometheus" {
+        return next.run(req).await;
+    }
+    let res = next.run(req).await;
+    if res.status() != StatusCode::OK {
+        return res;
+    }
+    let asks = handle
+        .workers()
+        .into_iter()
+        .filter(|w| w.state == SlotState::Ready)
+        .map(|w| {
+            let handle = handle.clone();
+            async move {
+                handle
+                    .request(w.id, json!({ "op": "notes-cache" }), ASK_TIMEOUT)
+                    .await
+                    .ok()
+            }
+        });
+    let sum = common::cache::CacheCounters::default();
+    for answer in futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        let n = |k: &str| answer[k].as_u64().unwrap_or(0);
+        sum.local_hits.inc_by(n("localHits"));
+        sum.redis_hits.inc_by(n("redisHits"));
+        sum.loads.inc_by(n("loads"));
+        sum.invalidations.inc_by(n("invalidations"));
+    }
+    let (mut parts, body) = res.into_parts();
+    // The body grows: the old length would be a lie.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let Ok(body) = http_body_util::BodyExt::collect(body).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut text = body.to_bytes().to_vec();
+    text.extend_from_slice(sum.render("production_cluster_notes").as_bytes());
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 /// The security headers on every master page, unless a handler set its own.

@@ -28,6 +28,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod notes;
 pub mod worker;
 
 use std::num::NonZeroU32;
@@ -39,6 +40,7 @@ use common::balance::sticky::{Sticky, TrustedProxies};
 use common::balance::{Strategy, StrategyOptions, Switch};
 use common::breaker::{BreakerConfig, Scope};
 use common::config::{ConfigError, Defaults, Source, cpu_count};
+use common::db::DbSettings;
 use common::http::rate_limit::{Limiter, Rate};
 use common::http::trace::TraceLayer;
 use common::metrics::Monitor;
@@ -103,6 +105,9 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     /// `ACCESS_LOG` = `on` (default) or `off`: one log line per request.
     pub access_log: bool,
+    /// `DATABASE_URL` and `DATABASE_REPLICA_URLS`: where `/api/notes` keeps its notes
+    /// (PostgreSQL); unset, each worker keeps them in memory (see [`notes`]).
+    pub database: Option<DbSettings>,
 }
 
 impl Settings {
@@ -176,6 +181,7 @@ impl Settings {
             downstream,
             shutdown_delay: duration_ms(src, "SHUTDOWN_DELAY", Duration::ZERO, Duration::ZERO)?,
             access_log: choice(src, "ACCESS_LOG", &[("on", true), ("off", false)], true)?,
+            database: DbSettings::from_source(src)?,
         })
     }
 }
@@ -231,7 +237,7 @@ impl Loaded {
             StoreKind::Memory => "memory".to_string(),
             StoreKind::Redis(url) => url.clone(),
         };
-        let effective: Vec<(&str, String)> = vec![
+        let mut effective: Vec<(&str, String)> = vec![
             ("HOST", c.host.to_string()),
             ("PORT", c.port.to_string()),
             ("WORKERS", c.workers.to_string()),
@@ -299,6 +305,13 @@ impl Loaded {
                     .map_or("off".into(), |r| r.to_string()),
             ),
         ];
+        // Unset means memory; there is no "off" value to write, so the names are left out.
+        if let Some(d) = &s.database {
+            effective.push(("DATABASE_URL", d.primary.clone()));
+            if !d.replicas.is_empty() {
+                effective.push(("DATABASE_REPLICA_URLS", d.replicas.join(",")));
+            }
+        }
         let origin = |name: &str| match self.source.origin(name) {
             Some(config::Origin::Env) => "env",
             Some(config::Origin::File) => "file",
@@ -354,11 +367,31 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         Some(l) => format!("{} per client IP, whole cluster", l.rate()),
         None => "off (RATE_LIMIT=100/min turns it on)".into(),
     };
+    let notes_line = match (&settings.database, &settings.sessions.store) {
+        (None, _) => "memory (each worker its own; DATABASE_URL=postgresql://… to share)".into(),
+        (Some(db), store) => format!(
+            "{} primary, {} replica(s){}",
+            config::mask("DATABASE_URL", &db.primary),
+            db.replicas.len(),
+            match store {
+                StoreKind::Redis(_) => ", cached in the session store's Redis",
+                StoreKind::Memory => "",
+            }
+        ),
+    };
     let admin_line = match settings.admin_token {
         Some(_) => "on (Authorization: Bearer $ADMIN_TOKEN)",
         None => "off (set ADMIN_TOKEN to turn it on)",
     };
     let breakers = Arc::new(worker::Breakers::new(&settings.breaker));
+    // Built in every process (no I/O until first used); a worker's router and its answers to
+    // the master share it.
+    let redis = match &settings.sessions.store {
+        StoreKind::Redis(url) => Some(url.clone()),
+        StoreKind::Memory => None,
+    };
+    let notes = Arc::new(notes::NotesStore::new(settings.database.clone(), redis));
+    let router_notes = notes.clone();
     let for_router = breakers.clone();
     let worker_settings = settings.clone();
     let admin = admin::Admin {
@@ -367,14 +400,22 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         limiter: limiter.clone(),
         token: settings.admin_token.clone(),
         sessions: settings.sessions.clone(),
+        notes_cached: notes.cached(),
     };
     let for_health = monitor.clone();
     let for_history = monitor.clone();
     let shutdown_delay = settings.shutdown_delay;
     let for_sweep = limiter.clone();
     let mut cluster = Cluster::new("production-cluster", config)
-        .worker(move |ctx| worker::router(ctx, &worker_settings, for_router.clone()))
-        .on_request(move |ctx, question| worker::answer(ctx, &breakers, &question))
+        .worker(move |ctx| {
+            worker::router(
+                ctx,
+                &worker_settings,
+                for_router.clone(),
+                router_notes.clone(),
+            )
+        })
+        .on_request(move |ctx, question| worker::answer(ctx, &breakers, &notes, &question))
         .selector(outlier.clone())
         .observe(outlier)
         .observe(switch.least_response_time().clone())
@@ -391,6 +432,7 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         })
         .banner_line("store", store_line)
         .banner_line("limit", limit_line)
+        .banner_line("notes", notes_line)
         .banner_line("admin", admin_line)
         .hint("curl {url}/health/ready")
         .hint("curl -c jar -b jar {url}/session")
