@@ -4,7 +4,9 @@
 //!   `/health/ready` (send traffic: at least one worker Ready and the session store reachable;
 //!   503 from the moment SIGTERM arrives), and the runtime's `/health` in the original's shape;
 //! - monitoring: `/metrics`, `/metrics/prometheus`, `/alerts`, `/history`, `/dashboard` (from
-//!   `common::metrics`), and `/circuit-status`, every worker's breaker;
+//!   `common::metrics`), and `/circuit-status`: in cluster scope the master's `downstream`
+//!   breaker (`breakers`, the one that decides) and each worker's follower of it (`workers`), in
+//!   worker scope every worker's own;
 //! - the admin API under `/admin/`, behind `Authorization: Bearer $ADMIN_TOKEN`:
 //!   `GET /admin/workers`, `POST /admin/scale {"workers": n}`, `POST /admin/restart` (rolling),
 //!   `POST /admin/strategy {"strategy": "…"}`, `POST /admin/drain/{slot}`.
@@ -26,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::balance::{Strategy, Switch};
+use common::breaker::MasterBreakers;
 use common::http::rate_limit::Limiter;
 use common::metrics::{Monitor, routes as metrics};
 use common::session::web::{SessionSettings, StoreKind};
@@ -68,6 +71,9 @@ pub struct Admin {
     pub token: Option<AdminToken>,
     /// Where sessions are kept, for the readiness check.
     pub sessions: SessionSettings,
+    /// The master's breakers in cluster scope (`BREAKER_SCOPE=cluster`, the default); `None`
+    /// when each worker keeps its own.
+    pub breakers: Option<MasterBreakers>,
     /// Whether `/api/notes` reads go through the two-level cache: its counters, summed over
     /// the workers, are then added to `/metrics/prometheus`.
     pub notes_cached: bool,
@@ -274,7 +280,15 @@ async fn circuit_status(State(c): State<Ctx>) -> Json<Value> {
         }
     });
     let workers = futures_util::future::join_all(asks).await;
-    Json(json!({ "scope": "worker", "workers": workers }))
+    match &c.admin.breakers {
+        // The master's breaker is the one that decides; the workers' followers show what each
+        // worker last heard from it.
+        Some(master) => {
+            let breakers: Vec<Value> = master.all().iter().map(|b| json!(b.snapshot())).collect();
+            Json(json!({ "scope": "cluster", "breakers": breakers, "workers": workers }))
+        }
+        None => Json(json!({ "scope": "worker", "workers": workers })),
+    }
 }
 
 fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

@@ -38,7 +38,7 @@ use std::time::Duration;
 use common::balance::outlier::{Outlier, OutlierConfig};
 use common::balance::sticky::{Sticky, TrustedProxies};
 use common::balance::{Strategy, StrategyOptions, Switch};
-use common::breaker::{BreakerConfig, Scope};
+use common::breaker::{BreakerConfig, MasterBreakers, Scope, WorkerLink};
 use common::config::{ConfigError, Defaults, Source, cpu_count};
 use common::db::DbSettings;
 use common::http::rate_limit::{Limiter, Rate};
@@ -82,7 +82,8 @@ pub struct Settings {
     /// `STRATEGY`, default `least-connections`: how new sessions are placed; changeable at run
     /// time with `POST /admin/strategy`.
     pub strategy: Strategy,
-    /// `BREAKER_*` (see `common::breaker::config`); `BREAKER_SCOPE` may only be `worker`.
+    /// `BREAKER_*` (see `common::breaker::config`); `BREAKER_SCOPE` = `cluster` (default: the
+    /// master holds the breaker for every worker), `worker` (each its own) or `off`.
     pub breaker: BreakerConfig,
     /// `OUTLIER_*`: passive ejection of a worker that keeps failing.
     pub outlier: OutlierConfig,
@@ -114,18 +115,7 @@ impl Settings {
     /// Reads every variable from `src`.
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         use common::config::{choice, duration_ms, number, var};
-        let mut breaker = BreakerConfig::from_env(src)?;
-        match src.get("BREAKER_SCOPE") {
-            None => breaker.scope = Scope::Worker,
-            Some(value) if breaker.scope == Scope::Cluster => {
-                return Err(ConfigError {
-                    var: "BREAKER_SCOPE".into(),
-                    value,
-                    expected: "worker (each worker keeps its own breaker in this lesson)".into(),
-                });
-            }
-            Some(_) => {}
-        }
+        let breaker = BreakerConfig::from_env(src)?;
         let rate = var(
             src,
             "RATE_LIMIT",
@@ -296,6 +286,15 @@ impl Loaded {
                 "DOWNSTREAM_URL",
                 s.downstream.clone().unwrap_or("off".into()),
             ),
+            (
+                "BREAKER_SCOPE",
+                match s.breaker.scope {
+                    Scope::Cluster => "cluster",
+                    Scope::Worker => "worker",
+                    Scope::Off => "off",
+                }
+                .to_string(),
+            ),
             ("BREAKER_WAIT_IN_OPEN", ms(s.breaker.wait_in_open)),
             ("BREAKER_MIN_CALLS", s.breaker.minimum_calls.to_string()),
             (
@@ -383,7 +382,31 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         Some(_) => "on (Authorization: Bearer $ADMIN_TOKEN)",
         None => "off (set ADMIN_TOKEN to turn it on)",
     };
-    let breakers = Arc::new(worker::Breakers::new(&settings.breaker));
+    // Cluster scope: the master's breaker owns the state, each worker's follows it. Both are
+    // built in every process; each uses its own.
+    let (master_breakers, link, breakers, scope_line) = match settings.breaker.scope {
+        Scope::Cluster => {
+            let link = WorkerLink::new();
+            let breakers = worker::Breakers::following(&link, &settings.breaker);
+            let master = MasterBreakers::new(&[worker::DOWNSTREAM], &settings.breaker);
+            let line = "cluster: the master holds the downstream breaker for every worker";
+            (Some(master), Some(link), breakers, line)
+        }
+        Scope::Worker => {
+            let line = "worker: each worker has its own downstream breaker";
+            (None, None, worker::Breakers::new(&settings.breaker), line)
+        }
+        Scope::Off => {
+            let line = "off: calls go straight through";
+            (
+                None,
+                None,
+                worker::Breakers::disabled(&settings.breaker),
+                line,
+            )
+        }
+    };
+    let breakers = Arc::new(breakers);
     // Built in every process (no I/O until first used); a worker's router and its answers to
     // the master share it.
     let redis = match &settings.sessions.store {
@@ -401,6 +424,7 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         token: settings.admin_token.clone(),
         sessions: settings.sessions.clone(),
         notes_cached: notes.cached(),
+        breakers: master_breakers.clone(),
     };
     let for_health = monitor.clone();
     let for_history = monitor.clone();
@@ -416,6 +440,7 @@ pub fn cluster(loaded: Loaded) -> Cluster {
             )
         })
         .on_request(move |ctx, question| worker::answer(ctx, &breakers, &notes, &question))
+        .cluster_breakers(master_breakers, link)
         .selector(outlier.clone())
         .observe(outlier)
         .observe(switch.least_response_time().clone())
@@ -433,6 +458,7 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         .banner_line("store", store_line)
         .banner_line("limit", limit_line)
         .banner_line("notes", notes_line)
+        .banner_line("breaker", scope_line)
         .banner_line("admin", admin_line)
         .hint("curl {url}/health/ready")
         .hint("curl -c jar -b jar {url}/session")

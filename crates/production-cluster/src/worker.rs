@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use bytes::Bytes;
-use common::breaker::{BreakerConfig, CircuitBreaker, CircuitOpen, guarded};
+use common::breaker::{BreakerConfig, CircuitBreaker, CircuitOpen, WorkerLink, guarded};
 use common::db::notes::NotesError;
 use common::session::web::{SessionApp, save_data, session, show_data, with_session};
 use common::{BoxError, WorkerContext};
@@ -46,7 +46,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DOWNSTREAM: &str = "downstream";
 
 /// One worker process's breakers (one, `downstream`), shared by its router and its answers to
-/// the master.
+/// the master: its own (worker scope) or a follower of the master's (cluster scope).
 #[derive(Debug)]
 pub struct Breakers {
     downstream: CircuitBreaker,
@@ -58,6 +58,21 @@ impl Breakers {
         Self {
             downstream: CircuitBreaker::new(DOWNSTREAM, config.clone()),
         }
+    }
+
+    /// A follower of the master's breaker (cluster scope): it reports outcomes to the master and
+    /// opens when the master's opens, for every worker at once.
+    pub fn following(link: &WorkerLink, config: &BreakerConfig) -> Self {
+        Self {
+            downstream: link.follower(DOWNSTREAM, config.clone()),
+        }
+    }
+
+    /// Every call goes straight through (`BREAKER_SCOPE=off`).
+    pub fn disabled(config: &BreakerConfig) -> Self {
+        let b = Self::new(config);
+        b.downstream.force_state(common::breaker::State::Disabled);
+        b
     }
 }
 
