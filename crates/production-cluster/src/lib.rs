@@ -367,7 +367,9 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         None => "off (RATE_LIMIT=100/min turns it on)".into(),
     };
     let notes_line = match (&settings.database, &settings.sessions.store) {
-        (None, _) => "memory (each worker its own; DATABASE_URL=postgresql://… to share)".into(),
+        (None, _) => {
+            "memory (each worker keeps its own; DATABASE_URL=postgresql://… shares them)".into()
+        }
         (Some(db), store) => format!(
             "{} primary, {} replica(s){}",
             config::mask("DATABASE_URL", &db.primary),
@@ -389,15 +391,15 @@ pub fn cluster(loaded: Loaded) -> Cluster {
             let link = WorkerLink::new();
             let breakers = worker::Breakers::following(&link, &settings.breaker);
             let master = MasterBreakers::new(&[worker::DOWNSTREAM], &settings.breaker);
-            let line = "cluster: the master holds the downstream breaker for every worker";
+            let line = "cluster scope (one downstream breaker, in the master, for every worker)";
             (Some(master), Some(link), breakers, line)
         }
         Scope::Worker => {
-            let line = "worker: each worker has its own downstream breaker";
+            let line = "worker scope (each worker its own downstream breaker)";
             (None, None, worker::Breakers::new(&settings.breaker), line)
         }
         Scope::Off => {
-            let line = "off: calls go straight through";
+            let line = "off (calls to the downstream go straight through)";
             (
                 None,
                 None,
