@@ -4,7 +4,9 @@
 //!   `/health/ready` (send traffic: at least one worker Ready and the session store reachable;
 //!   503 from the moment SIGTERM arrives), and the runtime's `/health` in the original's shape;
 //! - monitoring: `/metrics`, `/metrics/prometheus`, `/alerts`, `/history`, `/dashboard` (from
-//!   `common::metrics`), and `/circuit-status`, every worker's breaker;
+//!   `common::metrics`), and `/circuit-status`: in cluster scope the master's `downstream`
+//!   breaker (`breakers`, the one that decides) and each worker's follower of it (`workers`), in
+//!   worker scope every worker's own;
 //! - the admin API under `/admin/`, behind `Authorization: Bearer $ADMIN_TOKEN`:
 //!   `GET /admin/workers`, `POST /admin/scale {"workers": n}`, `POST /admin/restart` (rolling),
 //!   `POST /admin/strategy {"strategy": "…"}`, `POST /admin/drain/{slot}`.
@@ -26,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::balance::{Strategy, Switch};
+use common::breaker::MasterBreakers;
 use common::http::rate_limit::Limiter;
 use common::metrics::{Monitor, routes as metrics};
 use common::session::web::{SessionSettings, StoreKind};
@@ -68,6 +71,12 @@ pub struct Admin {
     pub token: Option<AdminToken>,
     /// Where sessions are kept, for the readiness check.
     pub sessions: SessionSettings,
+    /// The master's breakers in cluster scope (`BREAKER_SCOPE=cluster`, the default); `None`
+    /// when each worker keeps its own.
+    pub breakers: Option<MasterBreakers>,
+    /// Whether `/api/notes` reads go through the two-level cache: its counters, summed over
+    /// the workers, are then added to `/metrics/prometheus`.
+    pub notes_cached: bool,
 }
 
 #[derive(Clone)]
@@ -112,10 +121,63 @@ pub fn routes(handle: ClusterHandle, admin: Admin) -> MasterRoutes {
         ],
         own,
     );
-    let all = metrics::routes(admin.monitor.clone(), handle)
-        .merge(metrics::dashboard())
-        .merge(own);
+    let mut monitoring = metrics::routes(admin.monitor.clone(), handle.clone());
+    if admin.notes_cached {
+        monitoring = monitoring.layer(|router| {
+            router.layer(middleware::from_fn_with_state(handle, with_cache_counters))
+        });
+    }
+    let all = monitoring.merge(metrics::dashboard()).merge(own);
     secure(all)
+}
+
+/// Appends the notes cache's counters, summed over the Ready workers, to `/metrics/prometheus`.
+async fn with_cache_counters(
+    State(handle): State<ClusterHandle>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path() != "/metrics/prometheus" {
+        return next.run(req).await;
+    }
+    let res = next.run(req).await;
+    if res.status() != StatusCode::OK {
+        return res;
+    }
+    let asks = handle
+        .workers()
+        .into_iter()
+        .filter(|w| w.state == SlotState::Ready)
+        .map(|w| {
+            let handle = handle.clone();
+            async move {
+                handle
+                    .request(w.id, json!({ "op": "notes-cache" }), ASK_TIMEOUT)
+                    .await
+                    .ok()
+            }
+        });
+    let sum = common::cache::CacheCounters::default();
+    for answer in futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        let n = |k: &str| answer[k].as_u64().unwrap_or(0);
+        sum.local_hits.inc_by(n("localHits"));
+        sum.redis_hits.inc_by(n("redisHits"));
+        sum.loads.inc_by(n("loads"));
+        sum.invalidations.inc_by(n("invalidations"));
+    }
+    let (mut parts, body) = res.into_parts();
+    // The body grows: the old length would be a lie.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let Ok(body) = http_body_util::BodyExt::collect(body).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut text = body.to_bytes().to_vec();
+    text.extend_from_slice(sum.render("production_cluster_notes").as_bytes());
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 /// The security headers on every master page, unless a handler set its own.
@@ -218,7 +280,15 @@ async fn circuit_status(State(c): State<Ctx>) -> Json<Value> {
         }
     });
     let workers = futures_util::future::join_all(asks).await;
-    Json(json!({ "scope": "worker", "workers": workers }))
+    match &c.admin.breakers {
+        // The master's breaker is the one that decides; the workers' followers show what each
+        // worker last heard from it.
+        Some(master) => {
+            let breakers: Vec<Value> = master.all().iter().map(|b| json!(b.snapshot())).collect();
+            Json(json!({ "scope": "cluster", "breakers": breakers, "workers": workers }))
+        }
+        None => Json(json!({ "scope": "worker", "workers": workers })),
+    }
 }
 
 fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

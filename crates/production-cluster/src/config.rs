@@ -120,24 +120,43 @@ fn parse_file(text: &str) -> Result<BTreeMap<String, String>, String> {
 const SECRETS: [&str; 1] = ["ADMIN_TOKEN"];
 
 /// `value` as `--print-config` shows it: secrets masked, and the password of a URL
-/// (`redis://:pw@host`, `redis://user:pw@host`) replaced by `****`.
+/// (`redis://:pw@host`, `postgresql://user:pw@host/db`, `?password=pw`) replaced by `****`. A
+/// comma-separated list (`DATABASE_REPLICA_URLS`, or a multi-host `DATABASE_URL`) is masked
+/// item by item.
 pub fn mask(name: &str, value: &str) -> String {
     if SECRETS.contains(&name) {
         return "****".into();
     }
-    match value.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-                    format!("{scheme}://{user}:****@{host}{tail}")
-                }
-                None => value.to_string(),
-            }
+    value.split(',').map(mask_url).collect::<Vec<_>>().join(",")
+}
+
+fn mask_url(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        // A user without a password has nothing to hide.
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{user}:****@{host}")
         }
-        None => value.to_string(),
-    }
+        _ => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -185,5 +204,23 @@ mod tests {
             "redis://127.0.0.1:6379"
         );
         assert_eq!(mask("PORT", "8000"), "8000");
+        assert_eq!(
+            mask("DATABASE_URL", "postgresql://app:pw@db1:5432,db2:5432/app"),
+            "postgresql://app:****@db1:5432,db2:5432/app"
+        );
+        assert_eq!(
+            mask(
+                "DATABASE_URL",
+                "postgresql://app@db1/app?password=pw&sslmode=require"
+            ),
+            "postgresql://app@db1/app?password=****&sslmode=require"
+        );
+        assert_eq!(
+            mask(
+                "DATABASE_REPLICA_URLS",
+                "postgres://r:pw1@r1/app,postgres://r:pw2@r2/app"
+            ),
+            "postgres://r:****@r1/app,postgres://r:****@r2/app"
+        );
     }
 }

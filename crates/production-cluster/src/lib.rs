@@ -28,6 +28,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod notes;
 pub mod worker;
 
 use std::num::NonZeroU32;
@@ -37,8 +38,9 @@ use std::time::Duration;
 use common::balance::outlier::{Outlier, OutlierConfig};
 use common::balance::sticky::{Sticky, TrustedProxies};
 use common::balance::{Strategy, StrategyOptions, Switch};
-use common::breaker::{BreakerConfig, Scope};
+use common::breaker::{BreakerConfig, MasterBreakers, Scope, WorkerLink};
 use common::config::{ConfigError, Defaults, Source, cpu_count};
+use common::db::DbSettings;
 use common::http::rate_limit::{Limiter, Rate};
 use common::http::trace::TraceLayer;
 use common::metrics::Monitor;
@@ -80,7 +82,8 @@ pub struct Settings {
     /// `STRATEGY`, default `least-connections`: how new sessions are placed; changeable at run
     /// time with `POST /admin/strategy`.
     pub strategy: Strategy,
-    /// `BREAKER_*` (see `common::breaker::config`); `BREAKER_SCOPE` may only be `worker`.
+    /// `BREAKER_*` (see `common::breaker::config`); `BREAKER_SCOPE` = `cluster` (default: the
+    /// master holds the breaker for every worker), `worker` (each its own) or `off`.
     pub breaker: BreakerConfig,
     /// `OUTLIER_*`: passive ejection of a worker that keeps failing.
     pub outlier: OutlierConfig,
@@ -103,24 +106,16 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     /// `ACCESS_LOG` = `on` (default) or `off`: one log line per request.
     pub access_log: bool,
+    /// `DATABASE_URL` and `DATABASE_REPLICA_URLS`: where `/api/notes` keeps its notes
+    /// (PostgreSQL); unset, each worker keeps them in memory (see [`notes`]).
+    pub database: Option<DbSettings>,
 }
 
 impl Settings {
     /// Reads every variable from `src`.
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         use common::config::{choice, duration_ms, number, var};
-        let mut breaker = BreakerConfig::from_env(src)?;
-        match src.get("BREAKER_SCOPE") {
-            None => breaker.scope = Scope::Worker,
-            Some(value) if breaker.scope == Scope::Cluster => {
-                return Err(ConfigError {
-                    var: "BREAKER_SCOPE".into(),
-                    value,
-                    expected: "worker (each worker keeps its own breaker in this lesson)".into(),
-                });
-            }
-            Some(_) => {}
-        }
+        let breaker = BreakerConfig::from_env(src)?;
         let rate = var(
             src,
             "RATE_LIMIT",
@@ -176,6 +171,7 @@ impl Settings {
             downstream,
             shutdown_delay: duration_ms(src, "SHUTDOWN_DELAY", Duration::ZERO, Duration::ZERO)?,
             access_log: choice(src, "ACCESS_LOG", &[("on", true), ("off", false)], true)?,
+            database: DbSettings::from_source(src)?,
         })
     }
 }
@@ -231,7 +227,7 @@ impl Loaded {
             StoreKind::Memory => "memory".to_string(),
             StoreKind::Redis(url) => url.clone(),
         };
-        let effective: Vec<(&str, String)> = vec![
+        let mut effective: Vec<(&str, String)> = vec![
             ("HOST", c.host.to_string()),
             ("PORT", c.port.to_string()),
             ("WORKERS", c.workers.to_string()),
@@ -290,6 +286,15 @@ impl Loaded {
                 "DOWNSTREAM_URL",
                 s.downstream.clone().unwrap_or("off".into()),
             ),
+            (
+                "BREAKER_SCOPE",
+                match s.breaker.scope {
+                    Scope::Cluster => "cluster",
+                    Scope::Worker => "worker",
+                    Scope::Off => "off",
+                }
+                .to_string(),
+            ),
             ("BREAKER_WAIT_IN_OPEN", ms(s.breaker.wait_in_open)),
             ("BREAKER_MIN_CALLS", s.breaker.minimum_calls.to_string()),
             (
@@ -299,6 +304,13 @@ impl Loaded {
                     .map_or("off".into(), |r| r.to_string()),
             ),
         ];
+        // Unset means memory; there is no "off" value to write, so the names are left out.
+        if let Some(d) = &s.database {
+            effective.push(("DATABASE_URL", d.primary.clone()));
+            if !d.replicas.is_empty() {
+                effective.push(("DATABASE_REPLICA_URLS", d.replicas.join(",")));
+            }
+        }
         let origin = |name: &str| match self.source.origin(name) {
             Some(config::Origin::Env) => "env",
             Some(config::Origin::File) => "file",
@@ -354,11 +366,57 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         Some(l) => format!("{} per client IP, whole cluster", l.rate()),
         None => "off (RATE_LIMIT=100/min turns it on)".into(),
     };
+    let notes_line = match (&settings.database, &settings.sessions.store) {
+        (None, _) => {
+            "memory (each worker keeps its own; DATABASE_URL=postgresql://… shares them)".into()
+        }
+        (Some(db), store) => format!(
+            "{} primary, {} replica(s){}",
+            config::mask("DATABASE_URL", &db.primary),
+            db.replicas.len(),
+            match store {
+                StoreKind::Redis(_) => ", cached in the session store's Redis",
+                StoreKind::Memory => "",
+            }
+        ),
+    };
     let admin_line = match settings.admin_token {
         Some(_) => "on (Authorization: Bearer $ADMIN_TOKEN)",
         None => "off (set ADMIN_TOKEN to turn it on)",
     };
-    let breakers = Arc::new(worker::Breakers::new(&settings.breaker));
+    // Cluster scope: the master's breaker owns the state, each worker's follows it. Both are
+    // built in every process; each uses its own.
+    let (master_breakers, link, breakers, scope_line) = match settings.breaker.scope {
+        Scope::Cluster => {
+            let link = WorkerLink::new();
+            let breakers = worker::Breakers::following(&link, &settings.breaker);
+            let master = MasterBreakers::new(&[worker::DOWNSTREAM], &settings.breaker);
+            let line = "cluster scope (one downstream breaker, in the master, for every worker)";
+            (Some(master), Some(link), breakers, line)
+        }
+        Scope::Worker => {
+            let line = "worker scope (each worker its own downstream breaker)";
+            (None, None, worker::Breakers::new(&settings.breaker), line)
+        }
+        Scope::Off => {
+            let line = "off (calls to the downstream go straight through)";
+            (
+                None,
+                None,
+                worker::Breakers::disabled(&settings.breaker),
+                line,
+            )
+        }
+    };
+    let breakers = Arc::new(breakers);
+    // Built in every process (no I/O until first used); a worker's router and its answers to
+    // the master share it.
+    let redis = match &settings.sessions.store {
+        StoreKind::Redis(url) => Some(url.clone()),
+        StoreKind::Memory => None,
+    };
+    let notes = Arc::new(notes::NotesStore::new(settings.database.clone(), redis));
+    let router_notes = notes.clone();
     let for_router = breakers.clone();
     let worker_settings = settings.clone();
     let admin = admin::Admin {
@@ -367,14 +425,24 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         limiter: limiter.clone(),
         token: settings.admin_token.clone(),
         sessions: settings.sessions.clone(),
+        notes_cached: notes.cached(),
+        breakers: master_breakers.clone(),
     };
     let for_health = monitor.clone();
     let for_history = monitor.clone();
     let shutdown_delay = settings.shutdown_delay;
     let for_sweep = limiter.clone();
     let mut cluster = Cluster::new("production-cluster", config)
-        .worker(move |ctx| worker::router(ctx, &worker_settings, for_router.clone()))
-        .on_request(move |ctx, question| worker::answer(ctx, &breakers, &question))
+        .worker(move |ctx| {
+            worker::router(
+                ctx,
+                &worker_settings,
+                for_router.clone(),
+                router_notes.clone(),
+            )
+        })
+        .on_request(move |ctx, question| worker::answer(ctx, &breakers, &notes, &question))
+        .cluster_breakers(master_breakers, link)
         .selector(outlier.clone())
         .observe(outlier)
         .observe(switch.least_response_time().clone())
@@ -391,6 +459,8 @@ pub fn cluster(loaded: Loaded) -> Cluster {
         })
         .banner_line("store", store_line)
         .banner_line("limit", limit_line)
+        .banner_line("notes", notes_line)
+        .banner_line("breaker", scope_line)
         .banner_line("admin", admin_line)
         .hint("curl {url}/health/ready")
         .hint("curl -c jar -b jar {url}/session")

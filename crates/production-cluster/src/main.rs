@@ -29,5 +29,12 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    if !common::is_worker()
+        && let Some(db) = &loaded.settings.database
+        && let Err(e) = production_cluster::notes::check(db)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     production_cluster::cluster(loaded).run()
 }

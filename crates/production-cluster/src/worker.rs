@@ -4,14 +4,14 @@
 //! - `/session`, `GET`/`POST /data`: the course's session routes (`common::session::web`), with
 //!   the session kept in `SESSION_STORE`;
 //! - `/slow?ms=N`: answers after N ms (at most [`MAX_SLOW_MS`]), for watching a drain;
-//! - `/api/notes`: the application's own resource, a small notes API (`GET` lists, `POST
-//!   {"text": …}` adds, `GET /api/notes/{id}` reads one). Each worker keeps its notes in memory,
-//!   at most [`MAX_NOTES`]: a database takes their place once the cluster spans machines;
+//! - `/api/notes`: the application's own resource, a small notes API (`GET` lists the newest
+//!   100, `POST {"text": …}` adds, `GET /api/notes/{id}` reads one), kept where [`crate::notes`]
+//!   says: each worker's memory by default, PostgreSQL with `DATABASE_URL`;
 //! - `/api/downstream`: one call to `DOWNSTREAM_URL` through the `downstream` breaker. An open
 //!   circuit is a 503 at once with `Retry-After`; a failed call is a 502. Nothing else is behind
 //!   the breaker: `/` answers whatever the dependency does.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -22,7 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use bytes::Bytes;
-use common::breaker::{BreakerConfig, CircuitBreaker, CircuitOpen, guarded};
+use common::breaker::{BreakerConfig, CircuitBreaker, CircuitOpen, WorkerLink, guarded};
+use common::db::notes::NotesError;
 use common::session::web::{SessionApp, save_data, session, show_data, with_session};
 use common::{BoxError, WorkerContext};
 use http_body_util::{BodyExt, Empty};
@@ -33,11 +34,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Settings;
+use crate::notes::NotesStore;
 
 /// The longest `/slow` waits.
 pub const MAX_SLOW_MS: u64 = 60_000;
-/// The most notes a worker keeps; past it `POST /api/notes` answers 507.
-pub const MAX_NOTES: usize = 1000;
 /// The longest note text, in bytes.
 pub const MAX_NOTE_BYTES: usize = 1000;
 /// The longest a downstream call may take, body included, before it counts as failed.
@@ -46,7 +46,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DOWNSTREAM: &str = "downstream";
 
 /// One worker process's breakers (one, `downstream`), shared by its router and its answers to
-/// the master.
+/// the master: its own (worker scope) or a follower of the master's (cluster scope).
 #[derive(Debug)]
 pub struct Breakers {
     downstream: CircuitBreaker,
@@ -59,22 +59,39 @@ impl Breakers {
             downstream: CircuitBreaker::new(DOWNSTREAM, config.clone()),
         }
     }
+
+    /// A follower of the master's breaker (cluster scope): it reports outcomes to the master and
+    /// opens when the master's opens, for every worker at once.
+    pub fn following(link: &WorkerLink, config: &BreakerConfig) -> Self {
+        Self {
+            downstream: link.follower(DOWNSTREAM, config.clone()),
+        }
+    }
+
+    /// Every call goes straight through (`BREAKER_SCOPE=off`).
+    pub fn disabled(config: &BreakerConfig) -> Self {
+        let b = Self::new(config);
+        b.downstream.force_state(common::breaker::State::Disabled);
+        b
+    }
 }
 
-/// One note.
+/// A note as `/api/notes` shows it (the repository calls its text `body`).
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Note {
-    id: u64,
+struct Shown {
+    id: i64,
     text: String,
-    created: u64,
-    worker_id: usize,
+    created: i64,
 }
 
-#[derive(Default)]
-struct Notes {
-    next: u64,
-    all: Vec<Note>,
+impl From<common::db::notes::Note> for Shown {
+    fn from(n: common::db::notes::Note) -> Self {
+        Self {
+            id: n.id,
+            text: n.body,
+            created: n.created,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -84,7 +101,7 @@ struct Worker {
     breakers: Arc<Breakers>,
     downstream: Option<Arc<str>>,
     client: HttpClient,
-    notes: Arc<Mutex<Notes>>,
+    notes: Arc<NotesStore>,
 }
 
 impl FromRef<Worker> for SessionApp {
@@ -103,7 +120,12 @@ fn now_ms() -> u64 {
 }
 
 /// The router each worker serves (see the module docs).
-pub fn router(ctx: &WorkerContext, settings: &Settings, breakers: Arc<Breakers>) -> Router {
+pub fn router(
+    ctx: &WorkerContext,
+    settings: &Settings,
+    breakers: Arc<Breakers>,
+    notes: Arc<NotesStore>,
+) -> Router {
     let store = match settings.sessions.open_store() {
         Ok(store) => store,
         Err(e) => {
@@ -122,7 +144,7 @@ pub fn router(ctx: &WorkerContext, settings: &Settings, breakers: Arc<Breakers>)
         breakers,
         downstream: settings.downstream.as_deref().map(Arc::from),
         client: Client::builder(TokioExecutor::new()).build_http(),
-        notes: Arc::default(),
+        notes,
     };
     // Only the session routes make or touch a session: a probe or an API call does not mint one.
     let sessions = Router::new()
@@ -178,13 +200,21 @@ async fn slow(State(w): State<Worker>, q: Result<Query<Ms>, QueryRejection>) -> 
     Json(json!({ "workerId": w.ctx.id, "sleptMs": ms })).into_response()
 }
 
-fn notes(w: &Worker) -> std::sync::MutexGuard<'_, Notes> {
-    w.notes.lock().unwrap_or_else(PoisonError::into_inner)
+fn unavailable(e: &NotesError) -> Response {
+    tracing::warn!(error = %e, "notes");
+    let body = json!({ "error": "notes_unavailable", "message": e.to_string(), "status": 503 });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
-async fn list_notes(State(w): State<Worker>) -> Json<Value> {
-    let notes = notes(&w);
-    Json(json!({ "workerId": w.ctx.id, "count": notes.all.len(), "notes": notes.all }))
+async fn list_notes(State(w): State<Worker>) -> Response {
+    match w.notes.list().await {
+        Ok(all) => {
+            let notes: Vec<Shown> = all.into_iter().map(Shown::from).collect();
+            Json(json!({ "workerId": w.ctx.id, "store": w.notes.name(), "count": notes.len(), "notes": notes }))
+                .into_response()
+        }
+        Err(e) => unavailable(&e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -200,36 +230,32 @@ async fn add_note(State(w): State<Worker>, body: Result<Json<NewNote>, JsonRejec
     if text.trim().is_empty() || text.len() > MAX_NOTE_BYTES {
         return bad_request(format!("text must be 1 to {MAX_NOTE_BYTES} bytes"));
     }
-    let mut notes = notes(&w);
-    if notes.all.len() >= MAX_NOTES {
-        let body = json!({ "error": "notes_full", "message": format!("this worker keeps at most {MAX_NOTES} notes"), "status": 507 });
-        return (StatusCode::INSUFFICIENT_STORAGE, Json(body)).into_response();
+    match w.notes.insert(&text).await {
+        Ok(note) => {
+            let note = Shown::from(note);
+            let body = json!({ "id": note.id, "text": note.text, "created": note.created, "workerId": w.ctx.id, "store": w.notes.name() });
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        Err(NotesError::Invalid(why)) => bad_request(why.to_string()),
+        Err(e) => unavailable(&e),
     }
-    notes.next += 1;
-    let note = Note {
-        id: notes.next,
-        text,
-        created: now_ms(),
-        worker_id: w.ctx.id,
-    };
-    notes.all.push(note.clone());
-    (StatusCode::CREATED, Json(note)).into_response()
 }
 
 async fn one_note(
     State(w): State<Worker>,
-    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     let Ok(Path(id)) = id else {
         return bad_request("the note id is a whole number".into());
     };
-    let found = notes(&w).all.iter().find(|n| n.id == id).cloned();
-    match found {
-        Some(n) => Json(n).into_response(),
-        None => {
-            let body = json!({ "error": "not_found", "message": format!("no note {id} on this worker"), "status": 404 });
+    match w.notes.get(id).await {
+        Ok(Some(n)) => Json(Shown::from(n)).into_response(),
+        Ok(None) => {
+            let body =
+                json!({ "error": "not_found", "message": format!("no note {id}"), "status": 404 });
             (StatusCode::NOT_FOUND, Json(body)).into_response()
         }
+        Err(e) => unavailable(&e),
     }
 }
 
@@ -299,10 +325,25 @@ fn failed(w: &Worker, status: StatusCode, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// A worker's answer to the master: `{"op": "breakers"}` gets its breaker's snapshot; anything
-/// else an error.
-pub fn answer(ctx: &WorkerContext, breakers: &Breakers, question: &Value) -> Value {
+/// A worker's answer to the master: `{"op": "breakers"}` gets its breaker's snapshot,
+/// `{"op": "notes-cache"}` its notes cache's counters (`{}` without a cache); anything else an
+/// error.
+pub fn answer(
+    ctx: &WorkerContext,
+    breakers: &Breakers,
+    notes: &NotesStore,
+    question: &Value,
+) -> Value {
     match question["op"].as_str() {
+        Some("notes-cache") => match notes.counters() {
+            Some(c) => json!({
+                "localHits": c.local_hits.get(),
+                "redisHits": c.redis_hits.get(),
+                "loads": c.loads.get(),
+                "invalidations": c.invalidations.get(),
+            }),
+            None => json!({}),
+        },
         Some("breakers") => json!({
             "id": ctx.id,
             "pid": ctx.pid,

@@ -39,7 +39,7 @@ fn every_bad_variable_exits_2_naming_it() {
             ("BREAKER_WAIT_IN_OPEN", "10s"),
             ("BREAKER_MIN_CALLS", "many"),
             ("BREAKER_FAILURE_RATE", "150"),
-            ("BREAKER_SCOPE", "cluster"),
+            ("BREAKER_SCOPE", "everywhere"),
             ("OUTLIER_CONSECUTIVE_ERRORS", "-1"),
             ("ALERT_CPU_PERCENT", "lots"),
             ("CONFIG", "/nonexistent/cluster.toml"),

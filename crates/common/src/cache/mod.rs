@@ -77,6 +77,47 @@ pub struct CacheCounters {
     pub invalidations: Counter,
 }
 
+impl CacheCounters {
+    /// Registers the counters as `<prefix>_cache_local_hits_total`, `<prefix>_cache_redis_hits_total`,
+    /// `<prefix>_cache_loads_total` and `<prefix>_cache_invalidations_total`; the hit ratio of
+    /// each level is a division in the dashboard.
+    pub fn register(&self, registry: &mut Registry, prefix: &str) {
+        // The registered counters are these: nothing is copied on the hot path.
+        registry.register(
+            format!("{prefix}_cache_local_hits"),
+            "Reads answered from this process's memory",
+            self.local_hits.clone(),
+        );
+        registry.register(
+            format!("{prefix}_cache_redis_hits"),
+            "Reads answered from Redis after a local miss",
+            self.redis_hits.clone(),
+        );
+        registry.register(
+            format!("{prefix}_cache_loads"),
+            "Reads that missed both levels and ran the loader",
+            self.loads.clone(),
+        );
+        registry.register(
+            format!("{prefix}_cache_invalidations"),
+            "Invalidation messages received",
+            self.invalidations.clone(),
+        );
+    }
+
+    /// The counters in the Prometheus text format, for a process (a cluster's master) that adds
+    /// its workers' figures to its own page.
+    pub fn render(&self, prefix: &str) -> String {
+        let mut registry = Registry::default();
+        self.register(&mut registry, prefix);
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+            out = format!("# encoding failed: {e}\n");
+        }
+        out
+    }
+}
+
 /// The cache. Cheap to clone: clones share both levels.
 #[derive(Clone)]
 pub struct TwoLevelCache<V: Clone + Send + Sync + 'static> {
@@ -259,31 +300,8 @@ where
         &self.counters
     }
 
-    /// Registers the counters as `<prefix>_cache_local_hits_total`, `<prefix>_cache_redis_hits_total`,
-    /// `<prefix>_cache_loads_total` and `<prefix>_cache_invalidations_total`; the hit ratio of
-    /// each level is a division in the dashboard.
+    /// Registers the counters (see [`CacheCounters::register`]).
     pub fn register(&self, registry: &mut Registry, prefix: &str) {
-        // The registered counters are the cache's own: nothing is copied on the hot path.
-        let c = &self.counters;
-        registry.register(
-            format!("{prefix}_cache_local_hits"),
-            "Reads answered from this process's memory",
-            c.local_hits.clone(),
-        );
-        registry.register(
-            format!("{prefix}_cache_redis_hits"),
-            "Reads answered from Redis after a local miss",
-            c.redis_hits.clone(),
-        );
-        registry.register(
-            format!("{prefix}_cache_loads"),
-            "Reads that missed both levels and ran the loader",
-            c.loads.clone(),
-        );
-        registry.register(
-            format!("{prefix}_cache_invalidations"),
-            "Invalidation messages received",
-            c.invalidations.clone(),
-        );
+        self.counters.register(registry, prefix);
     }
 }

@@ -10,15 +10,15 @@ use std::fmt;
 use std::sync::Mutex;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The longest note body accepted, in bytes.
 pub const MAX_BODY: usize = 4096;
 /// The most notes one `list` returns.
 pub const MAX_LIST: usize = 100;
 
-/// One note.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One note. `Deserialize` too, so a cache can keep it as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Note {
     /// Assigned by the repository, increasing.
@@ -217,6 +217,12 @@ mod pg {
             })
             .await?;
             Ok(Self { db })
+        }
+
+        /// The repository over a table another process created (a cluster's master, before its
+        /// workers start): no statement is sent, so it works while only a replica answers.
+        pub fn existing(db: Arc<Db>) -> Self {
+            Self { db }
         }
 
         /// The pools underneath, for their counters.
