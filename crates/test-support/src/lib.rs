@@ -5,7 +5,9 @@
 //! failing test leaves no process behind. If the test is panicking, the drop prints what the
 //! cluster wrote to stderr, which is usually the explanation.
 //!
-//! [`Http`] is a small keep-alive client over hyper for the tests' requests.
+//! [`Http`] is a small keep-alive client over hyper for the tests' requests. [`systemd`] plays
+//! the service manager (notify socket, socket activation); [`tls`] makes a certificate and
+//! speaks HTTPS with a client that trusts only it.
 
 pub mod services;
 
@@ -26,6 +28,8 @@ use nix::unistd::Pid;
 
 pub mod jar;
 pub mod redis;
+pub mod systemd;
+pub mod tls;
 
 /// How long a cluster may take to print its banner.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,63 +1,13 @@
 //! Running under systemd, with the test playing the service manager: the notify socket
 //! (`NOTIFY_SOCKET`, `WATCHDOG_USEC`) and socket activation (`LISTEN_FDS`, `LISTEN_PID`).
 
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use test_support::systemd::{NotifySocket, start_socket_activated};
 use test_support::{ClusterProcess, Http, assert_bad_settings_exit_2};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_fixture");
-
-/// A datagram socket in a fresh directory, as systemd's notify socket.
-struct NotifySocket {
-    socket: UnixDatagram,
-    path: std::path::PathBuf,
-    dir: std::path::PathBuf,
-}
-
-impl NotifySocket {
-    fn bind(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("notify-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the socket directory");
-        let path = dir.join("notify.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("read timeout");
-        Self { socket, path, dir }
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().expect("a UTF-8 path")
-    }
-
-    /// Every message until one has a line `line`, or `timeout`; the messages read, in order.
-    fn until(&self, line: &str, timeout: Duration, seen: &mut Vec<String>) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let found = msg.lines().any(|l| l == line);
-                seen.push(msg);
-                if found {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn ready_then_watchdog_pings_then_stopping_arrive_on_the_notify_socket_in_order() {
@@ -158,30 +108,7 @@ fn bad_systemd_variables_exit_2_naming_them() {
 fn a_socket_passed_as_fd_3_with_listen_fds_is_the_one_requests_arrive_on() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let fd = listener.as_raw_fd();
-    // LISTEN_PID must be the pid of the process that reads it: the shell's `$$` is, because it
-    // execs the fixture in its own process.
-    let cluster =
-        ClusterProcess::start_with("sh", &[("WORKERS", "2"), ("LISTEN_FDS", "1")], |cmd| {
-            cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\"", FIXTURE]);
-            // SAFETY: dup2 and fcntl are async-signal-safe and the hook allocates nothing. dup2
-            // leaves the new fd without FD_CLOEXEC, so fd 3 survives the exec; when the listener
-            // already is fd 3, dup2 does nothing, so the flag is cleared by hand.
-            unsafe {
-                cmd.pre_exec(move || {
-                    use nix::libc;
-                    let done = if fd == 3 {
-                        libc::fcntl(3, libc::F_SETFD, 0)
-                    } else {
-                        libc::dup2(fd, 3)
-                    };
-                    if done == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        });
+    let cluster = start_socket_activated(FIXTURE, &[("WORKERS", "2")], &listener);
     assert_eq!(
         cluster.addr.port(),
         port,
