@@ -9,8 +9,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tower::{ServiceBuilder, ServiceExt};
 
-use super::proxy::error_response;
-use super::response_body::EdgeBody;
+use super::response_body::{EdgeBody, error_response};
 use crate::http::rate_limit::{ClientAddr, RateLimitLayer};
 use crate::http::trace::TraceLayer;
 

@@ -11,15 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, SET_COOKIE, TRANSFER_ENCODING,
-};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
 
 use super::pool::{self, Backend, Dispatched, NotSent, SendError};
 use super::request_body::{RequestBody, RequestBodyError, Streamed};
-use super::response_body::EdgeBody;
+use super::response_body::{EdgeBody, error_response};
 use super::state::Edge;
 use super::upstreams::NotReady;
 use tower::retry::budget::Budget;
@@ -61,20 +59,6 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-/// A JSON error response made by the edge.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<EdgeBody> {
-    let body = serde_json::json!({ "error": code, "message": message, "status": status.as_u16() });
-    let mut resp = Response::new(EdgeBody::Full(Some(Bytes::from(body.to_string()))));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
 }
 
 /// The edge's answer to a request that [`check::request`](crate::http::check::request) refuses:

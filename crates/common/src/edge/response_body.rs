@@ -8,6 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -153,4 +155,18 @@ impl UpstreamBody {
             lease.release();
         }
     }
+}
+
+/// A JSON error response made by the edge.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<EdgeBody> {
+    let body = serde_json::json!({ "error": code, "message": message, "status": status.as_u16() });
+    let mut resp = Response::new(EdgeBody::Full(Some(Bytes::from(body.to_string()))));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
