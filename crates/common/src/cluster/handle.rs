@@ -10,12 +10,13 @@ use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::health::{Health, HealthScorer};
-use super::scaling::AutoscaleStatus;
+use super::notify;
 use crate::edge::Ready;
 use crate::error::BoxError;
 use crate::metrics::ClusterView;
 use crate::shutdown;
 use crate::slot::{ClusterEvent, SlotState, WorkerInfo};
+use crate::supervisor::autoscale::AutoscaleStatus;
 use crate::supervisor::{Command, PoolSpec, Shared};
 
 /// Steers a running cluster. Cheap to clone; every method works from any task.
@@ -200,19 +201,19 @@ impl ClusterHandle {
             .map(|w| w.id)
             .collect();
         tracing::info!(?slots, ?pool, "rolling restart started");
-        super::systemd::reloading();
+        notify::reloading();
         for (done, slot) in slots.iter().copied().enumerate() {
             if done > 0 && !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
             if let Err(e) = self.replace(slot).await {
                 tracing::error!(slot, error = %e, "rolling restart aborted; the old worker keeps serving");
-                super::systemd::reloaded();
+                notify::reloaded();
                 return Err(format!("slot {slot} (after {done} replaced): {e}").into());
             }
         }
         tracing::info!("rolling restart finished");
-        super::systemd::reloaded();
+        notify::reloaded();
         Ok(slots.len())
     }
 

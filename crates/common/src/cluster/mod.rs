@@ -8,10 +8,11 @@
 //! - [`builder`]: [`Cluster`], what a lesson fills in, and [`is_worker`];
 //! - [`handle`]: [`ClusterHandle`], which steers the running cluster;
 //! - [`health`]: `/health`'s answer;
-//! - [`scaling`]: the autoscaler's loop (`AUTOSCALE`) and what it shows;
+//! - [`scaling`]: the autoscaler's loop (`AUTOSCALE`);
 //! - `master`: the master's life from bind to exit;
 //! - `signals`, `run_dir`, `logging`: the master's signals, socket directory and log output;
-//! - `systemd`: readiness, status and watchdog notifications, and socket activation.
+//! - `systemd`: readiness, status and watchdog notifications, and socket activation;
+//! - `notify`: the messages to the service manager, which the handle sends too.
 //!
 //! The top of the crate: it imports everything below and nothing imports it.
 
@@ -20,12 +21,13 @@ pub mod handle;
 pub mod health;
 mod logging;
 mod master;
+mod notify;
 mod run_dir;
 pub mod scaling;
 mod signals;
 mod systemd;
 
+pub use crate::supervisor::autoscale::{AutoscaleDecision, AutoscaleStatus};
 pub use builder::{Cluster, config_with_workers, is_worker};
 pub use handle::ClusterHandle;
 pub use health::{Health, HealthCounts, HealthScorer, SlotHealth};
-pub use scaling::{AutoscaleDecision, AutoscaleStatus};

@@ -6,62 +6,15 @@
 //! Only started when `AUTOSCALE` is set. A manual `scale_to` (an admin route, SIGTTIN) while it
 //! runs lasts until the next decision, as with a Deployment under an HPA.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use super::handle::ClusterHandle;
 use crate::config::Autoscale;
 use crate::shutdown::Shutdown;
 use crate::slot::{ClusterEvent, SlotState};
-use crate::supervisor::autoscale::Autoscaler;
-
-/// How many decisions [`AutoscaleStatus`] keeps.
-pub const DECISIONS_KEPT: usize = 32;
-
-/// The autoscaler as [`ClusterHandle::autoscale`] shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AutoscaleStatus {
-    /// `AUTOSCALE`'s lower bound.
-    pub min: usize,
-    /// Its upper bound.
-    pub max: usize,
-    /// In-flight requests per worker aimed at.
-    pub target_in_flight: f64,
-    /// The last interval's average of requests in flight, over all workers.
-    pub in_flight: f64,
-    /// What that load asks for, before cooldown and stabilisation.
-    pub wanted: usize,
-    /// The last decisions, oldest first.
-    pub decisions: VecDeque<AutoscaleDecision>,
-}
-
-/// One decision, as kept in [`AutoscaleStatus`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AutoscaleDecision {
-    /// Milliseconds after the master started.
-    pub at_ms: u64,
-    /// The count before.
-    pub from: usize,
-    /// The count asked for.
-    pub to: usize,
-    /// Why.
-    pub reason: String,
-}
-
-impl AutoscaleStatus {
-    fn new(policy: &Autoscale) -> Self {
-        Self {
-            min: policy.min,
-            max: policy.max,
-            target_in_flight: policy.target_in_flight,
-            in_flight: 0.0,
-            wanted: policy.min,
-            decisions: VecDeque::new(),
-        }
-    }
-}
+use crate::supervisor::autoscale::{
+    AutoscaleDecision, AutoscaleStatus, Autoscaler, DECISIONS_KEPT,
+};
 
 /// Starts the loop; it ends when `stopped` fires.
 pub(super) fn spawn(handle: ClusterHandle, policy: Autoscale, stopped: Shutdown) {

@@ -30,6 +30,7 @@ use sd_notify::NotifyState;
 use tokio::net::TcpListener;
 
 use super::handle::ClusterHandle;
+use super::notify::notify;
 use crate::config::{self, ConfigError, ProcessEnv, Source};
 use crate::shutdown::Shutdown;
 use crate::slot::SlotState;
@@ -140,33 +141,6 @@ fn inherited_listener(src: &impl Source) -> Result<std::net::TcpListener, Config
         return Err(bad(&count, "fd 3 to be a TCP socket"));
     }
     Ok(listener)
-}
-
-/// Sends `states`; a failure is logged, never fatal (systemd may have gone away).
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!(error = %e, "cannot notify the service manager");
-    }
-}
-
-/// `RELOADING=1` before a rolling restart (with the clock reading `Type=notify-reload` asks for).
-pub(super) fn reloading() {
-    let mut states = vec![
-        NotifyState::Reloading,
-        NotifyState::Status("rolling restart"),
-    ];
-    if let Ok(now) = NotifyState::monotonic_usec_now() {
-        states.push(now);
-    }
-    notify(&states);
-}
-
-/// `READY=1` after a rolling restart.
-pub(super) fn reloaded() {
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status("rolling restart done"),
-    ]);
 }
 
 /// `READY=1` once a worker is Ready, a `STATUS=` line per change, `STOPPING=1` at shutdown.

@@ -19,6 +19,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use serde::Serialize;
+
 use crate::config::Autoscale;
 
 /// At most this many recommendations are remembered, however long the window.
@@ -137,6 +139,54 @@ impl Autoscaler {
             self.history.pop_front();
         }
         self.history.push_back((now, wanted));
+    }
+}
+
+/// How many decisions [`AutoscaleStatus`] keeps.
+pub const DECISIONS_KEPT: usize = 32;
+
+/// The autoscaler as the cluster handle's `autoscale()` shows it: what it measured and the last
+/// decisions.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AutoscaleStatus {
+    /// `AUTOSCALE`'s lower bound.
+    pub min: usize,
+    /// Its upper bound.
+    pub max: usize,
+    /// In-flight requests per worker aimed at.
+    pub target_in_flight: f64,
+    /// The last interval's average of requests in flight, over all workers.
+    pub in_flight: f64,
+    /// What that load asks for, before cooldown and stabilisation.
+    pub wanted: usize,
+    /// The last decisions, oldest first.
+    pub decisions: VecDeque<AutoscaleDecision>,
+}
+
+/// One decision, as kept in [`AutoscaleStatus`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AutoscaleDecision {
+    /// Milliseconds after the master started.
+    pub at_ms: u64,
+    /// The count before.
+    pub from: usize,
+    /// The count asked for.
+    pub to: usize,
+    /// Why.
+    pub reason: String,
+}
+
+impl AutoscaleStatus {
+    /// Before the first decision.
+    pub fn new(policy: &Autoscale) -> Self {
+        Self {
+            min: policy.min,
+            max: policy.max,
+            target_in_flight: policy.target_in_flight,
+            in_flight: 0.0,
+            wanted: policy.min,
+            decisions: VecDeque::new(),
+        }
     }
 }
 
