@@ -249,6 +249,18 @@ impl Thread {
     fn run(mut self) -> io::Result<()> {
         self.push_accept()?;
         loop {
+            // What completed already (the epoll backend completes a call at once when it can)
+            // is handled before the thread waits for more.
+            while let Some((data, result)) = self.done.pop_front() {
+                let Some((slot, op)) = Op::of(data) else {
+                    continue;
+                };
+                if op == Op::Accept {
+                    self.accepted(result)?;
+                } else {
+                    self.advance(slot, op, result)?;
+                }
+            }
             match &mut self.backend {
                 Backend::Uring(ring) => {
                     match ring.submit_and_wait(1) {
@@ -260,16 +272,6 @@ impl Thread {
                         .extend(ring.completion().map(|c| (c.user_data(), c.result())));
                 }
                 Backend::Epoll(e) => e.wait(&mut self.done)?,
-            }
-            while let Some((data, result)) = self.done.pop_front() {
-                let Some((slot, op)) = Op::of(data) else {
-                    continue;
-                };
-                if op == Op::Accept {
-                    self.accepted(result)?;
-                } else {
-                    self.advance(slot, op, result)?;
-                }
             }
         }
     }
