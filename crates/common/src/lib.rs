@@ -24,7 +24,8 @@
 //!    conversions and their significance), [`db`] (PostgreSQL primary and replica pools, feature
 //!    `db`, and the notes repository), `cache` (feature `cache`: a per-process moka cache in front
 //!    of Redis, invalidated over pub/sub);
-//! 5. the processes' main parts: [`edge`] (the master's HTTP server and reverse proxy),
+//! 5. the processes' main parts: [`edge`] (the master's HTTP server and reverse proxy; with
+//!    feature `uring`, `edge::uring`, an io_uring prototype of its plain path for benchmarks),
 //!    [`supervisor`] (slots, spawning, restarts, hang and memory checks), [`worker`] (the worker
 //!    side: serve on a Unix socket, heartbeat, drain);
 //! 6. [`cluster`]: the builder, [`ClusterHandle`] and the master's main loop.

@@ -12,7 +12,9 @@
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
 //! - [`pool`]: a worker as an upstream ([`Backend`]), with its bounded keep-alive pool;
 //! - [`request_body`] and [`response_body`]: the body types, with no boxing on the proxied path;
-//! - `trim`: memory handed back to the system after many connections closed.
+//! - `trim`: memory handed back to the system after many connections closed;
+//! - [`uring`] (feature `uring`): a prototype of the plain-request path on io_uring, measured
+//!   by `scripts/bench`'s notes and used by no cluster.
 //!
 //! Requests whose path the lesson registered as master-owned (`/health`, stats, admin) are answered
 //! here by an axum `Router`, because only the master sees the whole cluster. Everything else goes to
@@ -34,6 +36,8 @@ pub(crate) mod threads;
 pub(crate) mod tls;
 mod trim;
 pub mod upstreams;
+#[cfg(feature = "uring")]
+pub mod uring;
 
 pub use pool::Backend;
 pub use request_body::RequestBody;

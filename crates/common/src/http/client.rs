@@ -341,7 +341,12 @@ fn poll_read_buf(
 }
 
 /// The request line and headers, as the worker should see them.
-fn encode_head(out: &mut Vec<u8>, req: &request::Parts, added: Added<'_>, chunked: bool) {
+pub(crate) fn encode_head(
+    out: &mut Vec<u8>,
+    req: &request::Parts,
+    added: Added<'_>,
+    chunked: bool,
+) {
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
     let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -477,7 +482,7 @@ fn lost_writing<E>(e: io::Error) -> Error<E> {
 
 /// Parses a response head at the start of `buf`: `None` when more bytes are needed. Informational
 /// (1xx) responses are skipped.
-fn parse_head<B>(
+pub(crate) fn parse_head<B>(
     buf: &mut BytesMut,
     reusable: &mut bool,
     is_head: bool,

@@ -222,7 +222,7 @@ async fn serve_plain<P: Plain, I: Io>(
 }
 
 /// What the bytes at the start of the read buffer are.
-enum Parsed {
+pub(crate) enum Parsed {
     /// A plain request, its head taken off the buffer, and whether the client asked to close the
     /// connection after it (`Connection: close`).
     Plain(request::Parts, bool),
@@ -235,7 +235,7 @@ enum Parsed {
     Refused(check::Refusal),
 }
 
-fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
+pub(crate) fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
     let mut spans = Spans::new();
     let (len, method, target) = {
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
