@@ -395,8 +395,14 @@ async fn write_head<E>(io: &mut WorkerSocket, head: &[u8], body: &[u8]) -> Resul
         } else {
             (&[][..], &body[written - head.len()..])
         };
-        let slices = [IoSlice::new(from_head), IoSlice::new(from_body)];
-        match io.write_vectored(&slices).await {
+        // A plain `write` when there is no body: the bodiless request's path is unchanged.
+        let wrote = if from_body.is_empty() {
+            io.write(from_head).await
+        } else {
+            let slices = [IoSlice::new(from_head), IoSlice::new(from_body)];
+            io.write_vectored(&slices).await
+        };
+        match wrote {
             Ok(0) => return Err(lost_or_not(written, io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(e) => return Err(lost_or_not(written, e)),
