@@ -390,15 +390,35 @@ impl plain::Plain for PlainWorker {
         self.client.map_or(MAX_PLAIN_HEAD, |c| c.max_header_size)
     }
 
+    fn max_body(&self) -> usize {
+        // A client's own connection (handoff mode): past its `MAX_BODY_SIZE`, hyper's path
+        // answers 413. The master's bodies are capped already.
+        self.client.map_or(plain::PLAIN_BODY, |c| {
+            usize::try_from(c.max_body_size).map_or(plain::PLAIN_BODY, |m| m.min(plain::PLAIN_BODY))
+        })
+    }
+
+    fn body_timeout(&self) -> Option<Duration> {
+        self.client.map(|c| c.body_timeout)
+    }
+
     fn answer(
         &self,
         req: http::request::Parts,
+        body: bytes::Bytes,
     ) -> impl Future<Output = http::Response<axum::body::Body>> + Send {
         let mut router = self.server.router.clone();
         let counters = self.server.counters.clone();
         async move {
             let _in_flight = OpenRequest::new(counters);
-            let req = http::Request::from_parts(req, axum::body::Body::empty());
+            // The handler sees the body and its `Content-Length` and `Content-Type` exactly as
+            // the client (or the master) sent them.
+            let body = if body.is_empty() {
+                axum::body::Body::empty()
+            } else {
+                axum::body::Body::from(body)
+            };
+            let req = http::Request::from_parts(req, body);
             let resp = router
                 .call(req)
                 .await

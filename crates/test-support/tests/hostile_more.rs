@@ -1,5 +1,5 @@
 //! More hostile input over raw TCP (issue 14's list, continued from `hostile.rs`): request
-//! smuggling, a worker that frames its answers badly, 100,000 pipelined requests in one write,
+//! smuggling, bad request body lengths, a worker that frames its answers badly, 100,000 pipelined requests in one write,
 //! 10,000 cookies, `Expect: 100-continue`, and a client that half-closes. Each case runs in both
 //! dispatch modes where it applies, against clusters shared by the whole file. RELIABILITY.md
 //! lists every case with the status it gets.
@@ -149,6 +149,175 @@ async fn the_smuggling_detector_sees_a_request_the_client_did_send() {
         .await;
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
         assert!(smuggled(cluster(mode).addr).await.contains(&tag));
+    }
+}
+
+/// Request bodies the plain loop reads itself (a `Content-Length` up to 64 KiB): each rule of
+/// RFC 9112 §6.3 on both hops, in both modes. Each head names a `/smuggled` tag, so that a
+/// request refused or cut short can be shown never to have reached a worker.
+#[tokio::test]
+async fn bad_body_lengths_get_400_and_a_close_and_reach_no_worker() {
+    for mode in MODES {
+        let mut tags = Vec::new();
+        for (name, lines) in [
+            ("cl-te", "Content-Length: 5\r\nTransfer-Encoding: chunked"),
+            ("te-cl", "Transfer-Encoding: chunked\r\nContent-Length: 5"),
+            ("two-lengths", "Content-Length: 5\r\nContent-Length: 50"),
+            ("length-list", "Content-Length: 5, 50"),
+            ("negative", "Content-Length: -5"),
+            ("signed", "Content-Length: +5"),
+            ("not-digits", "Content-Length: 5a"),
+            ("empty", "Content-Length: "),
+            ("overflow", "Content-Length: 184467440737095516160"),
+        ] {
+            let tag = format!("{name}-{mode:?}");
+            let req = format!(
+                "POST /smuggled?tag={tag} HTTP/1.1\r\nHost: t\r\n{lines}\r\n\r\nhello{}",
+                hidden(&format!("{tag}-after"))
+            );
+            let (reply, closed) = raw(mode, req.as_bytes()).await;
+            eprintln!("{mode:?} {tag}: {:?} closed={closed}", statuses(&reply));
+            assert_eq!(statuses(&reply), [400], "{mode:?} {tag}: {reply}");
+            assert!(closed, "{mode:?} {tag}: the connection stays open: {reply}");
+            tags.push(tag.clone());
+            tags.push(format!("{tag}-after"));
+        }
+        let seen = smuggled(cluster(mode).addr).await;
+        assert!(
+            tags.iter().all(|t| !seen.contains(t)),
+            "{mode:?}: a refused request reached a worker: {seen:?}"
+        );
+        still_serving(mode).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_short_by_the_client_reaches_no_worker() {
+    for mode in MODES {
+        let tag = format!("short-body-{mode:?}");
+        let mut s = TcpStream::connect(cluster(mode).addr).await.unwrap();
+        let head =
+            format!("POST /smuggled?tag={tag} HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b'x'; 40]).await.unwrap();
+        // The client gives up: 60 bytes short.
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), read_all(&mut s, &mut out))
+            .await
+            .expect("the server closes its side");
+        let reply = String::from_utf8_lossy(&out);
+        assert!(
+            !reply.starts_with("HTTP/1.1 2"),
+            "{mode:?}: a request without its body was answered: {reply}"
+        );
+        assert!(
+            !smuggled(cluster(mode).addr).await.contains(&tag),
+            "{mode:?}: a request without its whole body reached a worker"
+        );
+        still_serving(mode).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_pipelined_after_a_body_is_read_after_it_and_the_body_stays_a_body() {
+    for mode in MODES {
+        // The body looks like a request; its length says it is a body.
+        let inner = hidden(&format!("in-body-{mode:?}"));
+        let after = format!("after-body-{mode:?}");
+        let req = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{inner}\
+             GET /smuggled?tag={after} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            inner.len()
+        );
+        let (reply, closed) = raw(mode, req.as_bytes()).await;
+        assert_eq!(statuses(&reply), [200, 200], "{mode:?}: {reply}");
+        assert!(closed, "{mode:?}: Connection: close on the last request");
+        let echo = reply.split("HTTP/1.1 ").nth(1).unwrap_or_default();
+        assert!(
+            echo.ends_with(&format!("\r\n\r\n{inner}")),
+            "{mode:?}: the echo is not the body sent: {echo}"
+        );
+        let seen = smuggled(cluster(mode).addr).await;
+        assert!(
+            seen.contains(&after),
+            "{mode:?}: the request after the body was lost"
+        );
+        assert!(
+            !seen.contains(&format!("in-body-{mode:?}")),
+            "{mode:?}: the body was read as a request: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_past_header_timeout_is_cut() {
+    // A byte every 200 ms never trips BODY_TIMEOUT (10 s here), but the whole body must come
+    // within HEADER_TIMEOUT (800 ms) of its head: slowloris on the body.
+    for mode in MODES {
+        let mut s = TcpStream::connect(cluster(mode).addr).await.unwrap();
+        s.write_all(b"POST /length HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let (mut reader, mut writer) = s.into_split();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if writer.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(n @ 1..) = reader.read(&mut buf).await {
+                out.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        let waited = started.elapsed();
+        trickle.abort();
+        let reply = String::from_utf8_lossy(&out);
+        assert!(closed.is_ok(), "{mode:?}: still open after 5 s: {reply}");
+        assert!(!reply.starts_with("HTTP/1.1 200"), "{mode:?}: {reply}");
+        assert!(
+            waited >= Duration::from_millis(700) && waited < Duration::from_millis(3000),
+            "{mode:?}: cut after {waited:?}, not at HEADER_TIMEOUT"
+        );
+        still_serving(mode).await;
+    }
+}
+
+#[tokio::test]
+async fn bodies_past_the_plain_bound_and_past_max_body_size_keep_their_answers() {
+    for mode in MODES {
+        // 100 KiB: past the 64 KiB the plain loop reads, under MAX_BODY_SIZE (1 MiB): hyper's.
+        let body = "y".repeat(100 * 1024);
+        let req = format!(
+            "POST /length HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (reply, _) = raw(mode, req.as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{mode:?}: {reply}");
+        assert!(reply.ends_with("102400 bytes\n"), "{mode:?}: {reply}");
+        // One byte over MAX_BODY_SIZE: 413 before any of it is read.
+        let (reply, _) = raw(
+            mode,
+            b"POST /length HTTP/1.1\r\nHost: t\r\nContent-Length: 1048577\r\n\r\nabc",
+        )
+        .await;
+        assert_eq!(statuses(&reply), [413], "{mode:?}: {reply}");
+        // And 64 KiB exactly, the largest plain body, whole.
+        let body = "z".repeat(64 * 1024);
+        let req = format!(
+            "POST /length HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (reply, _) = raw(mode, req.as_bytes()).await;
+        assert!(reply.ends_with("65536 bytes\n"), "{mode:?}: {reply}");
+        still_serving(mode).await;
     }
 }
 

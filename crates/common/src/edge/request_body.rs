@@ -113,6 +113,15 @@ fn capped(
     polled
 }
 
+impl crate::http::client::RequestBody for RequestBody {
+    fn whole(&self) -> Option<&Bytes> {
+        match self {
+            RequestBody::Full(Some(data)) => Some(data),
+            _ => None,
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = RequestBodyError;

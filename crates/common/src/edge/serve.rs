@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, request};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -51,25 +52,49 @@ impl Edge {
         proxy::forward(self, req, peer).await
     }
 
-    /// [`Edge::handle`] for a request without a body, read by the plain loop.
-    async fn handle_plain(&self, req: request::Parts, peer: &Peer) -> Response<EdgeBody> {
+    /// [`Edge::handle`] for a request the plain loop read, with its whole body (often none).
+    async fn handle_plain(
+        &self,
+        req: request::Parts,
+        body: Bytes,
+        peer: &Peer,
+    ) -> Response<EdgeBody> {
         match &self.front {
-            None => self.route_plain(req, peer).await,
+            None => self.route_plain(req, body, peer).await,
             Some(front) => {
-                let req = Request::from_parts(req, ());
-                let route = |req: Request<()>| self.route_plain(req.into_parts().0, peer);
+                let req = Request::from_parts(req, body);
+                let route = |req: Request<Bytes>| {
+                    let (parts, body) = req.into_parts();
+                    self.route_plain(parts, body, peer)
+                };
                 front.serve(req, peer.addr, route).await
             }
         }
     }
 
-    /// [`Edge::route`] for a request without a body.
-    async fn route_plain(&self, req: request::Parts, peer: &Peer) -> Response<EdgeBody> {
+    /// [`Edge::route`] for a request whose body was read whole with its head.
+    async fn route_plain(
+        &self,
+        req: request::Parts,
+        body: Bytes,
+        peer: &Peer,
+    ) -> Response<EdgeBody> {
         if self.master.owns(req.uri.path()) {
-            let req = Request::from_parts(req, axum::body::Body::empty());
-            return self.master_route(req).await;
+            let body = if body.is_empty() {
+                axum::body::Body::empty()
+            } else {
+                axum::body::Body::from(body)
+            };
+            return self.master_route(Request::from_parts(req, body)).await;
         }
-        proxy::forward_parts(self, req, RequestBody::Empty, peer).await
+        // Whole, and its `Content-Length` already the one the client sent: sent on as it is,
+        // in the write that carries the head.
+        let body = if body.is_empty() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Full(Some(body))
+        };
+        proxy::forward_parts(self, req, body, peer).await
     }
 
     async fn master_route(&self, req: Request<axum::body::Body>) -> Response<EdgeBody> {
@@ -134,8 +159,24 @@ impl plain::Plain for PlainEdge {
         !self.once
     }
 
-    fn answer(&self, req: request::Parts) -> impl Future<Output = Response<EdgeBody>> + Send {
-        self.edge.handle_plain(req, &self.peer)
+    fn max_body(&self) -> usize {
+        // Bodies the edge would not read whole (past `BODY_BUFFER`) or refuses (past
+        // `MAX_BODY_SIZE`, 413) stay on hyper's path, which does both.
+        let limits = &self.edge.limits;
+        let bound = limits.body_buffer.min(limits.max_body_size);
+        usize::try_from(bound).map_or(plain::PLAIN_BODY, |b| b.min(plain::PLAIN_BODY))
+    }
+
+    fn body_timeout(&self) -> Option<Duration> {
+        Some(self.edge.limits.body_timeout)
+    }
+
+    fn answer(
+        &self,
+        req: request::Parts,
+        body: Bytes,
+    ) -> impl Future<Output = Response<EdgeBody>> + Send {
+        self.edge.handle_plain(req, body, &self.peer)
     }
 
     fn hand_over<I: plain::Io>(self, io: plain::Rewind<I>) -> plain::Hyper {

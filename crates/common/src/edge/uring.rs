@@ -493,9 +493,11 @@ impl Thread {
         let Some(c) = self.conn(slot) else {
             return Ok(());
         };
-        match parse(&mut c.read, MAX_HEAD) {
+        // No body is plain here (a bound of 0): the prototype forwards bodiless requests only,
+        // and refuses the rest as not plain.
+        match parse(&mut c.read, MAX_HEAD, 0) {
             Parsed::Partial => self.recv_client(slot),
-            Parsed::Plain(parts, close) => {
+            Parsed::Plain(parts, close, _) => {
                 c.close = close;
                 c.is_head = parts.method == http::Method::HEAD;
                 let theirs = parts.headers.get(&crate::http::headers::X_REQUEST_ID);

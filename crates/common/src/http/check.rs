@@ -119,6 +119,16 @@ pub(crate) const BAD_BODY: Refusal = Refusal::new(
     "bad_request",
     "the request body could not be read (bad framing, or the client went away)",
 );
+pub(crate) const BAD_LENGTH: Refusal = Refusal::new(
+    StatusCode::BAD_REQUEST,
+    "bad_request",
+    "Content-Length must be one decimal number of bytes, the same on every line",
+);
+pub(crate) const LENGTH_AND_CODING: Refusal = Refusal::new(
+    StatusCode::BAD_REQUEST,
+    "bad_request",
+    "a request may not carry both Content-Length and Transfer-Encoding",
+);
 pub(crate) const BAD_VERSION: Refusal = Refusal::new(
     StatusCode::HTTP_VERSION_NOT_SUPPORTED,
     "http_version_not_supported",
@@ -292,6 +302,33 @@ fn transfer_encoding(version: Version, headers: &HeaderMap) -> Result<(), Refusa
     Ok(())
 }
 
+/// What one `Content-Length` field line of a request says (RFC 9112 §6.3, RFC 9110 §8.6): the
+/// length, and whether the line listed it more than once (`5, 5`, which a recipient may take as
+/// one value). `None` for anything else: a value that is empty, not all digits (a sign, a space, a
+/// hex prefix), a list whose values differ, or a number past `u64` — each a request whose body
+/// cannot be delimited, which RFC 9112 §6.3 rule 5 says is a 400 and the end of the connection.
+pub(crate) fn content_length(value: &[u8]) -> Option<(u64, bool)> {
+    fn number(digits: &[u8]) -> Option<u64> {
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+    }
+    if let Some(n) = number(value) {
+        return Some((n, false));
+    }
+    let mut values = value.split(|&b| b == b',').map(|v| number(v.trim_ascii()));
+    let first = values.next()??;
+    for v in values {
+        if v? != first {
+            return None;
+        }
+    }
+    Some((first, true))
+}
+
 /// How long the head would be written as `METHOD target HTTP/1.1\r\n` and `name: value\r\n` lines.
 pub(crate) fn head_size(method: &Method, uri: &Uri, headers: &HeaderMap) -> usize {
     let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
@@ -453,6 +490,37 @@ mod tests {
             ),
             Err(BAD_FRAMING)
         );
+    }
+
+    #[test]
+    fn content_length_is_one_decimal_number_or_a_list_of_one() {
+        for (raw, want) in [
+            (&b"0"[..], Some((0, false))),
+            (b"4096", Some((4096, false))),
+            (b"007", Some((7, false))),
+            (b"18446744073709551615", Some((u64::MAX, false))),
+            (b"5, 5", Some((5, true))),
+            (b"5,5,5", Some((5, true))),
+            // Not a number of bytes: RFC 9112 §6.3 rule 5.
+            (b"", None),
+            (b"-1", None),
+            (b"+5", None),
+            (b"5 5", None),
+            (b"0x10", None),
+            (b"abc", None),
+            (b"18446744073709551616", None),
+            (b"99999999999999999999999", None),
+            (b"5, 6", None),
+            (b"5,", None),
+            (b",5", None),
+        ] {
+            assert_eq!(
+                content_length(raw),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 
     #[test]

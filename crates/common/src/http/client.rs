@@ -138,9 +138,13 @@ pub(crate) enum Start {
 
 /// What a request body must be for the client to send it: a stream of `Bytes` whose default is
 /// the empty body (what is left behind once the body has moved into a [`BodyWriter`]).
-pub(crate) trait RequestBody: Body<Data = Bytes> + Default + Unpin {}
-
-impl<B: Body<Data = Bytes> + Default + Unpin> RequestBody for B {}
+pub(crate) trait RequestBody: Body<Data = Bytes> + Default + Unpin {
+    /// The whole body, when it is in memory already (read whole at the edge): then it goes out
+    /// in the same write as the head, one system call for the request instead of two.
+    fn whole(&self) -> Option<&Bytes> {
+        None
+    }
+}
 
 /// Headers the edge adds to every request it forwards. Written straight into the request head
 /// rather than inserted into the client's header map, which would hash and often regrow it.
@@ -201,9 +205,17 @@ impl WorkerConn {
         self.reusable = true;
         self.write.clear();
         encode_head(&mut self.write, req, added, framing == BodyFraming::Chunked);
-        write_head(&mut self.io, &self.write).await?;
         let is_head = req.method == Method::HEAD;
-        if framing == BodyFraming::None {
+        let whole = match (framing, body.whole()) {
+            (BodyFraming::Length, Some(whole)) => whole.clone(),
+            _ => Bytes::new(),
+        };
+        write_head(&mut self.io, &self.write, &whole).await?;
+        if !whole.is_empty() {
+            // All of it went with the head: nothing is left to stream.
+            drop(std::mem::take(body));
+        }
+        if framing == BodyFraming::None || !whole.is_empty() {
             return std::future::poll_fn(|cx| self.poll_head(cx, is_head, max_head))
                 .await
                 .map_err(Error::Lost);
@@ -377,11 +389,25 @@ pub(crate) fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes the head; a failure before the first byte is `NotSent`.
-async fn write_head<E>(io: &mut WorkerSocket, head: &[u8]) -> Result<(), Error<E>> {
+/// Writes the head, and `body` behind it in the same write (`writev`) when the body is whole; a
+/// failure before the first byte is `NotSent`.
+async fn write_head<E>(io: &mut WorkerSocket, head: &[u8], body: &[u8]) -> Result<(), Error<E>> {
+    let total = head.len() + body.len();
     let mut written = 0;
-    while written < head.len() {
-        match io.write(&head[written..]).await {
+    while written < total {
+        let (from_head, from_body) = if written < head.len() {
+            (&head[written..], body)
+        } else {
+            (&[][..], &body[written - head.len()..])
+        };
+        // A plain `write` when there is no body: the bodiless request's path is unchanged.
+        let wrote = if from_body.is_empty() {
+            io.write(from_head).await
+        } else {
+            let slices = [IoSlice::new(from_head), IoSlice::new(from_body)];
+            io.write_vectored(&slices).await
+        };
+        match wrote {
             Ok(0) => return Err(lost_or_not(written, io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(e) => return Err(lost_or_not(written, e)),
@@ -996,6 +1022,133 @@ mod tests {
             "POST /echo?x=1 HTTP/1.1\r\nhost: a\r\n\
              x-forwarded-for: 1.1.1.1, 2.2.2.2, 127.0.0.1\r\nx-request-id: id-1\r\n\
              transfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    /// A request body for these tests: whole in memory (`Some`), or a stream that never ends.
+    #[derive(Default)]
+    struct TestBody(Option<Bytes>, bool);
+
+    impl Body for TestBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            let this = self.get_mut();
+            match this.0.take() {
+                Some(data) => Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+                None if this.1 => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none() && !self.1
+        }
+    }
+
+    impl RequestBody for TestBody {
+        fn whole(&self) -> Option<&Bytes> {
+            self.0.as_ref().filter(|_| !self.1)
+        }
+    }
+
+    fn post(len: usize) -> request::Parts {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = Method::POST;
+        parts.uri = "/echo".parse().unwrap();
+        parts.headers.insert("host", HeaderValue::from_static("w"));
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        parts
+    }
+
+    const ADDED: Added<'static> = Added {
+        client_ip: b"127.0.0.1",
+        request_id: None,
+    };
+
+    fn connected() -> (WorkerConn, tokio::net::UnixStream) {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let conn = WorkerConn {
+            io: WorkerSocket::from_tokio(ours).unwrap(),
+            read: BytesMut::new(),
+            write: Vec::new(),
+            reusable: true,
+        };
+        (conn, theirs)
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_goes_out_behind_its_head_and_leaves_nothing_to_stream() {
+        use tokio::io::AsyncReadExt;
+        let (mut conn, mut worker) = connected();
+        let body = Bytes::from(vec![b'x'; 4096]);
+        let mut sent = TestBody(Some(body.clone()), false);
+        let answer = async {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !got.ends_with(&body[..]) {
+                let n = worker.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            worker
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            got
+        };
+        let req = post(4096);
+        let (head, got) = tokio::join!(conn.send(&req, ADDED, &mut sent, 1024), answer);
+        let head = head.unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&got);
+        let (request_head, sent_body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            request_head.contains("content-length: 4096"),
+            "{request_head}"
+        );
+        assert!(
+            !request_head.contains("transfer-encoding"),
+            "{request_head}"
+        );
+        assert_eq!(sent_body.as_bytes(), &body[..], "exactly the body, once");
+        assert!(head.writer.is_none(), "nothing left to write");
+        assert!(!head.request_cut_short);
+        assert!(sent.0.is_none(), "the body went with the head");
+        assert!(matches!(head.body, Start::Complete(ref b) if &b[..] == b"ok"));
+        assert!(conn.is_reusable(), "request and answer both whole");
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_request_body_was_not_all_sent_is_never_reused() {
+        use tokio::io::AsyncReadExt;
+        // RFC 9112 §9.3: the worker answers (whole) before the body is all sent; what is left of
+        // the body would be read as the next request on this connection.
+        let (mut conn, mut worker) = connected();
+        let mut streaming = TestBody(Some(Bytes::from_static(b"part")), true);
+        let answer = async {
+            let mut buf = vec![0u8; 4096];
+            let n = worker.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            worker
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        };
+        let req = post(100);
+        let (head, ()) = tokio::join!(conn.send(&req, ADDED, &mut streaming, 1024), answer);
+        let head = head.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(head.parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            head.request_cut_short,
+            "the client's connection must close too"
+        );
+        assert!(
+            !conn.is_reusable(),
+            "a connection mid-body went back to the pool"
         );
     }
 }

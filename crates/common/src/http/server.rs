@@ -6,16 +6,31 @@
 //! buffered I/O, keep-alive bookkeeping and response encoder, beyond parsing the head) was about
 //! 4,300, and that left the master's CPU per request level with nginx's instead of below it.
 //! Most requests need none of that machinery: a plain request (HTTP/1.1, an origin-form target,
-//! no body, no `Upgrade` or `Expect`, no `Connection` option but `close` or `keep-alive`) is read
-//! whole with its head, so this loop parses the head with httparse (hyper's own parser), hands it
-//! to a [`Plain`] handler and writes the answer back itself.
+//! no body or one of at most [`Plain::max_body`] bytes announced by a single `Content-Length`,
+//! no `Upgrade` or `Expect`, no `Connection` option but `close` or `keep-alive`) is read whole with
+//! its head, so this loop parses the head with httparse (hyper's own parser), reads the body into
+//! the connection's buffer, hands both to a [`Plain`] handler and writes the answer back itself.
 //!
-//! The first request that is anything else (a body, an upgrade, HTTP/1.0, a head httparse rejects
-//! or one that outgrows the head limit) hands the connection, with the bytes already read, to
-//! hyper for the rest of its life. So request bodies, `Expect: 100-continue`, upgrades and the
-//! error answers (400, 431) stay hyper's, and what is written here is small: reading heads,
-//! watching for a client that hangs up, and framing responses (RFC 9112 §6: `Content-Length`
-//! when the size is known, else chunked; none for HEAD, 204 and 304).
+//! Why small bodies too: a 4 KiB JSON `POST` is what an API mostly gets, and handing its
+//! connection to hyper cost the master and the worker hyper's whole server each, for the rest of
+//! the connection's life (measured on the 4 KiB `POST` through the proxy: see BENCHMARKS.md). A
+//! body that small arrives with its head, nearly always in the same read.
+//!
+//! The first request that is anything else (a larger body, `Transfer-Encoding`, an upgrade,
+//! `Expect: 100-continue`, HTTP/1.0, a head httparse rejects or one that outgrows the head limit)
+//! hands the connection, with the bytes already read, to hyper for the rest of its life. So
+//! streamed bodies, `100 Continue`, upgrades and most error answers (400, 431) stay hyper's, and
+//! what is written here is small: reading heads and short bodies, watching for a client that
+//! hangs up, and framing responses (RFC 9112 §6: `Content-Length` when the size is known, else
+//! chunked; none for HEAD, 204 and 304).
+//!
+//! A body read here follows RFC 9112's rules for its length (§6.1–§6.3): `Content-Length` with
+//! `Transfer-Encoding` is a 400 (a smuggling attempt, §6.3 rule 3 and §11.2), as are differing
+//! lengths and a value that is not a decimal number (§6.3 rule 5); identical repeated lengths
+//! (RFC 9110 §8.6 allows them) are hyper's to judge. The body is handed on only once all of it is
+//! in, so a worker never sees a request that its client did not finish, and a connection whose
+//! body was cut short is closed, never read on (§9.3, §9.6). The head's deadline keeps running
+//! while the body comes, and a body that sends nothing for [`Plain::body_timeout`] gets 408.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -23,6 +38,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
@@ -40,6 +56,13 @@ use crate::error::BoxError;
 
 /// Bodies up to this size are copied behind the head and go out in one write.
 const INLINE_BODY: usize = 16 * 1024;
+
+/// The largest request body the plain loop reads itself (a `Content-Length` up to this); larger
+/// ones go to hyper, streamed. 64 KiB is the edge's `BODY_BUFFER` default: the size below which
+/// the edge reads a body whole before it picks a worker anyway, so reading it here holds no more
+/// memory per connection than hyper's path did, and the worker, whose plain loop has the same
+/// bound, takes every body the edge sends it whole without handing its pooled connection to hyper.
+pub(crate) const PLAIN_BODY: usize = 64 * 1024;
 
 /// Any byte stream a connection arrives on: a client's TCP socket, or a worker's Unix socket.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -68,8 +91,23 @@ pub(crate) trait Plain: Send + 'static {
         true
     }
 
-    /// Answers one plain request.
-    fn answer(&self, req: request::Parts) -> impl Future<Output = Response<Self::Body>> + Send;
+    /// Request bodies (`Content-Length`) up to this are read here; larger ones go to hyper.
+    fn max_body(&self) -> usize {
+        PLAIN_BODY
+    }
+
+    /// A request body that sends nothing for this long is refused with 408; `None` for none
+    /// (the master's own connections to a worker, whose bodies are always whole).
+    fn body_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Answers one plain request, with its whole body (empty if it had none).
+    fn answer(
+        &self,
+        req: request::Parts,
+        body: Bytes,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
 
     /// hyper serving the rest of the connection, starting with the bytes in `io`.
     fn hand_over<I: Io>(self, io: Rewind<I>) -> Hyper;
@@ -141,16 +179,17 @@ async fn serve_plain<P: Plain, I: Io>(
     closing: Arc<AtomicBool>,
 ) -> Option<Hyper> {
     let max_head = plain.max_head();
+    let max_body = plain.max_body();
     let keep_alive = plain.keep_alive();
     // Both empty until there is something to hold (see `buffers`): a connection costs no buffer
     // while it waits for its first request or between requests.
     let mut read = BytesMut::new();
     let mut write = Vec::new();
     loop {
-        let (req, client_close) = loop {
+        let (req, client_close, body_len) = loop {
             if !read.is_empty() {
-                match parse(&mut read, max_head) {
-                    Parsed::Plain(req, close) => break (req, close),
+                match parse(&mut read, max_head, max_body) {
+                    Parsed::Plain(req, close, body) => break (req, close, body),
                     Parsed::Partial => {}
                     Parsed::Refused(refusal) => {
                         // The bytes after a refused head cannot be trusted to start a request:
@@ -192,12 +231,36 @@ async fn serve_plain<P: Plain, I: Io>(
                 }
             }
         };
+        let body = if body_len == 0 {
+            Bytes::new()
+        } else {
+            match read_body(
+                &mut io,
+                &mut read,
+                body_len,
+                plain.body_timeout(),
+                plain.watch(),
+            )
+            .await
+            {
+                Ok(body) => body,
+                Err(BodyCut::Closed) => return None,
+                Err(BodyCut::Stalled) => {
+                    // RFC 9112 §9.6: the rest of this body may still come, and would be read as
+                    // the next request: answer, and close.
+                    check::BODY_STALLED.encode(buffers::write_buffer(&mut write));
+                    let _ = io.write_all(&write).await;
+                    let _ = io.shutdown().await;
+                    return None;
+                }
+            }
+        };
         plain.watch().busy();
         let is_head = req.method == Method::HEAD;
         // On the heap for the request's life only: held inline, the answer (the master's is a
         // proxied request's whole future, 2.6 KB) would make every connection's future that
         // large for good, idle or not (see `buffers`).
-        let mut answer = Box::pin(plain.answer(req));
+        let mut answer = Box::pin(plain.answer(req, body));
         let Some(resp) = until_answered(&mut io, &mut read, answer.as_mut(), max_head).await else {
             // The client hung up: dropping the request abandons it (and its worker connection).
             return None;
@@ -221,11 +284,65 @@ async fn serve_plain<P: Plain, I: Io>(
     }
 }
 
+/// How a request's body failed to arrive whole.
+#[derive(Debug, PartialEq)]
+enum BodyCut {
+    /// The client closed (or broke) the connection first.
+    Closed,
+    /// It sent nothing for the body timeout.
+    Stalled,
+}
+
+/// The `len` bytes of body that follow a head, read into `read` behind whatever of them is there
+/// already, then split off it: bytes after the body (a pipelined request) stay in `read`.
+async fn read_body<I: Io>(
+    io: &mut I,
+    read: &mut BytesMut,
+    len: usize,
+    timeout: Option<Duration>,
+    watch: &Watch,
+) -> Result<Bytes, BodyCut> {
+    if read.len() < len {
+        // The client is still sending: the head's deadline (restarted now, as the wait for the
+        // next head would be) bounds how long the whole body may take, the body timeout how long
+        // it may send nothing. The timer exists only on this path; a body that came with its
+        // head, as small ones nearly always do, costs none.
+        watch.await_head();
+        // Room for the whole body at once: one allocation, and no copy as it grows. At most
+        // `max_body`, what hyper's path buffered as well.
+        read.reserve(len - read.len());
+        let mut stall = timeout.map(|t| (t, Box::pin(tokio::time::sleep(t))));
+        std::future::poll_fn(|cx| {
+            while read.len() < len {
+                match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(BodyCut::Closed)),
+                    Poll::Ready(Ok(_)) => {
+                        if let Some((t, sleep)) = &mut stall {
+                            sleep.as_mut().reset(tokio::time::Instant::now() + *t);
+                        }
+                    }
+                    Poll::Pending => {
+                        if let Some((_, sleep)) = &mut stall
+                            && sleep.as_mut().poll(cx).is_ready()
+                        {
+                            return Poll::Ready(Err(BodyCut::Stalled));
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await?;
+    }
+    Ok(read.split_to(len).freeze())
+}
+
 /// What the bytes at the start of the read buffer are.
 pub(crate) enum Parsed {
-    /// A plain request, its head taken off the buffer, and whether the client asked to close the
-    /// connection after it (`Connection: close`).
-    Plain(request::Parts, bool),
+    /// A plain request, its head taken off the buffer; whether the client asked to close the
+    /// connection after it (`Connection: close`); and how many bytes of body follow the head.
+    Plain(request::Parts, bool, usize),
     /// The start of a head: read more.
     Partial,
     /// Not a plain request, or not a valid one: hyper's to serve or to refuse. Holds the head
@@ -235,7 +352,7 @@ pub(crate) enum Parsed {
     Refused(check::Refusal),
 }
 
-pub(crate) fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
+pub(crate) fn parse(read: &mut BytesMut, max_head: usize, max_body: usize) -> Parsed {
     let mut spans = Spans::new();
     let (len, method, target) = {
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
@@ -294,6 +411,14 @@ pub(crate) fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
     let mut headers = HeaderMap::with_capacity(spans.len());
     let mut close = false;
     let mut hosts = 0u32;
+    // Set by what makes the request hyper's (a `Connection` option, an upgrade, an expectation,
+    // a transfer coding, a bad Host): the rest of the head is still read for its framing, so that
+    // a length and a coding together are refused whatever their order and whatever came first.
+    let mut other = false;
+    let mut length: Option<u64> = None;
+    let mut length_lines = 0u32;
+    let mut listed = false;
+    let mut coded = false;
     for h in spans {
         let Ok(name) = HeaderName::from_bytes(h.name(&head)) else {
             return Parsed::Other(head);
@@ -304,25 +429,40 @@ pub(crate) fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
             let value = h.value(&head).trim_ascii();
             if value.eq_ignore_ascii_case(b"close") {
                 close = true;
-                continue;
+            } else if !value.eq_ignore_ascii_case(b"keep-alive") {
+                other = true;
             }
-            if value.eq_ignore_ascii_case(b"keep-alive") {
-                continue;
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            // RFC 9112 §6.3 rule 5: a length that is not one valid number, or lines that
+            // disagree, leave the body undelimitable: 400, and close (done by `Refused`).
+            match check::content_length(h.value(&head)) {
+                Some((n, list)) if length.is_none_or(|l| l == n) => {
+                    length = Some(n);
+                    length_lines += 1;
+                    listed |= list;
+                }
+                _ => return Parsed::Refused(check::BAD_LENGTH),
             }
-            return Parsed::Other(head);
-        }
-        // A body (RFC 9112 §6.3), an upgrade or an expectation: not plain.
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT
-        {
-            return Parsed::Other(head);
-        }
-        // RFC 9112 §3.2: exactly one Host line, with a valid value; anything else is hyper's
-        // path to refuse (400).
-        if name == HOST {
+        } else if name == TRANSFER_ENCODING {
+            coded = true;
+            other = true;
+            continue;
+        } else if name == UPGRADE || name == EXPECT {
+            // An upgrade or an expectation (`100-continue`): hyper's.
+            other = true;
+            continue;
+        } else if name == HOST {
+            // RFC 9112 §3.2: exactly one Host line, with a valid value; anything else is hyper's
+            // path to refuse (400).
             hosts += 1;
             if !check::valid_host(h.value(&head)) {
-                return Parsed::Other(head);
+                other = true;
             }
+        }
+        if other {
+            continue;
         }
         let value = h.value_shared(&head);
         // SAFETY: httparse accepted this value, and the bytes it accepts in a header value (tab,
@@ -331,7 +471,20 @@ pub(crate) fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
         let value = unsafe { HeaderValue::from_maybe_shared_unchecked(value) };
         headers.append(name, value);
     }
-    if hosts != 1 {
+    // RFC 9112 §6.3 rule 3: with both, Transfer-Encoding would win, but a server in front or
+    // behind that reads the length instead sees another request in the body (request smuggling,
+    // §11.2). The message "ought to be handled as an error": 400, and close.
+    if coded && length.is_some() {
+        return Parsed::Refused(check::LENGTH_AND_CODING);
+    }
+    // A length repeated with one value (RFC 9110 §8.6 lets a recipient take it as one), or one
+    // larger than is read here, is hyper's, as is every request without exactly one Host.
+    let body = match length {
+        Some(n) if n <= max_body as u64 => n as usize,
+        None => 0,
+        Some(_) => return Parsed::Other(head),
+    };
+    if other || hosts != 1 || length_lines > 1 || listed {
         return Parsed::Other(head);
     }
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)) else {
@@ -341,7 +494,7 @@ pub(crate) fn parse(read: &mut BytesMut, max_head: usize) -> Parsed {
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    Parsed::Plain(req.into_parts().0, close)
+    Parsed::Plain(req.into_parts().0, close, body)
 }
 
 /// Runs `answer` to its end, reading on from the client meanwhile: `None` if the client hung up
@@ -621,14 +774,14 @@ mod tests {
 
     fn parse_all(raw: &[u8]) -> (Parsed, BytesMut) {
         let mut read = BytesMut::from(raw);
-        (parse(&mut read, 1024), read)
+        (parse(&mut read, 1024, 64), read)
     }
 
     #[test]
     fn a_plain_request_is_parsed_and_taken_off_the_buffer() {
         let (parsed, rest) =
             parse_all(b"GET /a?b=1 HTTP/1.1\r\nHost: t\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next");
-        let Parsed::Plain(req, close) = parsed else {
+        let Parsed::Plain(req, close, 0) = parsed else {
             panic!("plain")
         };
         assert_eq!(req.method, Method::GET);
@@ -657,7 +810,7 @@ mod tests {
             ),
         ] {
             let text = String::from_utf8_lossy(raw);
-            let Parsed::Plain(req, close) = parse_all(raw).0 else {
+            let Parsed::Plain(req, close, 0) = parse_all(raw).0 else {
                 panic!("{text}: plain")
             };
             assert_eq!(close, wants_close, "{text}");
@@ -701,6 +854,365 @@ mod tests {
             all.extend_from_slice(&rest);
             assert_eq!(all, raw, "{}", String::from_utf8_lossy(raw));
         }
+    }
+
+    #[test]
+    fn a_content_length_body_within_the_bound_is_plain_and_left_to_read() {
+        let (parsed, rest) = parse_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}GET /next",
+        );
+        let Parsed::Plain(req, false, 7) = parsed else {
+            panic!("plain, with 7 bytes of body")
+        };
+        assert_eq!(req.method, Method::POST);
+        assert_eq!(
+            req.headers[CONTENT_LENGTH], "7",
+            "the length goes on as sent"
+        );
+        assert_eq!(req.headers["content-type"], "application/json");
+        assert_eq!(
+            &rest[..],
+            b"{\"a\":1}GET /next",
+            "the body is read by the loop"
+        );
+        let (parsed, _) = parse_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(parsed, Parsed::Plain(_, _, 0)), "an empty body");
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_refused_in_either_order() {
+        // RFC 9112 §6.3 rule 3, §11.2: the classic CL.TE and TE.CL smuggling heads.
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+            // Something else making the request hyper's comes first: still refused here.
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nConnection: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let text = String::from_utf8_lossy(raw);
+            let Parsed::Refused(r) = parse_all(raw).0 else {
+                panic!("{text}: refused")
+            };
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{text}");
+            assert_eq!(r.message, check::LENGTH_AND_CODING.message, "{text}");
+        }
+    }
+
+    #[test]
+    fn differing_or_malformed_lengths_are_refused() {
+        // RFC 9112 §6.3 rule 5: the body cannot be delimited.
+        for value in [
+            "Content-Length: 5\r\nContent-Length: 6",
+            "Content-Length: 5, 6",
+            "Content-Length: abc",
+            "Content-Length: -1",
+            "Content-Length: +5",
+            "Content-Length: 0x10",
+            "Content-Length: 5 5",
+            "Content-Length:",
+            "Content-Length: 99999999999999999999999",
+            "Content-Length: 18446744073709551616",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: t\r\n{value}\r\n\r\nhello");
+            let Parsed::Refused(r) = parse_all(raw.as_bytes()).0 else {
+                panic!("{value}: refused")
+            };
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{value}");
+        }
+    }
+
+    #[test]
+    fn repeated_equal_lengths_large_bodies_and_expectations_stay_hyper_s() {
+        for raw in [
+            // RFC 9110 §8.6: a recipient may take equal values as one; hyper judges, as before.
+            &b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nhello",
+            // Past the bound (64 here): streamed by hyper.
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 65\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 18446744073709551615\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        ] {
+            let (parsed, rest) = parse_all(raw);
+            let Parsed::Other(head) = parsed else {
+                panic!("{}: hyper's", String::from_utf8_lossy(raw))
+            };
+            let mut all = head.to_vec();
+            all.extend_from_slice(&rest);
+            assert_eq!(all, raw, "hyper gets every byte");
+        }
+    }
+
+    /// What the loop handed its handler: each request's head and body.
+    type Seen = Arc<std::sync::Mutex<Vec<(request::Parts, Bytes)>>>;
+
+    /// A handler that notes each request and answers with its body's length; bodies up to 64
+    /// bytes are plain.
+    struct Recorder {
+        seen: Seen,
+        watch: Watch,
+        body_timeout: Option<Duration>,
+        handed_over: Arc<AtomicBool>,
+    }
+
+    impl Recorder {
+        fn new(body_timeout: Option<Duration>) -> Self {
+            Self {
+                seen: Seen::default(),
+                watch: Watch::new(&super::super::deadline::Deadlines::default()),
+                body_timeout,
+                handed_over: Arc::default(),
+            }
+        }
+    }
+
+    /// hyper's connection, in these tests: done at once.
+    struct HandedOver;
+
+    impl Future for HandedOver {
+        type Output = hyper::Result<()>;
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Graceful for HandedOver {
+        fn graceful_shutdown(self: Pin<&mut Self>) {}
+    }
+
+    impl Plain for Recorder {
+        type Body = http_body_util::Full<Bytes>;
+
+        fn watch(&self) -> &Watch {
+            &self.watch
+        }
+
+        fn max_head(&self) -> usize {
+            1024
+        }
+
+        fn max_body(&self) -> usize {
+            64
+        }
+
+        fn body_timeout(&self) -> Option<Duration> {
+            self.body_timeout
+        }
+
+        fn answer(
+            &self,
+            req: request::Parts,
+            body: Bytes,
+        ) -> impl Future<Output = Response<Self::Body>> + Send {
+            let seen = self.seen.clone();
+            async move {
+                let len = body.len();
+                seen.lock().expect("not poisoned").push((req, body));
+                Response::new(http_body_util::Full::new(Bytes::from(len.to_string())))
+            }
+        }
+
+        fn hand_over<I: Io>(self, _: Rewind<I>) -> Hyper {
+            self.handed_over.store(true, Ordering::Relaxed);
+            Box::pin(HandedOver)
+        }
+    }
+
+    /// A client that delivers its bytes in the given pieces, one a read, then ends; what the
+    /// server writes is kept.
+    struct Pieces {
+        reads: std::collections::VecDeque<Vec<u8>>,
+        written: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            // An empty read is the end of the stream: empty pieces are no piece at all.
+            this.reads.retain(|p| !p.is_empty());
+            if let Some(mut piece) = this.reads.pop_front() {
+                let n = piece.len().min(buf.remaining());
+                buf.put_slice(&piece[..n]);
+                if n < piece.len() {
+                    this.reads.push_front(piece.split_off(n));
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Pieces {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.written
+                .lock()
+                .expect("not poisoned")
+                .extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Serves `pieces` to the end: what the handler saw (method, target, body), what was
+    /// written back, and whether hyper took the connection over.
+    pub(super) async fn serve_pieces(
+        pieces: Vec<Vec<u8>>,
+    ) -> (Vec<(String, String, Vec<u8>)>, Vec<u8>, bool) {
+        let recorder = Recorder::new(None);
+        let (seen, handed_over) = (recorder.seen.clone(), recorder.handed_over.clone());
+        let written = Arc::default();
+        let io = Pieces {
+            reads: pieces.into(),
+            written: Arc::clone(&written),
+        };
+        let _ = serve_plain(recorder, io, Arc::default()).await;
+        let seen = seen
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(p, b)| (p.method.to_string(), p.uri.to_string(), b.to_vec()))
+            .collect();
+        let written = written.lock().expect("not poisoned").clone();
+        (seen, written, handed_over.load(Ordering::Relaxed))
+    }
+
+    /// A POST with `body`, then a GET, pipelined.
+    pub(super) fn post_then_get(body: &[u8]) -> Vec<u8> {
+        let mut raw = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        raw.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
+        raw
+    }
+
+    #[tokio::test]
+    async fn a_body_split_at_every_byte_reaches_the_handler_whole_and_the_next_request_after_it() {
+        // Bytes that look like a request inside the body: never read as one.
+        let body = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+        let raw = post_then_get(body);
+        let (whole, out, hyper) = serve_pieces(vec![raw.clone()]).await;
+        assert!(!hyper);
+        assert_eq!(
+            whole,
+            [
+                ("POST".into(), "/echo".into(), body.to_vec()),
+                ("GET".into(), "/after".into(), Vec::new()),
+            ]
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+        for cut in 0..=raw.len() {
+            let pieces = vec![raw[..cut].to_vec(), raw[cut..].to_vec()];
+            let (seen, _, hyper) = serve_pieces(pieces).await;
+            assert_eq!(seen, whole, "cut at {cut}");
+            assert!(!hyper, "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_its_length_then_a_close_reaches_no_handler() {
+        let (seen, out, _) = serve_pieces(vec![
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\nonly ten b".to_vec(),
+        ])
+        .await;
+        assert!(seen.is_empty(), "a half body was handed on: {seen:?}");
+        assert!(
+            out.is_empty(),
+            "nothing to answer: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_length_is_answered_400_and_nothing_after_it_is_read() {
+        let raw = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabcGET /next HTTP/1.1\r\nHost: t\r\n\r\n";
+        let (seen, out, hyper) = serve_pieces(vec![raw.to_vec()]).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            1,
+            "one answer, then close: {text}"
+        );
+        assert!(text.contains("connection: close"), "{text}");
+        assert!(seen.is_empty() && !hyper);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stalls_gets_408_and_the_connection_closes() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let recorder = Recorder::new(Some(Duration::from_secs(2)));
+        let seen = recorder.seen.clone();
+        let serving = tokio::spawn(serve_plain(recorder, server, Arc::default()));
+        client
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "a stalled body was handed on"
+        );
+        assert!(serving.await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_trickles_within_the_timeout_is_read_whole() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let recorder = Recorder::new(Some(Duration::from_secs(2)));
+        let seen = recorder.seen.clone();
+        let serving = tokio::spawn(serve_plain(recorder, server, Arc::default()));
+        client
+            .write_all(
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        for byte in b"abcd" {
+            // Each gap under the timeout, all of them together over it.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            client.write_all(&[*byte]).await.unwrap();
+        }
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("\r\n\r\n4"), "{text}");
+        assert_eq!(&seen.lock().unwrap()[0].1[..], b"abcd");
+        assert!(serving.await.unwrap().is_none());
     }
 
     #[test]
@@ -785,8 +1297,15 @@ mod props {
         let mut read = BytesMut::from(raw);
         while !read.is_empty() {
             let before = read.len();
-            match parse(&mut read, max_head) {
-                Parsed::Plain(..) => assert!(read.len() < before, "a plain head takes bytes"),
+            match parse(&mut read, max_head, 64) {
+                Parsed::Plain(_, _, body) => {
+                    assert!(read.len() < before, "a plain head takes bytes");
+                    assert!(body <= 64, "a body past the bound is plain: {body}");
+                    if read.len() < body {
+                        return;
+                    }
+                    read.advance(body);
+                }
                 Parsed::Partial => {
                     assert!(before < max_head, "partial past the limit");
                     return;
@@ -891,12 +1410,46 @@ mod props {
             drain(&raw, max);
         }
 
+        /// A request body, cut into pieces anywhere (the same pieces a slow network makes),
+        /// reaches the handler exactly as it does sent in one piece, and so does the request
+        /// behind it: no byte of a body is ever read as a head, and none is lost.
+        #[test]
+        fn prop_a_body_split_across_reads_parses_the_same(
+            body in vec(prop_oneof![any::<u8>(), select(&b"\r\nGET /HTTP1.:"[..])], 0..64),
+            cuts in vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            thread_local! {
+                static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+            }
+            let raw = super::tests::post_then_get(&body);
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(raw.len() + 1)).collect();
+            at.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for to in at.into_iter().chain([raw.len()]) {
+                pieces.push(raw[from..to].to_vec());
+                from = to;
+            }
+            let (whole, whole_out, _) = RT.with(|rt| rt.block_on(super::tests::serve_pieces(vec![raw.clone()])));
+            let (cut, cut_out, hyper) = RT.with(|rt| rt.block_on(super::tests::serve_pieces(pieces)));
+            prop_assert_eq!(whole.len(), 2);
+            prop_assert_eq!(&whole[0].2, &body);
+            prop_assert_eq!(&cut, &whole);
+            prop_assert!(!hyper);
+            // The answers are the same too, but for their Date.
+            let strip = |out: &[u8]| String::from_utf8_lossy(out).lines().filter(|l| !l.starts_with("date:")).collect::<Vec<_>>().join("\n");
+            prop_assert_eq!(strip(&cut_out), strip(&whole_out));
+        }
+
         /// Whatever the plain parser passes, httparse (hyper's parser) reads the same way and the
         /// edge's checks accept: no request skips them by being plain.
         #[test]
         fn prop_plain_requests_mean_what_httparse_says(raw in head()) {
             let mut read = BytesMut::from(&raw[..]);
-            let Parsed::Plain(req, close) = parse(&mut read, 64 * 1024) else {
+            let Parsed::Plain(req, close, _) = parse(&mut read, 64 * 1024, PLAIN_BODY) else {
                 return Ok(());
             };
             prop_assert!(read.is_empty());
@@ -944,7 +1497,7 @@ mod props {
                     .expect("a runtime");
             }
             let mut read = BytesMut::from(&raw[..]);
-            let Parsed::Plain(ours, _) = parse(&mut read, 64 * 1024) else {
+            let Parsed::Plain(ours, _, _) = parse(&mut read, 64 * 1024, PLAIN_BODY) else {
                 return Ok(());
             };
             let theirs = RT.with(|rt| hyper_parse(rt, &raw));
