@@ -2,7 +2,7 @@
 //! without it: one thread, then two threads calling one shared breaker. Two threads would
 //! fight over any cache line both write: the closed state's fast path writes none (the state
 //! word is only read, each thread counts its successes on its own stripe, and each clone of
-//! the service has its own handle), so a call should cost the same on both cores as on one,
+//! the service has its own handle, on cache lines of its own), so a call should cost the same on both cores as on one,
 //! up to what the machine itself gives two threads (the `no layer, 2 threads` line).
 //!
 //! Run with `cargo bench -p common --bench breaker -- --warm-up-time 1 --measurement-time 3`.
@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -52,34 +53,50 @@ fn layered(config: BreakerConfig) -> impl Service<(), Response = Response<()>> +
     CircuitBreakerLayer::new(CircuitBreaker::new("bench", config)).layer(Ok200)
 }
 
-/// `threads` threads calling clones of `svc`; the time per call on one thread.
+/// `threads` threads calling clones of `svc`; the time per call on one thread while all of them
+/// call. Each thread stops once the first has made `iters` calls, so the calls timed are the
+/// ones made while the others were calling too: had each made its own `iters`, a thread that
+/// started late would time its last calls alone, and contention would look cheaper than it is.
 fn threaded<S>(svc: &S, threads: usize, iters: u64) -> Duration
 where
     S: Service<(), Response = Response<()>> + Clone + Send,
 {
+    /// Calls between two looks at the stop flag (a shared line, but only read until the end).
+    const CHUNK: u64 = 64;
     let barrier = Barrier::new(threads);
-    std::thread::scope(|scope| {
+    let done = AtomicBool::new(false);
+    let timed: Vec<(f64, u64)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let mut svc = svc.clone();
-                let barrier = &barrier;
+                let (barrier, done) = (&barrier, &done);
                 scope.spawn(move || {
                     let mut cx = Context::from_waker(Waker::noop());
                     barrier.wait();
                     let start = Instant::now();
-                    for _ in 0..iters {
-                        once(&mut svc, &mut cx);
+                    let mut calls = 0;
+                    while calls < iters && !done.load(Ordering::Relaxed) {
+                        for _ in 0..CHUNK.min(iters - calls) {
+                            once(&mut svc, &mut cx);
+                        }
+                        calls += CHUNK.min(iters - calls);
                     }
-                    start.elapsed()
+                    done.store(true, Ordering::Relaxed);
+                    (start.elapsed().as_secs_f64(), calls)
                 })
             })
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
-            .max()
-            .unwrap_or_default()
-    })
+            .collect()
+    });
+    // Each thread's time per call, weighted by its calls (a thread that started after the
+    // first one finished made none, and counts for nothing).
+    let (secs, calls) = timed
+        .iter()
+        .fold((0.0, 0), |(s, c), &(ts, tc)| (s + ts, c + tc));
+    Duration::from_secs_f64(secs / calls.max(1) as f64 * iters as f64)
 }
 
 fn bench(c: &mut Criterion) {

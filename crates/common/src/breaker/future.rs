@@ -12,7 +12,7 @@ use super::BoxError;
 use super::classify::Classify;
 use super::core::{Outcome, Permit};
 use super::error::CircuitOpen;
-use super::shared::CircuitBreaker;
+use super::service::Handle;
 
 pin_project! {
     /// The response of a [`CircuitBreakerService`](super::CircuitBreakerService).
@@ -35,7 +35,7 @@ pin_project! {
 
 /// A call in flight: the permit to hand back with its outcome.
 struct Report {
-    breaker: Arc<CircuitBreaker>,
+    breaker: Arc<Handle>,
     /// Taken when the outcome is reported.
     permit: Option<Permit>,
     started: Option<Instant>,
@@ -60,7 +60,7 @@ impl Drop for Report {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn called(
         fut: F,
-        breaker: Arc<CircuitBreaker>,
+        breaker: Arc<Handle>,
         permit: Permit,
         started: Option<Instant>,
         classifier: C,

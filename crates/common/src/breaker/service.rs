@@ -22,17 +22,33 @@ pub struct CircuitBreakerService<S, C> {
     /// This clone's own handle: each call's future holds a reference to it, and counting
     /// those on the breaker's shared one would make every call on every core write one cache
     /// line.
-    breaker: Arc<CircuitBreaker>,
+    breaker: Arc<Handle>,
     classifier: C,
     /// The breaker's answer for the next `call`, taken in `poll_ready`.
     admission: Option<Admission>,
+}
+
+/// One clone's handle on the breaker, alone on its cache lines (128 bytes, as the adjacent-line
+/// prefetcher pairs them). Its reference count is written twice a call (the response future
+/// takes a reference and drops it), and two clones made one after the other are two small
+/// allocations side by side: unpadded, two cores calling through their own clones still wrote
+/// one cache line, and each call took twice as long (62.9 ns alone, 128.9 ns with two threads).
+#[repr(align(128))]
+pub(crate) struct Handle(CircuitBreaker);
+
+impl std::ops::Deref for Handle {
+    type Target = CircuitBreaker;
+
+    fn deref(&self) -> &CircuitBreaker {
+        &self.0
+    }
 }
 
 impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for CircuitBreakerService<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CircuitBreakerService")
             .field("inner", &self.inner)
-            .field("breaker", &self.breaker)
+            .field("breaker", &self.breaker.0)
             .field("classifier", &self.classifier)
             .finish_non_exhaustive()
     }
@@ -43,7 +59,7 @@ impl<S, C> CircuitBreakerService<S, C> {
     pub fn new(inner: S, breaker: CircuitBreaker, classifier: C) -> Self {
         Self {
             inner,
-            breaker: Arc::new(breaker),
+            breaker: Arc::new(Handle(breaker)),
             classifier,
             admission: None,
         }
@@ -65,7 +81,7 @@ impl<S: Clone, C: Clone> Clone for CircuitBreakerService<S, C> {
     fn clone(&self) -> Self {
         Self::new(
             self.inner.clone(),
-            (*self.breaker).clone(),
+            self.breaker.0.clone(),
             self.classifier.clone(),
         )
     }
@@ -135,5 +151,40 @@ where
             }
             Err(open) => ResponseFuture::refused(open),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer, service_fn};
+
+    use super::*;
+    use crate::breaker::{BreakerConfig, CircuitBreakerLayer};
+
+    #[test]
+    fn clones_made_one_after_another_count_their_calls_on_lines_of_their_own() {
+        let layer = CircuitBreakerLayer::new(CircuitBreaker::new("t", BreakerConfig::default()));
+        let svc = layer.layer(service_fn(|()| async { Ok::<_, Infallible>(()) }));
+        let clones: Vec<_> = (0..8).map(|_| svc.clone()).collect();
+        // An `Arc`'s counts sit in front of its value, so the 128 bytes before a handle are
+        // where its count is written; no other handle's counts may share them.
+        let lines: Vec<usize> = clones
+            .iter()
+            .map(|c| {
+                let at = Arc::as_ptr(&c.breaker) as usize;
+                assert_eq!(at % 128, 0, "a handle starts a line of its own");
+                (at - 1) / 128
+            })
+            .collect();
+        let mut distinct = lines.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            lines.len(),
+            "two handles share a line: {lines:?}"
+        );
     }
 }

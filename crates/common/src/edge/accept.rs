@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -89,11 +90,11 @@ where
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             () = &mut stop => break,
         };
-        let served = serve_one(stream, client);
-        connections.spawn(async move {
-            served.await;
-            drop(permit);
-        });
+        // Not `async move { served.await; drop(permit) }`: an async block keeps the space of what
+        // it captured even after moving it into an await, so it would hold the connection's
+        // future twice, for every idle connection's whole life.
+        let served = serve_one(stream, client).map(move |()| drop(permit));
+        connections.spawn(served);
     }
     drop(listener);
     connections.close();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response, request};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -138,7 +139,8 @@ where
 /// rest of the connection after one that is not plain, through hyper and [`Edge::handle`].
 struct PlainEdge {
     edge: Arc<Edge>,
-    builder: http1::Builder,
+    /// Shared by every connection of the edge thread: hyper's settings are 100 bytes.
+    builder: Arc<http1::Builder>,
     peer: Peer,
     /// One request, then close (a connection the master keeps in handoff mode).
     once: bool,
@@ -200,7 +202,7 @@ pub(crate) fn serve_connection(
     let watch = peer.watch.clone();
     let plain = PlainEdge {
         edge,
-        builder: builder.clone(),
+        builder: Arc::new(builder.clone()),
         peer,
         once: true,
     };
@@ -227,7 +229,7 @@ pub(crate) fn hyper_builder(edge: &Edge, keep_alive: bool) -> http1::Builder {
 /// Proxy mode: serves HTTP on `listener` until `shutdown` fires, forwarding requests to workers;
 /// then lets in-flight requests finish for up to `drain`. True if every connection closed in time.
 pub(crate) async fn serve(at: Listening, edge: Arc<Edge>) -> bool {
-    let builder = hyper_builder(&edge, true);
+    let builder = Arc::new(hyper_builder(&edge, true));
     let shutdown = at.shutdown.clone();
     accept_until(at, &edge.connection_slots, |stream, client| {
         let _ = stream.set_nodelay(true);
@@ -241,20 +243,42 @@ pub(crate) async fn serve(at: Listening, edge: Arc<Edge>) -> bool {
             once: false,
         };
         let stop = shutdown.clone();
-        let tls = edge.tls.clone();
-        let handshake_within = edge.limits.header_timeout;
-        async move {
-            let conn = match tls {
-                None => PlainConn::new(plain, stream),
-                Some(tls) => match super::tls::handshake(&tls, stream, handshake_within).await {
-                    Some(stream) => PlainConn::new(plain, stream),
-                    None => return,
-                },
-            };
-            if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
-                tracing::debug!(%client, error = %e, "client connection ended with an error");
+        // Each connection's task holds its future for the connection's whole life, idle or not,
+        // so a plain connection's holds no room for a TLS handshake: rustls's state is over a
+        // kilobyte, and it is boxed, for TLS connections only (the handshake's box is the task's
+        // until the connection ends, as the plain future's would be).
+        match &edge.tls {
+            None => Either::Left(connection(
+                PlainConn::new(plain, stream),
+                stop,
+                watch,
+                deadlines,
+                client,
+            )),
+            Some(tls) => {
+                let (tls, within) = (tls.clone(), edge.limits.header_timeout);
+                Either::Right(Box::pin(async move {
+                    let Some(stream) = super::tls::handshake(&tls, stream, within).await else {
+                        return;
+                    };
+                    let conn = PlainConn::new(plain, stream);
+                    connection(conn, stop, watch, deadlines, client).await;
+                }))
             }
         }
     })
     .await
+}
+
+/// Serves one client connection with its deadlines until it ends.
+async fn connection(
+    conn: PlainConn,
+    stop: Shutdown,
+    watch: Arc<Watch>,
+    deadlines: Deadlines,
+    client: SocketAddr,
+) {
+    if let Err(e) = deadline::drive(conn, stop, &watch, deadlines).await {
+        tracing::debug!(%client, error = %e, "client connection ended with an error");
+    }
 }
