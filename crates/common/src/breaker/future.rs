@@ -12,7 +12,7 @@ use super::BoxError;
 use super::classify::Classify;
 use super::core::{Outcome, Permit};
 use super::error::CircuitOpen;
-use super::service::Handle;
+use super::shared::Handle;
 
 pin_project! {
     /// The response of a [`CircuitBreakerService`](super::CircuitBreakerService).

@@ -18,6 +18,8 @@
 //! - [`guarded`]: one call through a breaker, for a handler to await;
 //! - `cluster`: cluster scope, [`MasterBreakers`] (the master's breakers, which own the state)
 //!   and [`WorkerLink`] (a worker's followers, which obey it), over the control channel;
+//! - `link`: a worker's side of that channel, shared by its followers: the batched outcomes
+//!   and the probe requests;
 //! - [`bulkhead`]: the concurrency cap with a bounded wait, its own layer beside the breaker;
 //! - [`BreakerConfig`]: the rules, with defaults set against resilience4j and the original,
 //!   and the `BREAKER_*` variables.
@@ -47,6 +49,7 @@ mod error;
 mod future;
 mod guarded;
 mod layer;
+mod link;
 mod service;
 mod shared;
 mod window;
@@ -54,7 +57,7 @@ mod window;
 pub mod bulkhead;
 
 pub use self::classify::{Classify, DefaultClassifier};
-pub use self::cluster::{FLUSH_AT, FLUSH_EVERY, MasterBreakers, PROBE_WAIT, WorkerLink};
+pub use self::cluster::{MasterBreakers, WorkerLink};
 pub use self::config::{BreakerConfig, Scope, SlidingWindow};
 pub use self::core::{
     Breaker, Counters, Outcome, Permit, Probes, Reason, Rejected, RemoteState, Snapshot, State,
@@ -64,6 +67,7 @@ pub use self::error::CircuitOpen;
 pub use self::future::ResponseFuture;
 pub use self::guarded::{Guarded, guarded};
 pub use self::layer::CircuitBreakerLayer;
+pub use self::link::{FLUSH_AT, FLUSH_EVERY, PROBE_WAIT};
 pub use self::service::CircuitBreakerService;
 pub use self::shared::{CircuitBreaker, Clock, SystemClock, TokioClock};
 pub use self::window::Totals;
