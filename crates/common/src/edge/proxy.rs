@@ -517,9 +517,7 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
                 tracing::debug!("upgrade did not complete on both sides");
                 return;
             };
-            let mut down = hyper_util::rt::TokioIo::new(down);
-            let mut up = hyper_util::rt::TokioIo::new(up);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            if let Err(e) = super::tunnel::splice_upgraded(down, up).await {
                 tracing::debug!(error = %e, "upgraded connection ended");
             }
         });
