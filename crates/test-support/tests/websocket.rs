@@ -20,7 +20,8 @@ fn cluster() -> SharedCluster {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-async fn connect(addr: std::net::SocketAddr) -> (Ws, String) {
+/// A WebSocket through the edge, and the slot of the worker it reached.
+async fn connect(addr: std::net::SocketAddr) -> (Ws, u64) {
     let (ws, resp) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .expect("websocket handshake through the edge");
@@ -29,13 +30,29 @@ async fn connect(addr: std::net::SocketAddr) -> (Ws, String) {
         .headers()
         .get("x-worker-id")
         .and_then(|v| v.to_str().ok())
-        .expect("the edge names the worker on the handshake")
-        .to_string();
+        .and_then(|v| v.parse().ok())
+        .expect("the edge names the worker on the handshake");
     (ws, worker)
 }
 
+/// Sends `msg` and returns the next message back, within 10 s: a splice that lost bytes fails
+/// here instead of hanging the test.
+async fn round_trip<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: Message) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let len = msg.len();
+    ws.send(msg).await.expect("send");
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("no echo of a {len}-byte message within 10 s"))
+        .expect("a reply")
+        .expect("a message")
+}
+
 /// The handshake of RFC 6455 §4.1, the key being the RFC's own example.
-const HANDSHAKE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+const HANDSHAKE: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// A masked client text frame (RFC 6455 §5.2) of a short `payload`.
@@ -68,18 +85,26 @@ async fn messages_of_every_size_cross_the_master_whole() {
     let (mut ws, _) = connect(cluster().addr).await;
     // Around the frame header's length forms (125/126, 65535/65536), the edge's 64 KiB read and
     // past it, up to the worker's 1 MiB limit.
-    for n in [0usize, 1, 125, 126, 65_535, 65_536, 65_537, 200_001, 1 << 20] {
+    for n in [
+        0usize,
+        1,
+        125,
+        126,
+        65_535,
+        65_536,
+        65_537,
+        200_001,
+        1 << 20,
+    ] {
         let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-        ws.send(Message::binary(data.clone())).await.unwrap();
-        let reply = ws.next().await.expect("a reply").expect("a message");
+        let reply = round_trip(&mut ws, Message::binary(data.clone())).await;
         assert!(
             reply == Message::binary(data),
             "{n} bytes sent, {} came back",
             reply.len()
         );
         let text = "é".repeat(n / 2);
-        ws.send(Message::text(text.clone())).await.unwrap();
-        let reply = ws.next().await.expect("a reply").expect("a message");
+        let reply = round_trip(&mut ws, Message::text(text.clone())).await;
         assert_eq!(reply, Message::text(text), "text of {n} bytes");
     }
     ws.close(None).await.unwrap();
@@ -91,8 +116,7 @@ async fn many_sockets_at_once_each_get_their_own_echoes_in_order() {
         let (mut ws, _) = connect(cluster().addr).await;
         for i in 0..50 {
             let msg = format!("socket {s} message {i}");
-            ws.send(Message::text(msg.clone())).await.unwrap();
-            let reply = ws.next().await.expect("a reply").expect("a message");
+            let reply = round_trip(&mut ws, Message::text(msg.clone())).await;
             assert_eq!(reply, Message::text(msg));
         }
         ws.close(None).await.unwrap();
@@ -152,14 +176,14 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
 }
 
 /// The requests in flight at the master for worker slot `slot`, from `/health`.
-async fn in_flight(http: &Http, base: &str, slot: &str) -> u64 {
+async fn in_flight(http: &Http, base: &str, slot: u64) -> u64 {
     let health = http.health(base).await;
     health["workers"]["slots"]
         .as_array()
         .and_then(|slots| {
             slots
                 .iter()
-                .find(|s| s["id"].to_string() == slot)
+                .find(|s| s["id"].as_u64() == Some(slot))
                 .and_then(|s| s["inFlight"].as_u64())
         })
         .unwrap_or_else(|| panic!("no inFlight for slot {slot} in {health}"))
@@ -171,17 +195,23 @@ async fn a_client_that_hangs_up_ends_its_splice() {
     let c = ClusterProcess::start(env!("CARGO_BIN_EXE_bare"), &[("WORKERS", "1")]);
     let http = Http::new();
     let (mut ws, worker) = connect(c.addr).await;
-    ws.send(Message::text("hello")).await.unwrap();
-    ws.next().await.expect("a reply").expect("a message");
-    assert_eq!(in_flight(&http, &c.base(), &worker).await, 1, "the open socket");
+    round_trip(&mut ws, Message::text("hello")).await;
+    assert_eq!(
+        in_flight(&http, &c.base(), worker).await,
+        1,
+        "the open socket"
+    );
     // Gone without a close frame: the TCP connection simply closes.
     drop(ws);
     let down = eventually_async(Duration::from_secs(5), || {
-        let (http, base, worker) = (http.clone(), c.base(), worker.clone());
-        async move { in_flight(&http, &base, &worker).await == 0 }
+        let (http, base) = (http.clone(), c.base());
+        async move { in_flight(&http, &base, worker).await == 0 }
     })
     .await;
-    assert!(down, "the master still counts the socket 5 s after its client left");
+    assert!(
+        down,
+        "the master still counts the socket 5 s after its client left"
+    );
 }
 
 #[tokio::test]
@@ -189,13 +219,12 @@ async fn a_worker_dying_mid_stream_closes_its_clients_socket() {
     let c = ClusterProcess::start(env!("CARGO_BIN_EXE_bare"), &[("WORKERS", "2")]);
     let http = Http::new();
     let (mut ws, worker) = connect(c.addr).await;
-    ws.send(Message::text("hello")).await.unwrap();
-    ws.next().await.expect("a reply").expect("a message");
+    round_trip(&mut ws, Message::text("hello")).await;
     let pid = http
         .ready_pids(&c.base())
         .await
         .into_iter()
-        .find(|(slot, _)| slot.to_string() == worker)
+        .find(|(slot, _)| *slot == worker)
         .map(|(_, pid)| pid)
         .expect("the worker's pid");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
@@ -210,7 +239,10 @@ async fn a_worker_dying_mid_stream_closes_its_clients_socket() {
         }
     })
     .await;
-    assert!(ended.is_ok(), "the client's socket stayed open after its worker died");
+    assert!(
+        ended.is_ok(),
+        "the client's socket stayed open after its worker died"
+    );
 }
 
 #[tokio::test]
@@ -229,8 +261,7 @@ async fn a_websocket_over_tls_is_spliced_as_well() {
     assert_eq!(resp.status(), 101);
     for n in [5usize, 16_385, 100_000] {
         let data: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
-        ws.send(Message::binary(data.clone())).await.unwrap();
-        let reply = ws.next().await.expect("a reply").expect("a message");
+        let reply = round_trip(&mut ws, Message::binary(data.clone())).await;
         assert!(reply == Message::binary(data), "{n} bytes over TLS");
     }
     ws.close(None).await.unwrap();

@@ -33,8 +33,8 @@ pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod threads;
 pub(crate) mod tls;
-mod tunnel;
 mod trim;
+mod tunnel;
 pub mod upstreams;
 
 pub use pool::Backend;
