@@ -463,8 +463,10 @@ async fn attempt(
 }
 
 /// An HTTP Upgrade (WebSocket): the handshake goes to one worker over a dedicated connection, and
-/// once both sides switched protocols the two sockets are spliced until either closes. The socket
-/// stays on that worker for its whole life.
+/// once both sides switched protocols the two raw sockets are spliced ([`super::tunnel`]) until
+/// both directions ended or one failed. The socket stays on that worker for its whole life. A
+/// worker that answers anything but 101 gives the client that answer, and the client's connection
+/// goes on as after any response (RFC 9110 §7.8: the upgrade did not happen).
 async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Response<EdgeBody> {
     let client = peer.addr;
     let client_upgrade = hyper::upgrade::on(&mut req);
