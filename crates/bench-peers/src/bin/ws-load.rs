@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! ws-load SECONDS SOCKETS SIZE ENDPOINT...
-//! ENDPOINT: ws://127.0.0.1:PORT/ws (TCP) or unix:/path/to/worker.sock (a worker reached directly)
+//! ENDPOINT: ws://127.0.0.1:PORT/ws (TCP) or unix:/path/to/worker.sock (a worker's own socket)
 //! ```
+//!
+//! TCP is how every client reaches a server, the master or (in handoff dispatch, where the master
+//! passes the accepted socket on) a worker; `unix:` talks to a worker over the socket only its
+//! master has, a reference for what the transport itself costs.
 //!
 //! Prints one line of JSON: messages echoed, seconds, messages/s, p50 and p99 round trip in µs,
 //! and errors (sockets that failed to connect or broke).

@@ -10,6 +10,7 @@
 //! - `state`: what every connection shares (`Edge`: limits, strategy, routes);
 //! - [`upstreams`]: the ready workers, as selectors and as backends;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
+//! - `tunnel`: an upgraded connection (a WebSocket), the client's and the worker's sockets spliced;
 //! - [`pool`]: a worker as an upstream ([`Backend`]), with its bounded keep-alive pool;
 //! - [`request_body`] and [`response_body`]: the body types, with no boxing on the proxied path;
 //! - `trim`: memory handed back to the system after many connections closed;
@@ -35,6 +36,7 @@ pub(crate) mod state;
 pub(crate) mod threads;
 pub(crate) mod tls;
 mod trim;
+mod tunnel;
 pub mod upstreams;
 #[cfg(feature = "uring")]
 pub mod uring;

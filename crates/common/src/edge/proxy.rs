@@ -463,8 +463,10 @@ async fn attempt(
 }
 
 /// An HTTP Upgrade (WebSocket): the handshake goes to one worker over a dedicated connection, and
-/// once both sides switched protocols the two sockets are spliced until either closes. The socket
-/// stays on that worker for its whole life.
+/// once both sides switched protocols the two raw sockets are spliced ([`super::tunnel`]) until
+/// both directions ended or one failed. The socket stays on that worker for its whole life. A
+/// worker that answers anything but 101 gives the client that answer, and the client's connection
+/// goes on as after any response (RFC 9110 §7.8: the upgrade did not happen).
 async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Response<EdgeBody> {
     let client = peer.addr;
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -517,9 +519,7 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
                 tracing::debug!("upgrade did not complete on both sides");
                 return;
             };
-            let mut down = hyper_util::rt::TokioIo::new(down);
-            let mut up = hyper_util::rt::TokioIo::new(up);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            if let Err(e) = super::tunnel::splice_upgraded(down, up).await {
                 tracing::debug!(error = %e, "upgraded connection ended");
             }
         });

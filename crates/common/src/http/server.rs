@@ -681,6 +681,14 @@ pub(crate) struct Rewind<I> {
     io: I,
 }
 
+impl<I> Rewind<I> {
+    /// The bytes not yet read, in order, and the stream behind them: for an upgraded connection,
+    /// which the edge splices without this wrapper.
+    pub(crate) fn into_parts(self) -> ([Bytes; 2], I) {
+        (self.unread, self.io)
+    }
+}
+
 impl<I: Io> AsyncRead for Rewind<I> {
     fn poll_read(
         self: Pin<&mut Self>,
