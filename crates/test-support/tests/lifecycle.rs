@@ -308,6 +308,20 @@ async fn a_shutdown_that_must_cut_off_a_request_exits_non_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_into_a_pipe_carry_no_colour_codes() {
+    // The test reads the cluster's stderr through a pipe, as a log file or a collector would.
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "1")]);
+    c.signal(Signal::SIGHUP);
+    let logged = || c.stderr().contains("reload requested");
+    assert!(eventually(Duration::from_secs(5), logged), "{}", c.stderr());
+    let lines = c.stderr();
+    assert!(
+        !lines.contains('\x1b'),
+        "an ANSI escape in piped logs: {lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_tagged_by_process() {
     let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "1"), ("LOG_FORMAT", "json")]);
     c.signal(Signal::SIGHUP);

@@ -13,7 +13,7 @@ pub(super) fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_target(false)
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise, and
-        // formatting them was a measurable part of the access log's cost per request.
+        // formatting them showed in the access log's profile.
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // Workers inherit stderr, so every line says which process wrote it: the span carries
