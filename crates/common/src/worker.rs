@@ -38,6 +38,7 @@ use crate::breaker::WorkerLink;
 use crate::error::BoxError;
 use crate::http::check;
 use crate::http::deadline::{self, Deadlines, Stall, Watch, Watched};
+use crate::http::headers::{X_FORWARDED_FOR, write_forwarded_for};
 use crate::http::server as plain;
 use crate::shutdown;
 use crate::wire::env as keys;
@@ -85,8 +86,9 @@ struct Boot {
     client: ClientLimits,
 }
 
-/// What a worker enforces on a client connection handed to it (handoff mode), where no edge
-/// stands between: the edge's own limits, from the same configuration.
+/// What a worker enforces on a client connection handed to it (handoff mode, or a WebSocket
+/// upgrade in proxy mode), where no edge stands between: the edge's own limits, from the same
+/// configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientLimits {
     /// `HEADER_TIMEOUT`.
@@ -361,20 +363,21 @@ impl Server {
     /// Serves one connection, plain requests by [`h1`] and the rest by hyper, until it ends or
     /// the worker drains.
     /// `client` is set for a client's own connection (handoff mode): its limits are the edge's.
-    /// `named`: its responses say which worker answered, as the master's do.
+    /// `edge_peer`: the client's address, for a connection the master handed over with its
+    /// upgrade: its requests and responses get what the master's proxy would have added.
     fn serve<IO: plain::Io>(
         &self,
         io: IO,
         deadlines: Deadlines,
         client: Option<ClientLimits>,
-        named: bool,
+        edge_peer: Option<std::net::IpAddr>,
     ) {
         let watch = Arc::new(Watch::new(&deadlines));
         let plain = PlainWorker {
             server: self.clone(),
             watch: watch.clone(),
             client,
-            named,
+            edge_peer: edge_peer.and_then(|ip| http::HeaderValue::try_from(ip.to_string()).ok()),
         };
         let conn = plain::PlainConn::new(plain, io);
         let stop = self.stop.clone();
@@ -395,8 +398,9 @@ struct PlainWorker {
     watch: Arc<Watch>,
     /// A client's own connection (handoff mode), and the limits it gets.
     client: Option<ClientLimits>,
-    /// Responses carry `X-Worker-Id` (a connection handed over with its upgrade).
-    named: bool,
+    /// A connection handed over with its upgrade: the client's IP, for `X-Forwarded-For` on its
+    /// requests; its responses carry `X-Worker-Id`.
+    edge_peer: Option<http::HeaderValue>,
 }
 
 impl plain::Plain for PlainWorker {
@@ -452,9 +456,9 @@ impl plain::Plain for PlainWorker {
             server,
             watch,
             client,
-            named,
+            edge_peer,
         } = self;
-        let worker_id = named.then(|| server.worker_id.clone());
+        let worker_id = edge_peer.as_ref().map(|_| server.worker_id.clone());
         // The master checked its own requests already; a client's get the edge's limits.
         let (max_head, max_body) = client.map_or((usize::MAX, u64::MAX), |c| {
             (c.max_header_size, c.max_body_size)
@@ -467,6 +471,7 @@ impl plain::Plain for PlainWorker {
                 let counters = counters.clone();
                 let watch = watch.clone();
                 let worker_id = worker_id.clone();
+                let edge_peer = edge_peer.clone();
                 async move {
                     watch.busy();
                     // A client handed over directly (handoff mode) reaches this with nothing
@@ -480,6 +485,14 @@ impl plain::Plain for PlainWorker {
                         return Ok(resp.map(|body| Watched::new(body, watch)));
                     }
                     let mut req = req;
+                    if let Some(ip) = &edge_peer {
+                        // As the master's proxy does: the client's address after any it sent.
+                        let mut value = Vec::new();
+                        write_forwarded_for(&mut value, req.headers(), ip.as_bytes());
+                        if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+                            req.headers_mut().insert(X_FORWARDED_FOR.clone(), value);
+                        }
+                    }
                     if let Some(host) = authority_host(req.uri()) {
                         // RFC 9112 §3.2.2: an absolute-form target's authority is the host.
                         req.headers_mut().insert(http::header::HOST, host);
@@ -596,7 +609,7 @@ async fn accept_loop(listener: UnixListener, server: Server) {
             () = &mut stop => return,
         };
         match WorkerSocket::from_tokio(stream) {
-            Ok(socket) => server.serve(socket, Deadlines::default(), None, false),
+            Ok(socket) => server.serve(socket, Deadlines::default(), None, None),
             Err(e) => tracing::warn!(error = %e, "cannot register the master's connection"),
         }
     }
@@ -638,8 +651,9 @@ async fn handoff_loop(channel: HandoffChannel, server: Server) {
         };
         let (deadlines, limits) = (server.client_deadlines, Some(server.client_limits));
         match upgrade {
-            None => server.serve(stream, deadlines, limits, false),
+            None => server.serve(stream, deadlines, limits, None),
             Some((id, read)) => {
+                let peer = stream.peer_addr().ok().map(|a| a.ip());
                 // Read first what the master read of it, as if this worker had read it itself.
                 let io = Reported {
                     io: plain::Rewind::new(read, stream),
@@ -648,7 +662,7 @@ async fn handoff_loop(channel: HandoffChannel, server: Server) {
                         out: server.out.clone(),
                     },
                 };
-                server.serve(io, deadlines, limits, true);
+                server.serve(io, deadlines, limits, peer);
             }
         }
     }

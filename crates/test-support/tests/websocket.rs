@@ -204,6 +204,16 @@ fn count_lines(c: &ClusterProcess, what: &str) -> usize {
     c.stderr().lines().filter(|l| l.contains(what)).count()
 }
 
+/// Whether `n` lines containing `what` were read off the cluster's stderr within 5 s (they are
+/// read by another thread, a little after they are written).
+async fn logged(c: &ClusterProcess, what: &str, n: usize) -> bool {
+    eventually_async(Duration::from_secs(5), || {
+        let seen = count_lines(c, what);
+        async move { seen >= n }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_client_that_hangs_up_ends_its_handed_off_socket() {
     // The worker reports the connection closed, and the master's count for it comes down.
@@ -212,6 +222,7 @@ async fn a_client_that_hangs_up_ends_its_handed_off_socket() {
         &[("WORKERS", "1"), SAY_HANDOFFS],
     );
     hang_up_and_count(&c).await;
+    assert!(logged(&c, HANDED, 1).await, "{}", c.stderr());
     let handed = c
         .stderr()
         .lines()
@@ -283,7 +294,7 @@ async fn a_keep_alive_connection_upgrades_after_requests_the_master_answered() {
         .expect("the echo within 5 s")
         .expect("read");
     assert_eq!(&frame, b"\x81\x09after two", "{frame:?}");
-    assert_eq!(count_lines(&c, HANDED), 1, "{}", c.stderr());
+    assert!(logged(&c, HANDED, 1).await, "{}", c.stderr());
 }
 
 #[tokio::test]
@@ -341,6 +352,41 @@ async fn upgrades_a_stopped_worker_cannot_take_are_spliced_instead_of_lost() {
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         assert_eq!(&frame[2..], text.as_bytes(), "{frame:?}");
     }
+}
+
+#[tokio::test]
+async fn a_handed_off_handshake_reaches_the_worker_with_the_headers_the_splice_adds() {
+    // The fixture's `/headers` answers a handshake with the headers it got (200, no upgrade): a
+    // handed-over connection's request carries the client's address in X-Forwarded-For and its
+    // answer names the worker, exactly as when the master keeps the connection.
+    let req = b"GET /headers HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+X-Forwarded-For: 203.0.113.7\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let mut seen = Vec::new();
+    for (setting, handed) in [("on", 1), ("off", 0)] {
+        let env = [("WORKERS", "1"), ("WS_HANDOFF", setting), SAY_HANDOFFS];
+        let c = ClusterProcess::start(env!("CARGO_BIN_EXE_fixture"), &env);
+        let mut s = TcpStream::connect(c.addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let resp = read_response(&mut s).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(
+            resp.to_ascii_lowercase().contains("x-worker-id: 1\r\n"),
+            "{resp}"
+        );
+        let body = resp.split("\r\n\r\n").nth(1).expect("a body");
+        let headers: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(
+            headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1",
+            "WS_HANDOFF={setting}: {headers}"
+        );
+        assert!(logged(&c, HANDED, handed).await, "{}", c.stderr());
+        assert_eq!(count_lines(&c, HANDED), handed, "{}", c.stderr());
+        seen.push(headers["sec-websocket-key"].clone());
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "the handshake's own headers arrive either way"
+    );
 }
 
 #[test]

@@ -16,7 +16,8 @@
 //! re-sends a byte after the handoff.
 //!
 //! Each worker has a second socketpair for this, a datagram one: see
-//! `wire::handoff`.
+//! `wire::handoff`. Proxy dispatch uses the same channel for WebSocket upgrades (`edge::upgrade`),
+//! with `to_head`'s checks.
 
 use std::io;
 use std::net::SocketAddr;
