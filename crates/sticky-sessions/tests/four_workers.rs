@@ -149,8 +149,7 @@ async fn a_websocket_handed_to_a_worker_goes_to_its_sessions_worker() {
         let handed = cluster
             .stderr()
             .lines()
-            .filter(|l| l.contains("upgrade handed to its worker"))
-            .last()
+            .rfind(|l| l.contains("upgrade handed to its worker"))
             .map(str::to_owned)
             .unwrap_or_else(|| panic!("no handoff logged:\n{}", cluster.stderr()));
         assert!(handed.contains(&format!("slot={worker} ")), "{handed}");

@@ -222,7 +222,7 @@ mod tests {
                 "GET /ws HTTP/1.0\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{KEY}\r\n"
             ),
             format!("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{KEY}\r\n"),
-            format!("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"),
+            "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n".into(),
         ] {
             assert!(head(&req).is_none(), "handed over: {req:?}");
         }
