@@ -398,6 +398,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `DISPATCH` = `proxy` (default) or `handoff`.
     pub dispatch: Dispatch,
+    /// `WS_HANDOFF` = `on` (default) or `off`: in proxy dispatch, a WebSocket upgrade on a plain
+    /// TCP connection is routed by the master as any request, then the connection itself is
+    /// passed to the chosen worker, so the master is off the path of every message (see
+    /// `edge::upgrade`). `off`, or with TLS or a lesson's front (rate limit, trace) on, the master
+    /// splices the two sockets instead and carries every byte.
+    pub ws_handoff: bool,
     /// `EDGE_THREADS`, default: twice the CPU count (at most 64): threads the master's edge runs
     /// on, each with its own listening socket, accept loop, runtime and share of every worker's
     /// connection pool.
@@ -421,6 +427,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether workers get a handoff channel: for every connection (`DISPATCH=handoff`), or for
+    /// WebSocket upgrades in proxy dispatch (`WS_HANDOFF`, not over TLS, whose connections the
+    /// master must keep).
+    pub(crate) fn wants_handoff_channel(&self) -> bool {
+        self.dispatch == Dispatch::Handoff || (self.ws_handoff && self.tls.is_none())
+    }
+
     /// Reads the process environment; on a bad value prints the reason and exits with status 2.
     pub fn from_env_or_exit(defaults: Defaults) -> Self {
         Self::from_source(&ProcessEnv, defaults).unwrap_or_else(|e| exit_bad_config(&e))
@@ -489,6 +502,7 @@ impl Config {
             )?,
             log_format,
             dispatch,
+            ws_handoff: choice(src, "WS_HANDOFF", &[("on", true), ("off", false)], true)?,
             edge_threads: number(src, "EDGE_THREADS", (2 * cpu_count()).min(64), 1, 64)?,
             scheduling,
             tls: tls_files(src, dispatch)?,
@@ -677,6 +691,7 @@ mod props {
         "BODY_TIMEOUT",
         "LOG_FORMAT",
         "DISPATCH",
+        "WS_HANDOFF",
         "EDGE_THREADS",
         "SCHEDULING",
     ];

@@ -18,14 +18,17 @@ use std::convert::Infallible;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -35,10 +38,11 @@ use crate::breaker::WorkerLink;
 use crate::error::BoxError;
 use crate::http::check;
 use crate::http::deadline::{self, Deadlines, Stall, Watch, Watched};
+use crate::http::headers::{X_FORWARDED_FOR, write_forwarded_for};
 use crate::http::server as plain;
 use crate::shutdown;
 use crate::wire::env as keys;
-use crate::wire::handoff::HandoffChannel;
+use crate::wire::handoff::{Handed, HandoffChannel, MAX_MESSAGE};
 use crate::wire::ipc::{self, MasterMessage, WorkerMessage, WorkerStats};
 use crate::wire::socket::WorkerSocket;
 
@@ -82,8 +86,9 @@ struct Boot {
     client: ClientLimits,
 }
 
-/// What a worker enforces on a client connection handed to it (handoff mode), where no edge
-/// stands between: the edge's own limits, from the same configuration.
+/// What a worker enforces on a client connection handed to it (handoff mode, or a WebSocket
+/// upgrade in proxy mode), where no edge stands between: the edge's own limits, from the same
+/// configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientLimits {
     /// `HEADER_TIMEOUT`.
@@ -256,6 +261,8 @@ async fn serve(
         counters: counters.clone(),
         stop: accepting,
         connections: connections.clone(),
+        worker_id: http::HeaderValue::from(boot.ctx.id),
+        out: out_tx.downgrade(),
     };
     let accept = tokio::spawn(accept_loop(listener, server.clone()));
     let handoff = boot
@@ -345,18 +352,32 @@ struct Server {
     counters: Arc<Counters>,
     stop: shutdown::Shutdown,
     connections: TaskTracker,
+    /// `X-Worker-Id` for the responses on a connection handed over with its upgrade, which the
+    /// master would otherwise have put there.
+    worker_id: http::HeaderValue,
+    /// The control channel, for the reports of handed-over upgrades that closed.
+    out: mpsc::WeakUnboundedSender<WorkerMessage>,
 }
 
 impl Server {
     /// Serves one connection, plain requests by [`h1`] and the rest by hyper, until it ends or
     /// the worker drains.
     /// `client` is set for a client's own connection (handoff mode): its limits are the edge's.
-    fn serve<IO: plain::Io>(&self, io: IO, deadlines: Deadlines, client: Option<ClientLimits>) {
+    /// `edge_peer`: the client's address, for a connection the master handed over with its
+    /// upgrade: its requests and responses get what the master's proxy would have added.
+    fn serve<IO: plain::Io>(
+        &self,
+        io: IO,
+        deadlines: Deadlines,
+        client: Option<ClientLimits>,
+        edge_peer: Option<std::net::IpAddr>,
+    ) {
         let watch = Arc::new(Watch::new(&deadlines));
         let plain = PlainWorker {
             server: self.clone(),
             watch: watch.clone(),
             client,
+            edge_peer: edge_peer.and_then(|ip| http::HeaderValue::try_from(ip.to_string()).ok()),
         };
         let conn = plain::PlainConn::new(plain, io);
         let stop = self.stop.clone();
@@ -377,6 +398,9 @@ struct PlainWorker {
     watch: Arc<Watch>,
     /// A client's own connection (handoff mode), and the limits it gets.
     client: Option<ClientLimits>,
+    /// A connection handed over with its upgrade: the client's IP, for `X-Forwarded-For` on its
+    /// requests; its responses carry `X-Worker-Id`.
+    edge_peer: Option<http::HeaderValue>,
 }
 
 impl plain::Plain for PlainWorker {
@@ -432,7 +456,9 @@ impl plain::Plain for PlainWorker {
             server,
             watch,
             client,
+            edge_peer,
         } = self;
+        let worker_id = edge_peer.as_ref().map(|_| server.worker_id.clone());
         // The master checked its own requests already; a client's get the edge's limits.
         let (max_head, max_body) = client.map_or((usize::MAX, u64::MAX), |c| {
             (c.max_header_size, c.max_body_size)
@@ -444,6 +470,8 @@ impl plain::Plain for PlainWorker {
                 let mut router = router.clone();
                 let counters = counters.clone();
                 let watch = watch.clone();
+                let worker_id = worker_id.clone();
+                let edge_peer = edge_peer.clone();
                 async move {
                     watch.busy();
                     // A client handed over directly (handoff mode) reaches this with nothing
@@ -453,9 +481,18 @@ impl plain::Plain for PlainWorker {
                     let checked = check::request(method, uri, version, req.headers(), max_head)
                         .and_then(|()| body_fits(&req, max_body));
                     if let Err(r) = checked {
-                        return Ok(refused(r).map(|body| Watched::new(body, watch)));
+                        let resp = with_worker_id(refused(r), worker_id);
+                        return Ok(resp.map(|body| Watched::new(body, watch)));
                     }
                     let mut req = req;
+                    if let Some(ip) = &edge_peer {
+                        // As the master's proxy does: the client's address after any it sent.
+                        let mut value = Vec::new();
+                        write_forwarded_for(&mut value, req.headers(), ip.as_bytes());
+                        if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+                            req.headers_mut().insert(X_FORWARDED_FOR.clone(), value);
+                        }
+                    }
                     if let Some(host) = authority_host(req.uri()) {
                         // RFC 9112 §3.2.2: an absolute-form target's authority is the host.
                         req.headers_mut().insert(http::header::HOST, host);
@@ -473,7 +510,7 @@ impl plain::Plain for PlainWorker {
                     });
                     let _in_flight = OpenRequest::new(counters);
                     let resp = router.call(req).await?;
-                    let resp = final_answer(resp);
+                    let resp = with_worker_id(final_answer(resp), worker_id);
                     Ok::<_, Infallible>(resp.map(|body| Watched::new(body, watch)))
                 }
             });
@@ -495,6 +532,18 @@ fn final_answer(mut resp: http::Response<axum::body::Body>) -> http::Response<ax
         *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
         *resp.body_mut() = axum::body::Body::empty();
         resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+    }
+    resp
+}
+
+/// `resp` with `X-Worker-Id: id`, if there is one to put.
+fn with_worker_id(
+    mut resp: http::Response<axum::body::Body>,
+    id: Option<http::HeaderValue>,
+) -> http::Response<axum::body::Body> {
+    if let Some(id) = id {
+        resp.headers_mut()
+            .insert(crate::http::headers::X_WORKER_ID.clone(), id);
     }
     resp
 }
@@ -560,20 +609,23 @@ async fn accept_loop(listener: UnixListener, server: Server) {
             () = &mut stop => return,
         };
         match WorkerSocket::from_tokio(stream) {
-            Ok(socket) => server.serve(socket, Deadlines::default(), None),
+            Ok(socket) => server.serve(socket, Deadlines::default(), None, None),
             Err(e) => tracing::warn!(error = %e, "cannot register the master's connection"),
         }
     }
 }
 
-/// Receives client connections the master accepted and passed to us (handoff mode).
+/// Receives client connections the master accepted and passed to us: every connection in handoff
+/// mode, WebSocket upgrades in proxy mode.
 async fn handoff_loop(channel: HandoffChannel, server: Server) {
     let stop = server.stop.clone().wait();
     tokio::pin!(stop);
+    // One buffer for the loop's life, large enough for any message (an upgrade's bytes).
+    let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let fd = tokio::select! {
-            r = channel.recv() => match r {
-                Ok(Some(fd)) => fd,
+        let handed = tokio::select! {
+            r = channel.recv(&mut buf) => match r {
+                Ok(Some(handed)) => handed,
                 Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving a handed-off connection failed");
@@ -582,14 +634,100 @@ async fn handoff_loop(channel: HandoffChannel, server: Server) {
             },
             () = &mut stop => return,
         };
+        let (fd, upgrade) = match handed {
+            Handed::Fresh(fd) => (fd, None),
+            Handed::Upgrade { fd, id, read } => (fd, Some((id, read))),
+        };
         let std_stream = std::net::TcpStream::from(fd);
         let stream = std_stream
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(std_stream));
-        match stream {
-            Ok(stream) => server.serve(stream, server.client_deadlines, Some(server.client_limits)),
-            Err(e) => tracing::warn!(error = %e, "a handed-off descriptor is not a usable socket"),
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "a handed-off descriptor is not a usable socket");
+                continue;
+            }
+        };
+        let (deadlines, limits) = (server.client_deadlines, Some(server.client_limits));
+        match upgrade {
+            None => server.serve(stream, deadlines, limits, None),
+            Some((id, read)) => {
+                let peer = stream.peer_addr().ok().map(|a| a.ip());
+                // Read first what the master read of it, as if this worker had read it itself.
+                let io = Reported {
+                    io: plain::Rewind::new(read, stream),
+                    _report: ClosedReport {
+                        id,
+                        out: server.out.clone(),
+                    },
+                };
+                server.serve(io, deadlines, limits, peer);
+            }
         }
+    }
+}
+
+/// A connection handed over with its upgrade (proxy mode): the master counts it in flight to
+/// this worker until it hears that it closed, which it does when this is dropped, whatever the
+/// connection became (a WebSocket, or a keep-alive connection after a refused upgrade).
+struct Reported<I> {
+    io: I,
+    _report: ClosedReport,
+}
+
+struct ClosedReport {
+    id: u64,
+    /// Weak: a socket still open when the worker exits must not keep the control channel's writer
+    /// waiting for it.
+    out: mpsc::WeakUnboundedSender<WorkerMessage>,
+}
+
+impl Drop for ClosedReport {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.upgrade() {
+            let _ = out.send(WorkerMessage::HandedOffClosed { id: self.id });
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Reported<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Reported<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

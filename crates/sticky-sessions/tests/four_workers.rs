@@ -96,3 +96,66 @@ async fn with_sticky_new_ip_fresh_jars_from_one_ip_all_stick_to_one_worker() {
         "{stats}"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_handed_to_a_worker_goes_to_its_sessions_worker() {
+    // The master routes the handshake by the session cookie, then hands the connection itself to
+    // that worker (its debug line names the slot), for sessions on several workers.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let cluster = ClusterProcess::start(
+        BIN,
+        &[
+            ("WORKERS", "4"),
+            ("RUST_LOG", "info,common::edge::upgrade=debug"),
+        ],
+    );
+    let http = test_support::Http::new();
+    let mut workers = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let mut jar = support::Jar::new(&http);
+        let s = jar.get(&cluster.url("/session")).await.json();
+        let worker = s["workerId"].as_u64().expect("a worker id");
+        workers.insert(worker);
+        let cookie = jar.cookie.clone().expect("a session cookie");
+        let before = http.get(&cluster.url("/sticky-stats")).await.json();
+        let mut req = format!("ws://{}/ws", cluster.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "cookie",
+            format!("sessionId={cookie}").parse().expect("header"),
+        );
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket");
+        assert_eq!(
+            resp.headers()["x-worker-id"].to_str().ok(),
+            Some(worker.to_string().as_str())
+        );
+        ws.send(Message::text("hi")).await.expect("send");
+        let reply = ws.next().await.expect("a reply").expect("a frame");
+        let j: serde_json::Value =
+            serde_json::from_str(reply.to_text().expect("text")).expect("json");
+        assert_eq!(j["worker"], worker, "{j}");
+        assert_eq!(j["session"], s["session"]["id"], "{j}");
+        let _ = ws.close(None).await;
+        let after = http.get(&cluster.url("/sticky-stats")).await.json();
+        assert_eq!(
+            after["cookieRouted"].as_u64(),
+            before["cookieRouted"].as_u64().map(|n| n + 1),
+            "the handshake was routed by its cookie: {before} -> {after}"
+        );
+        let handed = cluster
+            .stderr()
+            .lines()
+            .rfind(|l| l.contains("upgrade handed to its worker"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no handoff logged:\n{}", cluster.stderr()));
+        assert!(handed.contains(&format!("slot={worker} ")), "{handed}");
+    }
+    assert!(
+        workers.len() > 1,
+        "sessions on one worker only: {workers:?}"
+    );
+}

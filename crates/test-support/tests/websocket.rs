@@ -1,7 +1,10 @@
-//! WebSockets through the master (proxy dispatch): after the handshake the edge splices the
-//! client's TCP socket to the worker's Unix socket. Every size of message crosses it whole, bytes
-//! sent right behind a head are not lost, a worker's refusal reaches the client as it was sent, and
-//! when either end goes, the other end's socket is closed and the worker's count comes back down.
+//! WebSockets through the master (proxy dispatch). On plain TCP the master routes the handshake and
+//! hands the client's connection to the chosen worker (`edge::upgrade`); over TLS, or with
+//! `WS_HANDOFF=off`, it splices the client's socket to the worker's Unix socket. Either way every
+//! size of message crosses whole, bytes sent right behind a head (or behind requests the master
+//! answered first on the same connection) are not lost, a worker's refusal reaches the client as it
+//! was sent, a handoff that fails falls back to the splice, and when either end goes, the other
+//! end's socket is closed and the worker's count comes back down.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -189,10 +192,58 @@ async fn in_flight(http: &Http, base: &str, slot: u64) -> u64 {
         .unwrap_or_else(|| panic!("no inFlight for slot {slot} in {health}"))
 }
 
+/// The master's debug line for an upgrade whose connection left it for a worker.
+const HANDED: &str = "upgrade handed to its worker";
+/// The master's debug line for a handoff the worker's channel refused.
+const HANDOFF_FAILED: &str = "upgrade handoff failed";
+/// Logs what `edge::upgrade` decides, so a test can tell the handoff from the splice.
+const SAY_HANDOFFS: (&str, &str) = ("RUST_LOG", "info,common::edge::upgrade=debug");
+
+/// How many lines of the cluster's stderr so far contain `what`.
+fn count_lines(c: &ClusterProcess, what: &str) -> usize {
+    c.stderr().lines().filter(|l| l.contains(what)).count()
+}
+
+/// Whether `n` lines containing `what` were read off the cluster's stderr within 5 s (they are
+/// read by another thread, a little after they are written).
+async fn logged(c: &ClusterProcess, what: &str, n: usize) -> bool {
+    eventually_async(Duration::from_secs(5), || {
+        let seen = count_lines(c, what);
+        async move { seen >= n }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_ends_its_handed_off_socket() {
+    // The worker reports the connection closed, and the master's count for it comes down.
+    let c = ClusterProcess::start(
+        env!("CARGO_BIN_EXE_bare"),
+        &[("WORKERS", "1"), SAY_HANDOFFS],
+    );
+    hang_up_and_count(&c).await;
+    assert!(logged(&c, HANDED, 1).await, "{}", c.stderr());
+    let handed = c
+        .stderr()
+        .lines()
+        .find(|l| l.contains(HANDED))
+        .map(str::to_owned);
+    let handed = handed.unwrap_or_else(|| panic!("no handoff logged:\n{}", c.stderr()));
+    assert!(handed.contains("slot=1"), "{handed}");
+}
+
 #[tokio::test]
 async fn a_client_that_hangs_up_ends_its_splice() {
-    // A cluster of one worker, so no other test's sockets share its count.
-    let c = ClusterProcess::start(env!("CARGO_BIN_EXE_bare"), &[("WORKERS", "1")]);
+    // WS_HANDOFF=off: the master keeps the connection and splices it.
+    let env = [("WORKERS", "1"), ("WS_HANDOFF", "off"), SAY_HANDOFFS];
+    let c = ClusterProcess::start(env!("CARGO_BIN_EXE_bare"), &env);
+    hang_up_and_count(&c).await;
+    assert_eq!(count_lines(&c, HANDED), 0, "{}", c.stderr());
+}
+
+/// A socket counts as in flight to its worker while open, and no longer once its client left
+/// without a close frame. A cluster of one worker, so no other test's sockets share its count.
+async fn hang_up_and_count(c: &ClusterProcess) {
     let http = Http::new();
     let (mut ws, worker) = connect(c.addr).await;
     round_trip(&mut ws, Message::text("hello")).await;
@@ -211,6 +262,139 @@ async fn a_client_that_hangs_up_ends_its_splice() {
     assert!(
         down,
         "the master still counts the socket 5 s after its client left"
+    );
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_upgrades_after_requests_the_master_answered() {
+    // Two requests, the handshake and a first frame, pipelined in one write: the master answers
+    // both requests before the connection changes hands, and the frame reaches the worker.
+    let c = ClusterProcess::start(
+        env!("CARGO_BIN_EXE_bare"),
+        &[("WORKERS", "2"), SAY_HANDOFFS],
+    );
+    let mut s = TcpStream::connect(c.addr).await.unwrap();
+    let mut all = b"GET /ping HTTP/1.1\r\nHost: t\r\n\r\n".repeat(2);
+    all.extend_from_slice(HANDSHAKE);
+    all.extend_from_slice(&client_text_frame(b"after two"));
+    s.write_all(&all).await.unwrap();
+    for _ in 0..2 {
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut body = [0u8; 5];
+        s.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"pong\n");
+    }
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("x-worker-id:"), "{head}");
+    let mut frame = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut frame))
+        .await
+        .expect("the echo within 5 s")
+        .expect("read");
+    assert_eq!(&frame, b"\x81\x09after two", "{frame:?}");
+    assert!(logged(&c, HANDED, 1).await, "{}", c.stderr());
+}
+
+#[tokio::test]
+async fn upgrades_a_stopped_worker_cannot_take_are_spliced_instead_of_lost() {
+    // A stopped worker takes no handed-off connection: its channel fills (the kernel holds about
+    // 200 KiB of datagrams, and each of these handshakes carries 8 KiB of padding), further
+    // handoffs fail, and those upgrades are spliced. Once the worker runs again, every client has
+    // its 101 and its echo.
+    let c = ClusterProcess::start(
+        env!("CARGO_BIN_EXE_bare"),
+        &[("WORKERS", "1"), SAY_HANDOFFS],
+    );
+    let http = Http::new();
+    let (_, pid) = http.ready_pids(&c.base()).await[0];
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop the worker");
+    let sockets = 40;
+    let clients: Vec<_> = (0..sockets)
+        .map(|i| {
+            let addr = c.addr;
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let text = format!("socket {i:02}");
+                let pad = format!("X-Pad: {}\r\n\r\n", "p".repeat(8 << 10));
+                let mut both = HANDSHAKE[..HANDSHAKE.len() - 2].to_vec();
+                both.extend_from_slice(pad.as_bytes());
+                both.extend_from_slice(&client_text_frame(text.as_bytes()));
+                s.write_all(&both).await.unwrap();
+                let head = tokio::time::timeout(Duration::from_secs(20), read_head(&mut s))
+                    .await
+                    .expect("a head");
+                let mut frame = vec![0u8; 2 + text.len()];
+                tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut frame))
+                    .await
+                    .expect("the echo within 20 s")
+                    .expect("read");
+                (head, frame, text)
+            })
+        })
+        .collect();
+    let failed = eventually_async(Duration::from_secs(10), || {
+        let tried = count_lines(&c, HANDOFF_FAILED) + count_lines(&c, HANDED);
+        async move { tried >= sockets }
+    })
+    .await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("resume the worker");
+    assert!(failed, "not every upgrade was tried:\n{}", c.stderr());
+    assert!(
+        count_lines(&c, HANDOFF_FAILED) > 0 && count_lines(&c, HANDED) > 0,
+        "expected some upgrades handed over (they wait in the queue) and some spliced:\n{}",
+        c.stderr()
+    );
+    for client in clients {
+        let (head, frame, text) = client.await.expect("a client");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert_eq!(&frame[2..], text.as_bytes(), "{frame:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_handed_off_handshake_reaches_the_worker_with_the_headers_the_splice_adds() {
+    // The fixture's `/headers` answers a handshake with the headers it got (200, no upgrade): a
+    // handed-over connection's request carries the client's address in X-Forwarded-For and its
+    // answer names the worker, exactly as when the master keeps the connection.
+    let req = b"GET /headers HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+X-Forwarded-For: 203.0.113.7\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let mut seen = Vec::new();
+    for (setting, handed) in [("on", 1), ("off", 0)] {
+        let env = [("WORKERS", "1"), ("WS_HANDOFF", setting), SAY_HANDOFFS];
+        let c = ClusterProcess::start(env!("CARGO_BIN_EXE_fixture"), &env);
+        let mut s = TcpStream::connect(c.addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let resp = read_response(&mut s).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(
+            resp.to_ascii_lowercase().contains("x-worker-id: 1\r\n"),
+            "{resp}"
+        );
+        let body = resp.split("\r\n\r\n").nth(1).expect("a body");
+        let headers: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(
+            headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1",
+            "WS_HANDOFF={setting}: {headers}"
+        );
+        assert!(logged(&c, HANDED, handed).await, "{}", c.stderr());
+        assert_eq!(count_lines(&c, HANDED), handed, "{}", c.stderr());
+        seen.push(headers["sec-websocket-key"].clone());
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "the handshake's own headers arrive either way"
+    );
+}
+
+#[test]
+fn a_bad_ws_handoff_setting_exits_2_naming_it() {
+    test_support::assert_bad_settings_exit_2(
+        env!("CARGO_BIN_EXE_bare"),
+        &[("WORKERS", "1"), ("PORT", "0")],
+        &[("WS_HANDOFF", "maybe"), ("WS_HANDOFF", "1")],
     );
 }
 
@@ -251,7 +435,7 @@ async fn a_websocket_over_tls_is_spliced_as_well() {
     // larger than a TLS record (16 KiB) and than the edge's read cross whole.
     let certs = test_support::tls::Certs::make("websocket");
     let tls_env = certs.env();
-    let mut env = vec![("WORKERS", "1")];
+    let mut env = vec![("WORKERS", "1"), SAY_HANDOFFS];
     env.extend(tls_env.iter().map(|(k, v)| (*k, v.as_str())));
     let c = ClusterProcess::start(env!("CARGO_BIN_EXE_bare"), &env);
     let tls = test_support::tls::https_connect(c.addr, &certs.der).await;
@@ -265,4 +449,5 @@ async fn a_websocket_over_tls_is_spliced_as_well() {
         assert!(reply == Message::binary(data), "{n} bytes over TLS");
     }
     ws.close(None).await.unwrap();
+    assert_eq!(count_lines(&c, HANDED), 0, "{}", c.stderr());
 }

@@ -169,6 +169,11 @@ async fn master_main(
         routes = routes.merge(build(handle.clone()));
     }
     let edge_tls = tls.is_some();
+    // With a front, every request must pass it, and a handed-off connection's would not.
+    let upgrade_handoff = config.ws_handoff
+        && config.dispatch == crate::config::Dispatch::Proxy
+        && !edge_tls
+        && !front.is_on();
     let edge = Arc::new(Edge {
         limits: (&config).into(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
@@ -179,6 +184,7 @@ async fn master_main(
         retry: TpsBudget::default(),
         tls,
         front: front.is_on().then_some(front),
+        upgrade_handoff,
     });
     let serving = threads::spawn(
         listeners,

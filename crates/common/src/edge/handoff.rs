@@ -16,7 +16,8 @@
 //! re-sends a byte after the handoff.
 //!
 //! Each worker has a second socketpair for this, a datagram one: see
-//! `wire::handoff`.
+//! `wire::handoff`. Proxy dispatch uses the same channel for WebSocket upgrades (`edge::upgrade`),
+//! with `to_head`'s checks.
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,10 +40,10 @@ use crate::shutdown::Shutdown;
 pub const PEEK_LIMIT: usize = 8 * 1024;
 
 /// The first request head of a connection, as far as the master needs it.
-struct PeekedHead {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+pub(super) struct PeekedHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
 }
 
 enum Peeked {
@@ -85,7 +86,7 @@ async fn peek_head(stream: &TcpStream, timeout: Duration, max_head: usize) -> io
 /// The head, if it is one to hand to a worker: `None` for one the master must answer itself
 /// because it is invalid (the same checks as proxy mode's, [`check::request`]), so a bad head
 /// never reaches a worker's own HTTP code.
-fn to_head(req: &httparse::Request<'_, '_>, max_head: usize) -> Option<PeekedHead> {
+pub(super) fn to_head(req: &httparse::Request<'_, '_>, max_head: usize) -> Option<PeekedHead> {
     let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
     // A fragment (RFC 9112 §3.2) is refused by the master's own parser, not dropped by a worker's.
     let uri: Uri = req.path.filter(|p| !p.contains('#'))?.parse().ok()?;

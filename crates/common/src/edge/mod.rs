@@ -10,7 +10,9 @@
 //! - `state`: what every connection shares (`Edge`: limits, strategy, routes);
 //! - [`upstreams`]: the ready workers, as selectors and as backends;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
-//! - `tunnel`: an upgraded connection (a WebSocket), the client's and the worker's sockets spliced;
+//! - `upgrade`: a WebSocket upgrade on plain TCP, its connection handed to the chosen worker;
+//! - `tunnel`: an upgraded connection the master keeps (TLS, a front, `WS_HANDOFF=off`), the
+//!   client's and the worker's sockets spliced;
 //! - [`pool`]: a worker as an upstream ([`Backend`]), with its bounded keep-alive pool;
 //! - [`request_body`] and [`response_body`]: the body types, with no boxing on the proxied path;
 //! - `trim`: memory handed back to the system after many connections closed;
@@ -37,6 +39,7 @@ pub(crate) mod threads;
 pub(crate) mod tls;
 mod trim;
 mod tunnel;
+mod upgrade;
 pub mod upstreams;
 #[cfg(feature = "uring")]
 pub mod uring;

@@ -46,8 +46,13 @@ pub struct Backend {
     active: std::sync::atomic::AtomicUsize,
     /// Told about each request this backend served.
     observers: Observers,
-    /// The worker's fd-passing channel, in handoff mode.
+    /// The worker's fd-passing channel: in handoff mode, and for WebSocket upgrades in proxy mode.
     handoff: Option<HandoffChannel>,
+    /// Upgrades handed to this process and not closed yet, by handoff id: each one in flight
+    /// (so least-connections balancing and a roll's drain see it, as a spliced one) and holding
+    /// one of `MAX_CONNECTIONS`, until the worker reports it closed or the process is gone.
+    /// Bounded by that cap.
+    handed_off: Mutex<std::collections::HashMap<u64, HandedOff>>,
     /// The version pool its slot belongs to (0 in a one-pool cluster).
     pool: usize,
 }
@@ -119,6 +124,7 @@ impl Backend {
             active: std::sync::atomic::AtomicUsize::new(0),
             observers,
             handoff: None,
+            handed_off: Mutex::new(std::collections::HashMap::new()),
             pool: 0,
         }
     }
@@ -145,9 +151,33 @@ impl Backend {
         self
     }
 
-    /// The channel that passes connections to this worker (handoff mode only).
+    /// The channel that passes connections to this worker.
     pub(crate) fn handoff(&self) -> Option<&HandoffChannel> {
         self.handoff.as_ref()
+    }
+
+    /// Counts connection `id`, about to be handed over, until [`Backend::handed_off_closed`].
+    pub(crate) fn hold_handed_off(&self, id: u64, held: HandedOff) {
+        self.lock_handed_off().insert(id, held);
+    }
+
+    /// The worker closed connection `id` (or it was never handed over after all).
+    pub(crate) fn handed_off_closed(&self, id: u64) -> Option<HandedOff> {
+        self.lock_handed_off().remove(&id)
+    }
+
+    /// The process is gone, and every connection it held with it.
+    pub(crate) fn forget_handed_off(&self) {
+        let all = std::mem::take(&mut *self.lock_handed_off());
+        // Dropped outside the lock: each drop tells the observers.
+        drop(all);
+    }
+
+    fn lock_handed_off(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, HandedOff>> {
+        // A panic elsewhere while holding it leaves the map as it was: still usable.
+        self.handed_off.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The worker as selectors see it.
@@ -192,6 +222,11 @@ impl Backend {
         for shard in self.shards.iter() {
             shard.lock_idle().clear();
         }
+    }
+
+    /// Whether the worker is draining or gone.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// Requests to this process not finished yet.
@@ -293,6 +328,22 @@ impl Drop for Dispatched {
         }
         for observer in self.backend.observers.iter() {
             observer.on_complete(&done);
+        }
+    }
+}
+
+/// A connection handed to a worker with its upgrade: in flight, and one of `MAX_CONNECTIONS`,
+/// until dropped. Held for those two drops only.
+pub(crate) struct HandedOff {
+    _dispatched: Dispatched,
+    _connection: OwnedSemaphorePermit,
+}
+
+impl HandedOff {
+    pub(crate) fn new(dispatched: Dispatched, connection: OwnedSemaphorePermit) -> Self {
+        Self {
+            _dispatched: dispatched,
+            _connection: connection,
         }
     }
 }

@@ -462,7 +462,8 @@ async fn attempt(
     }
 }
 
-/// An HTTP Upgrade (WebSocket): the handshake goes to one worker over a dedicated connection, and
+/// An HTTP Upgrade (WebSocket) the master keeps (see `edge::upgrade` for the ones it hands over
+/// instead): the handshake goes to one worker over a dedicated connection, and
 /// once both sides switched protocols the two raw sockets are spliced ([`super::tunnel`]) until
 /// both directions ended or one failed. The socket stays on that worker for its whole life. A
 /// worker that answers anything but 101 gives the client that answer, and the client's connection

@@ -182,6 +182,19 @@ impl plain::Plain for PlainEdge {
     }
 
     fn hand_over<I: plain::Io>(self, io: plain::Rewind<I>) -> plain::Hyper {
+        // A WebSocket upgrade may leave for its worker here, between two requests (see
+        // `upgrade`); anything else, or an upgrade that cannot, is hyper's.
+        let io = if self.edge.upgrade_handoff && !self.once {
+            match super::upgrade::hand_off(&self.edge, io, self.peer.addr) {
+                Ok(()) => return Box::pin(super::upgrade::HandedOver),
+                Err((io, why)) => {
+                    tracing::debug!(why, "connection left to hyper");
+                    io
+                }
+            }
+        } else {
+            io
+        };
         Box::pin(hyper_connection(self.edge, &self.builder, io, self.peer))
     }
 }

@@ -72,4 +72,7 @@ pub(crate) struct Edge {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The trace and the rate limit, when the lesson asked for either; `None` costs nothing.
     pub front: Option<Front>,
+    /// WebSocket upgrades on plain TCP connections are handed to their worker (`WS_HANDOFF`, and
+    /// neither TLS nor a front): see `edge::upgrade`.
+    pub upgrade_handoff: bool,
 }

@@ -1,6 +1,10 @@
 //! An upgraded connection (a WebSocket) once the client and the worker both switched protocols:
 //! the client's socket and the worker's, spliced byte for byte until both directions ended.
 //!
+//! Only for the upgrades the master keeps: over TLS, with a front, with `WS_HANDOFF=off`, or when
+//! handing the connection to its worker failed. A plain TCP upgrade is otherwise handed over
+//! (`edge::upgrade`), and the master carries none of its bytes.
+//!
 //! From the 101 on, the master has no say in what the bytes mean, so the cheapest splice is the
 //! right one:
 //! - **The raw sockets.** hyper hands back the very stream it served each side on

@@ -682,10 +682,24 @@ pub(crate) struct Rewind<I> {
 }
 
 impl<I> Rewind<I> {
+    /// `io` with `read`, bytes read from it elsewhere, in front: a connection the master read
+    /// an upgrade's head of and handed to a worker (see `edge::upgrade`).
+    pub(crate) fn new(read: Bytes, io: I) -> Self {
+        Self {
+            unread: [read, Bytes::new()],
+            io,
+        }
+    }
+
     /// The bytes not yet read, in order, and the stream behind them: for an upgraded connection,
     /// which the edge splices without this wrapper.
     pub(crate) fn into_parts(self) -> ([Bytes; 2], I) {
         (self.unread, self.io)
+    }
+
+    /// The bytes not yet read, in order, and the stream, left in place.
+    pub(crate) fn parts(&self) -> (&[Bytes; 2], &I) {
+        (&self.unread, &self.io)
     }
 }
 

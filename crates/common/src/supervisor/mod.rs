@@ -321,7 +321,7 @@ impl Supervisor {
             generation,
             &socket,
             self.config.health_check_interval,
-            self.config.dispatch == crate::config::Dispatch::Handoff,
+            self.config.wants_handoff_channel(),
             &spec.worker_env(&self.worker_env),
         ) {
             Ok(s) => s,
@@ -495,6 +495,9 @@ impl Supervisor {
                     let _ = p.to_worker.send(reply);
                 }
             }
+            WorkerMessage::HandedOffClosed { id } => {
+                drop(p.backend.handed_off_closed(id));
+            }
             WorkerMessage::Ready { .. } if p.ready => {}
             WorkerMessage::Ready { .. } => {
                 p.ready = true;
@@ -577,6 +580,8 @@ impl Supervisor {
         }
         self.shared.upstreams.remove_pid(p.pid);
         p.backend.retire();
+        // The connections it was handed died with it; the map's entries hold the backend itself.
+        p.backend.forget_handed_off();
         let uptime = p.started.elapsed();
         let (code, signal) = (status.code(), status.signal());
         let death = Death {

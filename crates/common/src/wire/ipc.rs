@@ -43,6 +43,12 @@ pub enum WorkerMessage {
         /// What the worker's breakers report.
         report: BreakerReport,
     },
+    /// A connection the master handed over with its WebSocket upgrade (proxy dispatch) closed:
+    /// the master stops counting it as in flight to this worker.
+    HandedOffClosed {
+        /// The id the master sent with the connection.
+        id: u64,
+    },
 }
 
 /// What a worker's breakers tell the master's, which own the state in cluster scope.

@@ -5,7 +5,8 @@
 //! - [`ipc`]: typed, length-delimited JSON messages over the inherited control socketpair;
 //! - `socket`: the Unix stream HTTP travels on, watched for readability only until a write would
 //!   block;
-//! - `handoff`: the datagram socketpair that passes accepted connections (`DISPATCH=handoff`).
+//! - `handoff`: the datagram socketpair that passes accepted connections (`DISPATCH=handoff`) and,
+//!   in proxy dispatch, WebSocket upgrades with the bytes the master read of them.
 //!
 //! Both the supervisor (master side) and the worker import this folder, and neither imports the
 //! other: the contract sits between them. Depends on `error` only.
