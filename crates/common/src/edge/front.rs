@@ -47,10 +47,14 @@ impl Front {
         // FnMut that `service_fn` takes.
         let mut dispatch = Some(dispatch);
         let service = tower::service_fn(move |req| {
-            let once = dispatch.take();
+            // Boxed: each layer's future holds the one inside it by value, so unboxed the
+            // dispatch future (kilobytes, the proxy's) was copied whole at every wrapping and
+            // again into the connection's future; the profile showed the copies (about 0.8 µs a
+            // request) above the one allocation that replaces them.
+            let once = dispatch.take().map(|f| Box::pin(f(req)));
             async move {
                 Ok::<_, Infallible>(match once {
-                    Some(f) => f(req).await,
+                    Some(f) => f.await,
                     None => error_response(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "internal",
