@@ -21,7 +21,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::time::Duration;
 
 use tracing::{Level, Metadata};
@@ -47,7 +47,11 @@ struct Shared {
     /// it holds the batch being written, whose allocation is reused.
     writing: Mutex<Vec<u8>>,
     gathered: Condvar,
-    /// Whether the flusher thread failed to start.
+    /// The flusher thread is started with the first line it has to write, not before: the master
+    /// sets its scheduling policy (`sched`) after the log is set up, and only threads started
+    /// after that inherit it.
+    flusher: Once,
+    /// Whether the flusher thread failed to start: then every line is written at once.
     direct: AtomicBool,
 }
 
@@ -58,16 +62,27 @@ fn lock(m: &Mutex<Vec<u8>>) -> MutexGuard<'_, Vec<u8>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+impl Shared {
+    /// Starts the flusher thread if it is not running; false if it cannot be started.
+    fn start_flusher(&'static self) -> bool {
+        self.flusher.call_once(|| {
+            let started = std::thread::Builder::new()
+                .name("log-flusher".into())
+                .spawn(move || flusher(self));
+            self.direct.store(started.is_err(), Ordering::Relaxed);
+        });
+        !self.direct.load(Ordering::Relaxed)
+    }
+}
+
 /// The `MakeWriter` of the process's subscriber, made by [`LogBuffer::install`].
 #[derive(Clone, Copy)]
 pub(crate) struct LogBuffer {
     shared: &'static Shared,
-    /// No flusher thread could be started: every line is written at once, as it comes.
-    direct: bool,
 }
 
 impl LogBuffer {
-    /// The process's buffer; the first call starts its flusher thread and registers the exit hook.
+    /// The process's buffer; the first call registers the exit hook.
     pub(crate) fn install() -> Self {
         let mut fresh = false;
         let shared = SHARED.get_or_init(|| {
@@ -76,24 +91,18 @@ impl LogBuffer {
                 lines: Mutex::new(Vec::with_capacity(HIGH_WATER)),
                 writing: Mutex::new(Vec::with_capacity(HIGH_WATER)),
                 gathered: Condvar::new(),
+                flusher: Once::new(),
                 direct: AtomicBool::new(false),
             }
         });
         if fresh {
-            let started = std::thread::Builder::new()
-                .name("log-flusher".into())
-                .spawn(move || flusher(shared));
-            shared.direct.store(started.is_err(), Ordering::Relaxed);
             // SAFETY: `atexit` only records the function; `flush_at_exit` takes no arguments,
             // never unwinds (a failed write is ignored) and touches only the static above.
             unsafe {
                 nix::libc::atexit(flush_at_exit);
             }
         }
-        Self {
-            shared,
-            direct: shared.direct.load(Ordering::Relaxed),
-        }
+        Self { shared }
     }
 }
 
@@ -160,12 +169,13 @@ pub(crate) struct LineWriter {
 
 impl Write for LineWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let urgent = self.urgent || !self.shared.start_flusher();
         let mut lines = lock(&self.shared.lines);
         let first = lines.is_empty();
         lines.extend_from_slice(line);
         let full = lines.len() >= HIGH_WATER;
         drop(lines);
-        if self.urgent || full {
+        if urgent || full {
             write_out(self.shared);
         } else if first {
             self.shared.gathered.notify_one();
@@ -184,14 +194,14 @@ impl<'a> MakeWriter<'a> for LogBuffer {
     fn make_writer(&'a self) -> LineWriter {
         LineWriter {
             shared: self.shared,
-            urgent: self.direct,
+            urgent: false,
         }
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> LineWriter {
         LineWriter {
             shared: self.shared,
-            urgent: self.direct || *meta.level() <= Level::WARN,
+            urgent: *meta.level() <= Level::WARN,
         }
     }
 }
