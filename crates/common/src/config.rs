@@ -513,6 +513,7 @@ impl Config {
 
 /// Prints `err` the way every lesson does and exits with status 2 (a usage error).
 pub fn exit_bad_config(err: &ConfigError) -> ! {
+    crate::log_buffer::flush();
     eprintln!("error: {err}");
     std::process::exit(2)
 }

@@ -9,7 +9,8 @@
 //!
 //! 1. vocabulary: [`error`] (the error alias), [`config`] (environment parsing with errors that
 //!    name the variable), [`shutdown`] (a fire-once notice), [`slot`] (slot states, worker info,
-//!    counters, completions, events), `sched` (the kernel scheduling policy, `SCHED_BATCH`);
+//!    counters, completions, events), `sched` (the kernel scheduling policy, `SCHED_BATCH`),
+//!    `log_buffer` (log lines gathered and written to stderr in batches, off the request path);
 //! 2. the wire between master and worker: [`wire`] (the environment contract, IPC frames, the
 //!    worker socket, the handoff fd channel);
 //! 3. [`http`]: the plain-request server, the worker client, the header policy, per-connection
@@ -42,6 +43,7 @@ pub mod edge;
 pub mod error;
 pub mod flags;
 pub mod http;
+mod log_buffer;
 pub mod metrics;
 mod sched;
 pub mod session;

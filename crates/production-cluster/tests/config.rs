@@ -10,6 +10,27 @@ use support::BIN;
 use test_support::{ClusterProcess, Http, assert_bad_settings_exit_2, run_to_exit};
 
 #[test]
+fn a_setting_refused_after_logging_started_still_leaves_the_lines_before_it() {
+    // `WATCHDOG_USEC` is read once the log is set up: the debug line written just before the
+    // refusal is still in the log buffer when the process exits 2, and comes out first.
+    let (status, stderr) = run_to_exit(
+        BIN,
+        &[
+            ("WORKERS", "1"),
+            ("RUST_LOG", "debug"),
+            ("WATCHDOG_USEC", "soon"),
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let policy = stderr.find("scheduling policy");
+    let refusal = stderr.find("WATCHDOG_USEC");
+    assert!(
+        matches!((policy, refusal), (Some(p), Some(r)) if p < r),
+        "the debug line, then the refusal naming the variable: {stderr}"
+    );
+}
+
+#[test]
 fn every_bad_variable_exits_2_naming_it() {
     assert_bad_settings_exit_2(
         BIN,

@@ -1,14 +1,14 @@
 //! Checklist: graceful shutdown for a load balancer. From the moment SIGTERM arrives,
 //! `/health/ready` says 503 while the master still serves (`SHUTDOWN_DELAY`); requests in flight
-//! finish; the master exits 0.
+//! finish; the master exits 0, its log written out to the last line.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::BIN;
-use test_support::{ClusterProcess, Http, eventually_async};
+use support::{BIN, send};
+use test_support::{ClusterProcess, Http, eventually, eventually_async};
 
 #[tokio::test]
 async fn readiness_turns_503_at_sigterm_while_in_flight_requests_finish_and_the_exit_is_0() {
@@ -68,5 +68,56 @@ async fn readiness_turns_503_at_sigterm_while_in_flight_requests_finish_and_the_
         Some(0),
         "a clean shutdown exits 0: {}",
         cluster.stderr()
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_lines_of_the_last_requests_before_sigterm_are_written_out() {
+    // Log lines are written in batches (`common`'s log buffer): the ones still gathering when
+    // the master exits must be written out on the way, not lost with the process.
+    let mut cluster = ClusterProcess::start(
+        BIN,
+        &[("WORKERS", "2"), ("ACCESS_LOG", "on"), ("RUST_LOG", "info")],
+    );
+    let http = Http::new();
+    let ids: Vec<String> = (0..20).map(|i| format!("last-before-term-{i}")).collect();
+    for id in &ids {
+        let r = send(
+            &http,
+            "GET",
+            &cluster.url("/ping"),
+            &[("x-request-id", id)],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{id}: {}", r.body);
+    }
+    // At once: no time for the buffer's timer, only the exit, to write the lines out.
+    cluster.signal(Signal::SIGTERM);
+    let status = cluster
+        .wait_exit(Duration::from_secs(15))
+        .expect("the master exited");
+    assert_eq!(status.code(), Some(0), "{}", cluster.stderr());
+    let missing = || {
+        let log = cluster.stderr();
+        ids.iter()
+            .filter(|id| !log.contains(&format!("request_id=\"{id}\"")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The test's reader thread may still be reading the pipe the master wrote before it exited.
+    let all = eventually(Duration::from_secs(5), || missing().is_empty());
+    assert!(
+        all,
+        "access log lines missing after SIGTERM: {:?}\n{}",
+        missing(),
+        cluster.stderr()
+    );
+    let log = cluster.stderr();
+    let last = log.find("request_id=\"last-before-term-19\"");
+    let done = log.find("shutdown complete");
+    assert!(
+        matches!((last, done), (Some(l), Some(d)) if l < d),
+        "the lines come in the order they were logged:\n{log}"
     );
 }

@@ -1,9 +1,10 @@
 //! Logging for master and workers: one subscriber each, writing to stderr (workers inherit the
-//! master's), as text or JSON lines.
+//! master's), as text or JSON lines, through the process's `LogBuffer` (`crate::log_buffer`).
 
 use std::io::IsTerminal;
 
 use crate::config::LogFormat;
+use crate::log_buffer::LogBuffer;
 
 /// Installs the subscriber; `RUST_LOG` filters, `info` by default.
 pub(super) fn init(format: LogFormat) {
@@ -15,7 +16,7 @@ pub(super) fn init(format: LogFormat) {
         // Colour codes only for a person at a terminal: in a file or a pipe they are noise, and
         // formatting them showed in the access log's profile.
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(LogBuffer::install());
     // Workers inherit stderr, so every line says which process wrote it: the span carries
     // `master` or `worker{id=N}`, and the master's runtime threads enter it too.
     let _ = match format {

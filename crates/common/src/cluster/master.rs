@@ -95,6 +95,7 @@ pub(super) fn run(master: Master) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
+            crate::log_buffer::flush();
             eprintln!("error: {e}");
             ExitCode::from(1)
         }

@@ -38,15 +38,23 @@ impl Front {
         F: FnOnce(Request<B>) -> Fut,
         Fut: Future<Output = Response<EdgeBody>>,
     {
-        req.extensions_mut().insert(ClientAddr(client));
+        if self.rate_limit.is_some() {
+            // The limiter's key. Only then: an extension costs the request's first map of them,
+            // three allocations, and nothing else reads it.
+            req.extensions_mut().insert(ClientAddr(client));
+        }
         // A oneshot service calls its function once; the Option is how an FnOnce becomes the
         // FnMut that `service_fn` takes.
         let mut dispatch = Some(dispatch);
         let service = tower::service_fn(move |req| {
-            let once = dispatch.take();
+            // Boxed: each layer's future holds the one inside it by value, so unboxed the
+            // dispatch future (the proxy's) was copied whole at every wrapping; `memmove` was the
+            // profile's largest excess over the bare proxy (0.8 µs a request), and side by side
+            // the box measured 4% less master CPU per request.
+            let once = dispatch.take().map(|f| Box::pin(f(req)));
             async move {
                 Ok::<_, Infallible>(match once {
-                    Some(f) => f(req).await,
+                    Some(f) => f.await,
                     None => error_response(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "internal",

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Method, Response};
 use pin_project_lite::pin_project;
@@ -51,12 +51,9 @@ where
         let this = self.project();
         let mut resp = ready!(this.inner.poll(cx))?;
         let elapsed = this.started.elapsed();
-        let ms = elapsed.as_secs_f64() * 1000.0;
         let headers = resp.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), this.id.clone());
-        if let Ok(v) = HeaderValue::try_from(format!("{ms:.3}ms")) {
-            headers.insert(X_RESPONSE_TIME.clone(), v);
-        }
+        headers.insert(X_RESPONSE_TIME.clone(), response_time(elapsed));
         if let Some(req) = this.logged.take() {
             let status = resp.status().as_u16();
             let worker = resp
@@ -71,10 +68,62 @@ where
                 path = %req.path,
                 worker,
                 status,
-                duration_ms = ms,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
             );
         }
         Poll::Ready(Ok(resp))
+    }
+}
+
+/// `X-Response-Time` as milliseconds with three decimals (`1.362ms`), the nearest microsecond.
+/// Written by hand: `format!("{ms:.3}ms")` of a float costs an exact float-to-decimal
+/// conversion on every request.
+fn response_time(elapsed: Duration) -> HeaderValue {
+    let micros = (elapsed.as_nanos().saturating_add(500) / 1000).min(u128::from(u64::MAX)) as u64;
+    // Up to 20 digits of whole milliseconds, the point, three decimals, "ms".
+    let mut buf = [0u8; 26];
+    let mut at = buf.len();
+    let mut put = |b: u8| {
+        at -= 1;
+        buf[at] = b;
+    };
+    put(b's');
+    put(b'm');
+    let (mut whole, mut frac) = (micros / 1000, micros % 1000);
+    for _ in 0..3 {
+        put(b'0' + (frac % 10) as u8);
+        frac /= 10;
+    }
+    put(b'.');
+    loop {
+        put(b'0' + (whole % 10) as u8);
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&buf[at..]).unwrap_or_else(|_| HeaderValue::from_static("0.000ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_response_time_is_milliseconds_to_the_nearest_microsecond() {
+        let cases = [
+            (Duration::ZERO, "0.000ms"),
+            (Duration::from_nanos(499), "0.000ms"),
+            (Duration::from_nanos(500), "0.001ms"),
+            (Duration::from_micros(1362), "1.362ms"),
+            (Duration::from_micros(1_000_050), "1000.050ms"),
+            (Duration::from_nanos(9_999_999), "10.000ms"),
+        ];
+        for (elapsed, want) in cases {
+            assert_eq!(response_time(elapsed), want, "{elapsed:?}");
+        }
+        let longest = response_time(Duration::MAX);
+        assert!(longest.to_str().unwrap().ends_with("ms"), "{longest:?}");
     }
 }
