@@ -44,7 +44,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
     CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, HeaderName, TRANSFER_ENCODING, UPGRADE,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, request};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -52,6 +52,7 @@ use super::buffers;
 use super::check;
 use super::deadline::{Graceful, Watch};
 use super::head::{MAX_HEADERS, Spans, date, offset, write_chunk_size};
+use super::recycle::{self, Recycled};
 use crate::error::BoxError;
 
 /// Bodies up to this size are copied behind the head and go out in one write.
@@ -259,8 +260,9 @@ async fn serve_plain<P: Plain, I: Io>(
         let is_head = req.method == Method::HEAD;
         // On the heap for the request's life only: held inline, the answer (the master's is a
         // proxied request's whole future, 2.6 KB) would make every connection's future that
-        // large for good, idle or not (see `buffers`).
-        let mut answer = Box::pin(plain.answer(req, body));
+        // large for good, idle or not (see `buffers`). In a block of the thread's cache, not a
+        // fresh `Box` (see `recycle`).
+        let mut answer = pin!(Recycled::new(plain.answer(req, body)));
         let Some(resp) = until_answered(&mut io, &mut read, answer.as_mut(), max_head).await else {
             // The client hung up: dropping the request abandons it (and its worker connection).
             return None;
@@ -408,7 +410,7 @@ pub(crate) fn parse(read: &mut BytesMut, max_head: usize, max_body: usize) -> Pa
     };
     let head = read.split_to(len).freeze();
     let spans = spans.as_slice();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = recycle::header_map(spans.len());
     let mut close = false;
     let mut hosts = 0u32;
     // Set by what makes the request hyper's (a `Connection` option, an upgrade, an expectation,
@@ -601,7 +603,7 @@ where
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    drop(parts);
+    recycle::give_header_map(parts.headers);
 
     if framing == ResponseFraming::None {
         io.write_all(out).await?;
