@@ -78,9 +78,9 @@ fn choose(
     client: SocketAddr,
     pool: Option<usize>,
 ) -> Option<Arc<Backend>> {
+    let info = request_info(req, client);
     edge.upstreams
-        .snapshot()
-        .select_in(pool, &*edge.selector, &request_info(req, client))
+        .with_ready(|ready| ready.select_in(pool, &*edge.selector, &info))
 }
 
 /// The version pool of `req`, when the cluster splits traffic between pools.
@@ -339,10 +339,9 @@ async fn forward_head(
             lane = edge.upstreams.suspect_lane(SUSPECT_LANE_WAIT).await;
         }
         let info = request_info(parts, client);
-        let next =
-            edge.upstreams
-                .snapshot()
-                .select_in_excluding(pool, &*edge.selector, &info, &failed);
+        let next = edge
+            .upstreams
+            .with_ready(|ready| ready.select_in_excluding(pool, &*edge.selector, &info, &failed));
         backend = match next {
             Some(b) => b,
             // Only failed workers left: wait for another one, or for a replacement, to be Ready.
@@ -431,15 +430,17 @@ async fn attempt(
     body: &mut RequestBody,
     watch: &Watch,
 ) -> Attempt {
-    let dispatched = Dispatched::new(backend.clone());
+    // The request's one reference to its backend, kept by its in-flight record: each clone of an
+    // `Arc` every edge thread shares is a write to a cache line the other cores read.
+    let slot = backend.slot();
+    let dispatched = Dispatched::new(backend);
     let limits = &edge.limits;
     let sent = pool::send(dispatched, req, added, body, watch, limits.max_header_size).await;
     match sent {
         Ok((mut head, mut lease)) => {
             lease.set_status(head.parts.status.as_u16());
-            head.parts
-                .headers
-                .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
+            let worker_id = lease.backend().worker_id_header().clone();
+            head.parts.headers.insert(X_WORKER_ID.clone(), worker_id);
             if head.request_cut_short {
                 // The rest of the client's body will not be read: say so, so the client opens a
                 // new connection for its next request instead of finding this one closed.
@@ -472,7 +473,7 @@ async fn attempt(
             "gateway_timeout",
             &format!(
                 "worker {} did not answer within UPSTREAM_TIMEOUT ({} ms)",
-                backend.slot(),
+                slot,
                 limits.upstream_timeout.as_millis()
             ),
         )),

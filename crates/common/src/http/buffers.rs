@@ -24,7 +24,7 @@
 //! each for the read and write buffers (which the allocator's thread cache answers), and one for
 //! the answer's future.
 //!
-//! Depends on `head` alone.
+//! Depends on `head` and `recycle`.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -35,6 +35,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::head::{READ_CHUNK, reserve};
+use super::recycle;
 
 /// The write buffer's first size: a response head and a small body fit, and glibc serves it from
 /// its per-thread cache (blocks up to 1032 bytes), which 1 KiB plus the block's header is not: at
@@ -62,16 +63,20 @@ pub(crate) fn poll_read<I: AsyncRead + Unpin>(
 }
 
 /// A connection at rest between requests gives its buffers back; bytes already read of a next
-/// (pipelined) request stay where they are.
+/// (pipelined) request stay where they are. The write buffer goes to the thread's cache, for the
+/// next response any connection of the thread writes (see `recycle`).
 pub(crate) fn release(read: &mut BytesMut, write: &mut Vec<u8>) {
     if read.is_empty() {
         *read = BytesMut::new();
     }
-    *write = Vec::new();
+    recycle::give_write_buffer(std::mem::take(write));
 }
 
 /// `write`, emptied and with room for a response head.
 pub(crate) fn write_buffer(write: &mut Vec<u8>) -> &mut Vec<u8> {
+    if write.capacity() == 0 {
+        *write = recycle::write_buffer(WRITE_START);
+    }
     write.clear();
     write.reserve(WRITE_START);
     write
