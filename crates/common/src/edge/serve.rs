@@ -311,4 +311,12 @@ mod tests {
         );
         assert!(answer <= 2048, "a plain request's answer is {answer} bytes");
     }
+
+    /// Each client connection holds its plain loop's future for its whole life, idle or not: 1.7
+    /// KB in a test build before `write_response` stopped holding the response twice.
+    #[test]
+    fn the_connection_future_stays_small() {
+        let conn = plain::connection_future_size::<PlainEdge, TcpStream>();
+        assert!(conn <= 1536, "a client connection's future is {conn} bytes");
+    }
 }
