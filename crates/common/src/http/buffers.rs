@@ -13,16 +13,18 @@
 //!   allocates nothing, however often it is polled;
 //! - between requests both buffers are given back ([`release`]), unless bytes of the next request
 //!   are already in, which stay;
-//! - the write buffer is allocated when a response is written ([`write_buffer`]);
-//! - and `server` boxes the answer's future for the request's life only.
+//! - the write buffer is taken when a response is written ([`write_buffer`]), from the thread's
+//!   cache of them (`recycle`), and goes back there between requests;
+//! - and `server` keeps the answer's future on the heap for the request's life only, in a block
+//!   of the thread's cache (`recycle`).
 //!
 //! Measured side by side (same run, 15,000 connections): 11.5 → 3.9 KB per connection; what is
 //! left is the connection's task and future (about 2.5 KB), its deadline and its socket's
 //! registration with the runtime.
 //!
-//! What it costs per request: the copy of what a read brought in (one head), one small allocation
-//! each for the read and write buffers (which the allocator's thread cache answers), and one for
-//! the answer's future.
+//! What it costs per request: the copy of what a read brought in (one head) and one small
+//! allocation for the read buffer (which the allocator's thread cache answers); the write buffer
+//! and the answer's block come from the thread's caches, with no trip through the allocator.
 //!
 //! Depends on `head` and `recycle`.
 

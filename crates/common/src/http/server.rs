@@ -259,7 +259,7 @@ async fn serve_plain<P: Plain, I: Io>(
         plain.watch().busy();
         let is_head = req.method == Method::HEAD;
         // On the heap for the request's life only: held inline, the answer (the master's is a
-        // proxied request's whole future, 2.6 KB) would make every connection's future that
+        // proxied request's whole future, 1.6 KB) would make every connection's future that
         // large for good, idle or not (see `buffers`). In a block of the thread's cache, not a
         // fresh `Box` (see `recycle`).
         let mut answer = pin!(Recycled::new(plain.answer(req, body)));
