@@ -363,6 +363,11 @@ impl Lease {
         self.in_flight.set_status(status);
     }
 
+    /// The worker the request went to.
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
+        self.in_flight.backend()
+    }
+
     /// The response was read to its end: the connection can serve the next request.
     pub(crate) fn release(&mut self) {
         self.in_flight.outcome = Outcome::Complete;
@@ -474,7 +479,8 @@ pub(crate) async fn send(
     watch: &Watch,
     max_head: usize,
 ) -> Result<(Head, Lease), SendError> {
-    let backend = in_flight.backend().clone();
+    // Borrowed from the in-flight record, not cloned (see `proxy::attempt`).
+    let backend: &Backend = in_flight.backend();
     if backend.retired.load(Ordering::SeqCst) {
         // It began draining after this request picked it: nothing was sent, so another worker can
         // take it, whatever its method; and this is no failure of the worker's.

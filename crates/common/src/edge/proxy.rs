@@ -31,6 +31,7 @@ use crate::http::headers::{
     X_FORWARDED_FOR, X_REQUEST_ID, X_WORKER_ID, is_upgrade, mint_request_id, strip_hop_by_hop,
     write_forwarded_for,
 };
+use crate::http::recycle::RequestHead;
 
 /// The TCP peer of a client connection, with its address already rendered for `X-Forwarded-For`
 /// (once per connection rather than once per request).
@@ -77,9 +78,9 @@ fn choose(
     client: SocketAddr,
     pool: Option<usize>,
 ) -> Option<Arc<Backend>> {
+    let info = request_info(req, client);
     edge.upstreams
-        .snapshot()
-        .select_in(pool, &*edge.selector, &request_info(req, client))
+        .with_ready(|ready| ready.select_in(pool, &*edge.selector, &info))
 }
 
 /// The version pool of `req`, when the cluster splits traffic between pools.
@@ -116,7 +117,7 @@ pub(crate) async fn forward(
         Ok(body) => body,
         Err(refusal) => return refused(refusal),
     };
-    forward_parts(edge, parts, body, peer).await
+    forward_parts(edge, RequestHead(parts), body, peer).await
 }
 
 /// A request body up to `BODY_BUFFER`, read whole before any worker connection is taken for it,
@@ -173,10 +174,26 @@ async fn read_body(
 }
 
 /// Forwards a request whose body is already capped (see [`forward`]).
-pub(crate) async fn forward_parts(
-    edge: &Edge,
-    mut parts: request::Parts,
+/// Its header map goes back to the thread's cache when the request is done with (see
+/// `http::recycle`).
+///
+/// An `async` block rather than an `async fn`, which would hold `parts` and `body` twice (as its
+/// arguments and as the locals they move into): this state is copied into the heap on every
+/// request (see `http::recycle`).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn forward_parts<'a>(
+    edge: &'a Edge,
+    mut parts: RequestHead,
     mut body: RequestBody,
+    peer: &'a Peer,
+) -> impl Future<Output = Response<EdgeBody>> + Send + 'a {
+    async move { forward_head(edge, &mut parts, &mut body, peer).await }
+}
+
+async fn forward_head(
+    edge: &Edge,
+    parts: &mut request::Parts,
+    body: &mut RequestBody,
     peer: &Peer,
 ) -> Response<EdgeBody> {
     let client = peer.addr;
@@ -221,18 +238,18 @@ pub(crate) async fn forward_parts(
     // idempotent method means two deliveries have the effect of one (RFC 9110 §9.2.2), and with no
     // body there is nothing half-consumed to send twice. A POST that reached a worker is never
     // resent: the worker may have acted on it before it died.
-    let resendable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+    let resendable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(body);
     // Every request earns a fraction of a retry (tower's TpsBudget: 20% of the last 10 s of
     // traffic, plus a small floor). When every worker is failing, retries stop at that share
     // instead of doubling the load on a cluster already in trouble.
     edge.retry.deposit();
 
     // The pool first (by the split, per user), then a worker inside it (by the selector).
-    let mut placement = place(edge, &parts, client);
+    let mut placement = place(edge, parts, client);
     let pool = placement.as_ref().map(|p| p.pool);
-    let mut backend = match choose(edge, &parts, client, pool) {
+    let mut backend = match choose(edge, parts, client, pool) {
         Some(b) => b,
-        None => match wait_pick(edge, &parts, client, &[], pool).await {
+        None => match wait_pick(edge, parts, client, &[], pool).await {
             Ok(b) => b,
             Err(why) => return with_id(unavailable(why), request_id),
         },
@@ -246,7 +263,7 @@ pub(crate) async fn forward_parts(
     let mut lane = None;
     loop {
         let failed_pid = backend.pid();
-        match attempt(edge, backend, &parts, added, &mut body, &peer.watch).await {
+        match attempt(edge, backend, parts, added, body, &peer.watch).await {
             Attempt::Done(mut resp) => {
                 if let Some(cookie) = placement.as_mut().and_then(|p| p.set_cookie.take()) {
                     resp.headers_mut().append(SET_COOKIE, cookie);
@@ -265,7 +282,7 @@ pub(crate) async fn forward_parts(
                     "worker failed before answering; resending"
                 );
                 reached += 1;
-                body = RequestBody::Empty;
+                *body = RequestBody::Empty;
             }
             // A second worker died under it: if a signal from outside killed that one (both
             // were killed at once, say), the request is not to blame and may go once more.
@@ -321,15 +338,14 @@ pub(crate) async fn forward_parts(
             // Held until this request is answered or given up (see `Upstreams::suspect_lane`).
             lane = edge.upstreams.suspect_lane(SUSPECT_LANE_WAIT).await;
         }
-        let info = request_info(&parts, client);
-        let next =
-            edge.upstreams
-                .snapshot()
-                .select_in_excluding(pool, &*edge.selector, &info, &failed);
+        let info = request_info(parts, client);
+        let next = edge
+            .upstreams
+            .with_ready(|ready| ready.select_in_excluding(pool, &*edge.selector, &info, &failed));
         backend = match next {
             Some(b) => b,
             // Only failed workers left: wait for another one, or for a replacement, to be Ready.
-            None => match wait_pick(edge, &parts, client, &failed, pool).await {
+            None => match wait_pick(edge, parts, client, &failed, pool).await {
                 Ok(b) => b,
                 Err(why) => return with_id(unavailable(why), request_id),
             },
@@ -414,15 +430,17 @@ async fn attempt(
     body: &mut RequestBody,
     watch: &Watch,
 ) -> Attempt {
-    let dispatched = Dispatched::new(backend.clone());
+    // The request's one reference to its backend, kept by its in-flight record: each clone of an
+    // `Arc` every edge thread shares is a write to a cache line the other cores read.
+    let slot = backend.slot();
+    let dispatched = Dispatched::new(backend);
     let limits = &edge.limits;
     let sent = pool::send(dispatched, req, added, body, watch, limits.max_header_size).await;
     match sent {
         Ok((mut head, mut lease)) => {
             lease.set_status(head.parts.status.as_u16());
-            head.parts
-                .headers
-                .insert(X_WORKER_ID.clone(), backend.worker_id_header().clone());
+            let worker_id = lease.backend().worker_id_header().clone();
+            head.parts.headers.insert(X_WORKER_ID.clone(), worker_id);
             if head.request_cut_short {
                 // The rest of the client's body will not be read: say so, so the client opens a
                 // new connection for its next request instead of finding this one closed.
@@ -455,7 +473,7 @@ async fn attempt(
             "gateway_timeout",
             &format!(
                 "worker {} did not answer within UPSTREAM_TIMEOUT ({} ms)",
-                backend.slot(),
+                slot,
                 limits.upstream_timeout.as_millis()
             ),
         )),

@@ -22,12 +22,13 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, request, response};
+use http::{HeaderValue, Method, StatusCode, Version, request, response};
 use http_body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::head::{MAX_HEADERS, READ_CHUNK, Spans, reserve, write_chunk_size};
 use super::headers::{X_FORWARDED_FOR, is_hop_by_hop, write_forwarded_for};
+use super::recycle;
 use crate::error::BoxError;
 use crate::wire::socket::WorkerSocket;
 /// Longest chunk-size line or trailer section accepted in a chunked body.
@@ -564,7 +565,7 @@ pub(crate) fn parse_head<B>(
     // Room for the two headers the edge adds (X-Worker-Id, X-Request-Id), so adding them does not
     // grow the map.
     let spans = spans.as_slice();
-    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
+    let mut headers = recycle::header_map(spans.len() + 2);
     let mut length: Option<u64> = None;
     let mut chunked: Option<bool> = None;
     let mut connection: Option<Bytes> = None;

@@ -75,14 +75,11 @@ impl Watch {
     }
 
     /// Runs `fut` until it finishes (`Some`) or the worker's deadline passes (`None`).
-    pub(crate) async fn bound<F: Future>(&self, fut: F) -> Option<F::Output> {
-        let mut fut = std::pin::pin!(fut);
-        poll_fn(|cx| match fut.as_mut().poll(cx) {
-            Poll::Ready(out) => Poll::Ready(Some(out)),
-            Poll::Pending if self.phase() == EXPIRED => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        })
-        .await
+    ///
+    /// A future of its own rather than an `async fn`: one of those would hold `fut` twice, as its
+    /// argument and pinned, and `fut` is most of a proxied request's state (see `http::recycle`).
+    pub(crate) fn bound<F: Future>(&self, fut: F) -> Bound<'_, F> {
+        Bound { watch: self, fut }
     }
 
     fn start(&self, phase: u64) {
@@ -333,6 +330,28 @@ mod tests {
         let (_, since) = w.load();
         w.expire(since);
         assert_eq!(w.bound(std::future::pending::<()>()).await, None);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Watch::bound`]'s future.
+    pub(crate) struct Bound<'a, F> {
+        watch: &'a Watch,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Bound<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.fut.poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending if this.watch.phase() == EXPIRED => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! - `check`: what a request must be before it is served (RFC 9112's MUSTs hyper leaves to us);
 //! - `buffers`: the plain loop's read and write buffers, given back while a connection is idle;
 //! - `head`: the spans of a parsed head's headers, shared by the request and response parsers;
+//! - `recycle`: per-thread caches of what each request allocates (its answer's heap block, header
+//!   maps), so the hot path skips the allocator without holding memory per idle connection;
 //! - `server`: the lean loop that serves *plain* requests (no body, no upgrade) and hands a
 //!   connection to hyper at its first request that is not plain;
 //! - `client`: the master's HTTP/1.1 client for its workers, one pooled connection driven by the
@@ -27,6 +29,7 @@ pub mod forwarded;
 pub(crate) mod head;
 pub mod headers;
 pub mod rate_limit;
+pub(crate) mod recycle;
 pub mod routes;
 pub(crate) mod server;
 pub mod trace;

@@ -44,7 +44,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{
     CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, HeaderName, TRANSFER_ENCODING, UPGRADE,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, request};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, request};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -52,6 +52,7 @@ use super::buffers;
 use super::check;
 use super::deadline::{Graceful, Watch};
 use super::head::{MAX_HEADERS, Spans, date, offset, write_chunk_size};
+use super::recycle::{self, Recycled};
 use crate::error::BoxError;
 
 /// Bodies up to this size are copied behind the head and go out in one write.
@@ -78,7 +79,7 @@ pub(crate) type Hyper = Pin<Box<dyn HyperConn>>;
 
 /// What answers the plain requests of one connection, and hands it to hyper when one is not.
 pub(crate) trait Plain: Send + 'static {
-    type Body: Body<Data = Bytes, Error: Into<BoxError> + Send> + Send;
+    type Body: Body<Data = Bytes, Error: Into<BoxError> + Send> + Send + Unpin;
 
     /// The connection's deadlines: busy while a request is answered, waiting for a head after.
     fn watch(&self) -> &Watch;
@@ -258,9 +259,10 @@ async fn serve_plain<P: Plain, I: Io>(
         plain.watch().busy();
         let is_head = req.method == Method::HEAD;
         // On the heap for the request's life only: held inline, the answer (the master's is a
-        // proxied request's whole future, 2.6 KB) would make every connection's future that
-        // large for good, idle or not (see `buffers`).
-        let mut answer = Box::pin(plain.answer(req, body));
+        // proxied request's whole future, 1.6 KB) would make every connection's future that
+        // large for good, idle or not (see `buffers`). In a block of the thread's cache, not a
+        // fresh `Box` (see `recycle`).
+        let mut answer = pin!(Recycled::new(plain.answer(req, body)));
         let Some(resp) = until_answered(&mut io, &mut read, answer.as_mut(), max_head).await else {
             // The client hung up: dropping the request abandons it (and its worker connection).
             return None;
@@ -282,6 +284,16 @@ async fn serve_plain<P: Plain, I: Io>(
         buffers::release(&mut read, &mut write);
         plain.watch().await_head();
     }
+}
+
+/// The size of a connection's plain loop serving `P` on `I`: what each connection holds for its
+/// whole life, idle or not (see `buffers`), so its tests can keep it small.
+#[cfg(test)]
+pub(crate) fn connection_future_size<P: Plain, I: Io>() -> usize {
+    fn size_of_output<A, B, C, F: Future>(_make: impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size_of_output(serve_plain::<P, I>)
 }
 
 /// How a request's body failed to arrive whole.
@@ -408,7 +420,7 @@ pub(crate) fn parse(read: &mut BytesMut, max_head: usize, max_body: usize) -> Pa
     };
     let head = read.split_to(len).freeze();
     let spans = spans.as_slice();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = recycle::header_map(spans.len());
     let mut close = false;
     let mut hosts = 0u32;
     // Set by what makes the request hyper's (a `Connection` option, an upgrade, an expectation,
@@ -536,136 +548,142 @@ enum ResponseFraming {
 
 /// Writes `resp` to the client; true if the connection must close after it, because `closing`
 /// says so (then the response says it too) or the response itself said `Connection: close`.
-async fn write_response<I: Io, B>(
-    io: &mut I,
-    out: &mut Vec<u8>,
+///
+/// Not an `async fn`, which would hold `resp` twice (as its argument and as the parts it is split
+/// into), in the connection's own future: the response is split here, before the future is made.
+fn write_response<'a, I: Io, B>(
+    io: &'a mut I,
+    out: &'a mut Vec<u8>,
     resp: Response<B>,
     is_head: bool,
     closing: bool,
-) -> io::Result<bool>
+) -> impl Future<Output = io::Result<bool>> + 'a
 where
-    B: Body<Data = Bytes, Error: Into<BoxError>>,
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin + 'a,
 {
-    let (parts, body) = resp.into_parts();
-    let status = parts.status;
-    let bodiless =
-        is_head || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
-    let framing = if bodiless {
-        ResponseFraming::None
-    } else {
-        match body.size_hint().exact() {
-            Some(n) => ResponseFraming::Length(n),
-            None => ResponseFraming::Chunked,
-        }
-    };
-    let out = buffers::write_buffer(out);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let mut dated = false;
-    let mut close = closing;
-    for (name, value) in &parts.headers {
-        // The body's framing is this connection's: written below, whatever the worker used.
-        let framing_header = *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING;
-        if framing_header && (framing != ResponseFraming::None || status == StatusCode::NO_CONTENT)
-        {
-            continue;
-        }
-        if *name == CONNECTION {
-            if closing {
+    let (parts, mut body) = resp.into_parts();
+    async move {
+        let status = parts.status;
+        let bodiless =
+            is_head || status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT;
+        let framing = if bodiless {
+            ResponseFraming::None
+        } else {
+            match body.size_hint().exact() {
+                Some(n) => ResponseFraming::Length(n),
+                None => ResponseFraming::Chunked,
+            }
+        };
+        let out = buffers::write_buffer(out);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut dated = false;
+        let mut close = closing;
+        for (name, value) in &parts.headers {
+            // The body's framing is this connection's: written below, whatever the worker used.
+            let framing_header = *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING;
+            if framing_header
+                && (framing != ResponseFraming::None || status == StatusCode::NO_CONTENT)
+            {
                 continue;
             }
-            close |= value.as_bytes().eq_ignore_ascii_case(b"close");
-        }
-        dated |= *name == DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    match framing {
-        ResponseFraming::None => {}
-        ResponseFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            if *name == CONNECTION {
+                if closing {
+                    continue;
+                }
+                close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+            }
+            dated |= *name == DATE;
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    if !dated {
-        date(out);
-    }
-    if closing {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    drop(parts);
+        match framing {
+            ResponseFraming::None => {}
+            ResponseFraming::Length(n) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        if !dated {
+            date(out);
+        }
+        if closing {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        recycle::give_header_map(parts.headers);
 
-    if framing == ResponseFraming::None {
+        if framing == ResponseFraming::None {
+            io.write_all(out).await?;
+            return Ok(close);
+        }
+        let mut body = Pin::new(&mut body);
+        if let ResponseFraming::Length(n) = framing
+            && n <= INLINE_BODY as u64
+        {
+            // Small and of known size (a complete body nearly always): behind the head, one write.
+            let mut sent = 0u64;
+            while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                if let Ok(data) = frame.map_err(|e| io::Error::other(e.into()))?.into_data() {
+                    sent += data.len() as u64;
+                    if sent > n {
+                        break;
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+            if sent != n {
+                return Err(short_body(sent, n));
+            }
+            io.write_all(out).await?;
+            return Ok(close);
+        }
         io.write_all(out).await?;
-        return Ok(close);
-    }
-    let mut body = pin!(body);
-    if let ResponseFraming::Length(n) = framing
-        && n <= INLINE_BODY as u64
-    {
-        // Small and of known size (a complete body nearly always): behind the head, one write.
         let mut sent = 0u64;
         while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-            if let Ok(data) = frame.map_err(|e| io::Error::other(e.into()))?.into_data() {
-                sent += data.len() as u64;
-                if sent > n {
-                    break;
-                }
-                out.extend_from_slice(&data);
+            let frame = frame.map_err(|e| io::Error::other(e.into()))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not forwarded
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            if framing == ResponseFraming::Chunked {
+                out.clear();
+                write_chunk_size(data.len(), out);
+                out.extend_from_slice(b"\r\n");
+                io.write_all(out).await?;
+                io.write_all(&data).await?;
+                io.write_all(b"\r\n").await?;
+            } else if let ResponseFraming::Length(n) = framing
+                && sent > n
+            {
+                // A body longer than it announced: the bytes past the length would be read as the
+                // next response on this connection (RFC 9112 §6.3: the length is what frames the
+                // message; RFC 9110 §8.6: a sender must not send a Content-Length known to be
+                // wrong). Send what fits and cut the connection.
+                let fits = data.len() - (sent - n) as usize;
+                io.write_all(&data[..fits]).await?;
+                return Err(short_body(sent, n));
+            } else {
+                io.write_all(&data).await?;
             }
         }
-        if sent != n {
-            return Err(short_body(sent, n));
+        match framing {
+            ResponseFraming::Chunked => io.write_all(b"0\r\n\r\n").await?,
+            ResponseFraming::Length(n) if sent != n => return Err(short_body(sent, n)),
+            _ => {}
         }
-        io.write_all(out).await?;
-        return Ok(close);
+        Ok(close)
     }
-    io.write_all(out).await?;
-    let mut sent = 0u64;
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(|e| io::Error::other(e.into()))?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers are not forwarded
-        };
-        if data.is_empty() {
-            continue;
-        }
-        sent += data.len() as u64;
-        if framing == ResponseFraming::Chunked {
-            out.clear();
-            write_chunk_size(data.len(), out);
-            out.extend_from_slice(b"\r\n");
-            io.write_all(out).await?;
-            io.write_all(&data).await?;
-            io.write_all(b"\r\n").await?;
-        } else if let ResponseFraming::Length(n) = framing
-            && sent > n
-        {
-            // A body longer than it announced: the bytes past the length would be read as the
-            // next response on this connection (RFC 9112 §6.3: the length is what frames the
-            // message; RFC 9110 §8.6: a sender must not send a Content-Length known to be
-            // wrong). Send what fits and cut the connection.
-            let fits = data.len() - (sent - n) as usize;
-            io.write_all(&data[..fits]).await?;
-            return Err(short_body(sent, n));
-        } else {
-            io.write_all(&data).await?;
-        }
-    }
-    match framing {
-        ResponseFraming::Chunked => io.write_all(b"0\r\n\r\n").await?,
-        ResponseFraming::Length(n) if sent != n => return Err(short_body(sent, n)),
-        _ => {}
-    }
-    Ok(close)
 }
 
 fn short_body(sent: u64, n: u64) -> io::Error {
