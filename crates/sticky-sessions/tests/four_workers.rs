@@ -112,6 +112,15 @@ async fn a_websocket_handed_to_a_worker_goes_to_its_sessions_worker() {
     );
     let http = test_support::Http::new();
     let mut workers = std::collections::BTreeSet::new();
+    let handed_lines = |cluster: &ClusterProcess| {
+        cluster
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("upgrade handed to its worker"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let mut logged = std::collections::BTreeSet::new();
     for _ in 0..8 {
         let mut jar = support::Jar::new(&http);
         let s = jar.get(&cluster.url("/session")).await.json();
@@ -146,12 +155,22 @@ async fn a_websocket_handed_to_a_worker_goes_to_its_sessions_worker() {
             before["cookieRouted"].as_u64().map(|n| n + 1),
             "the handshake was routed by its cookie: {before} -> {after}"
         );
-        let handed = cluster
-            .stderr()
-            .lines()
-            .rfind(|l| l.contains("upgrade handed to its worker"))
-            .map(str::to_owned)
-            .unwrap_or_else(|| panic!("no handoff logged:\n{}", cluster.stderr()));
+        // The log is written in batches (`common::log_buffer`): wait for this handshake's line
+        // (each names its handoff's id, so it is one not logged before).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let handed = loop {
+            let new = handed_lines(&cluster)
+                .into_iter()
+                .find(|l| !logged.contains(l));
+            match new {
+                Some(line) => break line,
+                None if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                None => panic!("no handoff logged:\n{}", cluster.stderr()),
+            }
+        };
+        logged.insert(handed.clone());
         assert!(handed.contains(&format!("slot={worker} ")), "{handed}");
     }
     assert!(
