@@ -17,7 +17,7 @@
 //!
 //! Each worker has a second socketpair for this, a datagram one: see
 //! `wire::handoff`. Proxy dispatch uses the same channel for WebSocket upgrades (`edge::upgrade`),
-//! with `to_head`'s checks.
+//! with the same checks of the head (`edge::handed_head`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,26 +25,18 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::accept::{Listening, accept_until};
+use super::handed_head::{PeekedHead, to_head};
 use super::serve::{hyper_builder, serve_connection};
 use super::state::Edge;
 use crate::balance::RequestInfo;
-use crate::http::check;
 use crate::shutdown::Shutdown;
 
 /// The most of a request head the master will look at.
 pub const PEEK_LIMIT: usize = 8 * 1024;
-
-/// The first request head of a connection, as far as the master needs it.
-pub(super) struct PeekedHead {
-    pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
-}
 
 enum Peeked {
     Head(Box<PeekedHead>),
@@ -81,31 +73,6 @@ async fn peek_head(stream: &TcpStream, timeout: Duration, max_head: usize) -> io
             _ => return Ok(Peeked::Unusable),
         }
     }
-}
-
-/// The head, if it is one to hand to a worker: `None` for one the master must answer itself
-/// because it is invalid (the same checks as proxy mode's, [`check::request`]), so a bad head
-/// never reaches a worker's own HTTP code.
-pub(super) fn to_head(req: &httparse::Request<'_, '_>, max_head: usize) -> Option<PeekedHead> {
-    let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
-    // A fragment (RFC 9112 §3.2) is refused by the master's own parser, not dropped by a worker's.
-    let uri: Uri = req.path.filter(|p| !p.contains('#'))?.parse().ok()?;
-    let version = match req.version? {
-        1 => Version::HTTP_11,
-        _ => Version::HTTP_10,
-    };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(h.value).ok()?;
-        headers.append(name, value);
-    }
-    check::request(&method, &uri, version, &headers, max_head).ok()?;
-    Some(PeekedHead {
-        method,
-        uri,
-        headers,
-    })
 }
 
 /// Accepts until `shutdown`, handing connections to workers; returns true if the connections the

@@ -7,6 +7,7 @@
 //! - `front`: the optional layers in front of every request (trace, rate limit);
 //! - `serve`: proxy dispatch, one client connection served by the plain loop, then hyper;
 //! - [`handoff`]: the other dispatch mode, passing whole connections to workers;
+//! - `handed_head`: the checked head of a request whose connection goes to a worker (both modes);
 //! - `state`: what every connection shares (`Edge`: limits, strategy, routes);
 //! - [`upstreams`]: the ready workers, as selectors and as backends;
 //! - [`proxy`]: forwarding one request (headers, retry, errors, upgrades);
@@ -28,6 +29,7 @@
 
 pub mod accept;
 pub(crate) mod front;
+mod handed_head;
 pub mod handoff;
 pub mod pool;
 pub mod proxy;

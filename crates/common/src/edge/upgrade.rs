@@ -53,7 +53,7 @@ use http::Method;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use tokio::net::TcpStream;
 
-use super::handoff::{PeekedHead, to_head};
+use super::handed_head::{PeekedHead, to_head};
 use super::pool::{Dispatched, HandedOff};
 use super::state::Edge;
 use crate::balance::RequestInfo;
