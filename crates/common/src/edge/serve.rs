@@ -193,7 +193,7 @@ impl plain::Plain for PlainEdge {
         // `upgrade`); anything else, or an upgrade that cannot, is hyper's.
         let io = if self.edge.upgrade_handoff && !self.once {
             match super::upgrade::hand_off(&self.edge, io, self.peer.addr) {
-                Ok(()) => return Box::pin(super::upgrade::HandedOver),
+                Ok(()) => return Box::pin(crate::http::deadline::HandedOver),
                 Err((io, why)) => {
                     tracing::debug!(why, "connection left to hyper");
                     io

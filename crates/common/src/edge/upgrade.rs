@@ -45,9 +45,7 @@
 use std::any::Any;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use http::Method;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
@@ -57,7 +55,6 @@ use super::handed_head::{PeekedHead, to_head};
 use super::pool::{Dispatched, HandedOff};
 use super::state::Edge;
 use crate::balance::RequestInfo;
-use crate::http::deadline::Graceful;
 use crate::http::head::MAX_HEADERS;
 use crate::http::headers::is_upgrade;
 use crate::http::server::{Io, Rewind};
@@ -168,21 +165,6 @@ fn websocket_head(bytes: &[u8], max_head: usize) -> Option<PeekedHead> {
         !head.headers.contains_key(CONTENT_LENGTH) && !head.headers.contains_key(TRANSFER_ENCODING);
     (head.method == Method::GET && websocket && bodiless && is_upgrade(&head.headers))
         .then_some(head)
-}
-
-/// What the connection's future becomes once its socket is a worker's: done at once.
-pub(super) struct HandedOver;
-
-impl Future for HandedOver {
-    type Output = hyper::Result<()>;
-
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Graceful for HandedOver {
-    fn graceful_shutdown(self: Pin<&mut Self>) {}
 }
 
 #[cfg(test)]

@@ -162,6 +162,22 @@ pub(crate) trait Graceful {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
+/// A connection with nothing left to serve because its socket went elsewhere (a WebSocket
+/// upgrade handed to a worker): done at once, with nothing to drain.
+pub(crate) struct HandedOver;
+
+impl Future for HandedOver {
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Graceful for HandedOver {
+    fn graceful_shutdown(self: Pin<&mut Self>) {}
+}
+
 impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,

@@ -1008,21 +1008,6 @@ mod tests {
         }
     }
 
-    /// hyper's connection, in these tests: done at once.
-    struct HandedOver;
-
-    impl Future for HandedOver {
-        type Output = hyper::Result<()>;
-
-        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl Graceful for HandedOver {
-        fn graceful_shutdown(self: Pin<&mut Self>) {}
-    }
-
     impl Plain for Recorder {
         type Body = http_body_util::Full<Bytes>;
 
@@ -1057,7 +1042,7 @@ mod tests {
 
         fn hand_over<I: Io>(self, _: Rewind<I>) -> Hyper {
             self.handed_over.store(true, Ordering::Relaxed);
-            Box::pin(HandedOver)
+            Box::pin(crate::http::deadline::HandedOver)
         }
     }
 
