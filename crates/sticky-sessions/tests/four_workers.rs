@@ -102,7 +102,7 @@ async fn a_websocket_handed_to_a_worker_goes_to_its_sessions_worker() {
     // The master routes the handshake by the session cookie, then hands the connection itself to
     // that worker (its debug line names the slot), for sessions on several workers.
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use tokio_tungstenite::tungstenite::Message;
     let cluster = ClusterProcess::start(
         BIN,
         &[
@@ -128,16 +128,7 @@ async fn a_websocket_handed_to_a_worker_goes_to_its_sessions_worker() {
         workers.insert(worker);
         let cookie = jar.cookie.clone().expect("a session cookie");
         let before = http.get(&cluster.url("/sticky-stats")).await.json();
-        let mut req = format!("ws://{}/ws", cluster.addr)
-            .into_client_request()
-            .expect("request");
-        req.headers_mut().insert(
-            "cookie",
-            format!("sessionId={cookie}").parse().expect("header"),
-        );
-        let (mut ws, resp) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("websocket");
+        let (mut ws, resp) = support::websocket_with_session(cluster.addr, &cookie).await;
         assert_eq!(
             resp.headers()["x-worker-id"].to_str().ok(),
             Some(worker.to_string().as_str())

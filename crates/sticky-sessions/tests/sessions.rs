@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use futures_util::{SinkExt, StreamExt};
 use support::{BIN, Jar, assert_no_session_lost, run_jars, set_session};
 use test_support::{Http, SharedCluster};
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::tungstenite::Message;
 
 static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
 
@@ -208,16 +208,7 @@ async fn the_websocket_stays_on_its_sessions_worker() {
     let s = jar.get(&cluster().url("/session")).await.json();
     let cookie = jar.cookie.clone().expect("cookie");
     for _ in 0..3 {
-        let mut req = format!("ws://{}/ws", cluster().addr)
-            .into_client_request()
-            .expect("request");
-        req.headers_mut().insert(
-            "cookie",
-            format!("sessionId={cookie}").parse().expect("header"),
-        );
-        let (mut ws, resp) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("websocket");
+        let (mut ws, resp) = support::websocket_with_session(cluster().addr, &cookie).await;
         assert_eq!(
             resp.headers()["x-worker-id"].to_str().ok(),
             Some(s["workerId"].to_string().as_str())

@@ -109,3 +109,24 @@ pub use test_support::redis::RedisServer;
 pub fn run_to_exit(env: &[(&str, &str)]) -> (ExitStatus, String) {
     test_support::run_to_exit(BIN, env)
 }
+
+/// A WebSocket to `addr`'s `/ws` carrying the session cookie `cookie`, and the handshake's answer.
+pub async fn websocket_with_session(
+    addr: std::net::SocketAddr,
+    cookie: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "cookie",
+        format!("sessionId={cookie}").parse().expect("header"),
+    );
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket")
+}
