@@ -767,6 +767,96 @@ async fn a_query_of_death_kills_at_most_two_workers_gets_502_and_no_bystander_fa
     assert_eq!(http.health(&base).await["workers"]["failed"], 0);
 }
 
+/// The pids of the workers a stalling query of death has stopped so far, in order.
+fn stalled_pids(c: &ClusterProcess) -> Vec<u64> {
+    c.stderr()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("fixture: pid ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Each slot's requests in flight, by `/health`.
+async fn in_flight(http: &Http, base: &str) -> Vec<u64> {
+    let h = http.health(base).await;
+    (0..2)
+        .map(|i| h["workers"]["slots"][i]["inFlight"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_avoids_a_worker_that_just_lost_a_request_while_it_is_still_dying() {
+    // Under load, a crashing worker can hang up its connections some milliseconds before it has
+    // exited and left the ready set. A request resent in that window to the other worker the
+    // query of death killed fails a second time: the bystander failure this test pins down. The
+    // fixture stops both workers in that window and the test lets them finish one at a time.
+    let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
+    let http = Http::new();
+    let base = c.base();
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            let h = http.health(&base).await;
+            (0..2).all(|i| {
+                let s = &h["workers"]["slots"][i];
+                s["state"] == "ready" && s["uptimeMs"].as_u64().is_some_and(|ms| ms > 1100)
+            })
+        })
+        .await
+    );
+    let r = http
+        .send(
+            "GET",
+            &c.url("/abort?stall=true"),
+            &[("x-request-id", "stalling-query-of-death")],
+            "",
+        )
+        .await
+        .expect("answered");
+    assert_eq!(r.status, 502, "{}", r.body);
+    let stalled = stalled_pids(&c);
+    assert_eq!(stalled.len(), 2, "both workers stalled: {}", c.stderr());
+    assert_eq!(http.ready_pids(&base).await.len(), 2, "both still listed");
+
+    // Bystanders reach both stopped workers and wait there.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url) = (http.clone(), c.url("/whoami"));
+            tokio::spawn(async move { http.send("GET", &url, &[], "").await })
+        })
+        .collect();
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            let n = in_flight(&http, &base).await;
+            n.iter().sum::<u64>() == 4 && n.iter().all(|&k| k > 0)
+        })
+        .await,
+        "four requests in flight, on both workers: {:?}",
+        in_flight(&http, &base).await
+    );
+    let cont = |pid: u64| kill(Pid::from_raw(pid as i32), Signal::SIGCONT).expect("SIGCONT");
+    // The first one dies: its requests are resent. The other worker lost the query of death's
+    // resend and is still listed; a resend sent there would wait with it, then fail with it.
+    cont(stalled[0]);
+    let answered = eventually(Duration::from_secs(5), || {
+        calls.iter().filter(|c| c.is_finished()).count() >= 2
+    });
+    cont(stalled[1]);
+    assert!(
+        answered,
+        "the first worker's requests were answered while the second was still stopped"
+    );
+    for call in calls {
+        let r = call.await.unwrap().expect("answered");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(http.health(&base).await["workers"]["failed"], 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_master_leaves_no_worker_behind_and_frees_its_port() {
     let mut c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2")]);

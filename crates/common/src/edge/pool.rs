@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -41,6 +41,11 @@ pub struct Backend {
     /// Set when the worker is draining or gone, so released connections are closed, not pooled,
     /// and requests that picked this backend just before go elsewhere instead.
     retired: AtomicBool,
+    /// When a request sent to this process was last lost (the connection closed or broke before
+    /// an answer), as [`stamp`]; 0 once a request sent after that was answered. A worker that
+    /// crashed hangs up its connections before it has exited and left the ready set, and a resend
+    /// must not follow it there (see `proxy::next_worker`).
+    lost: AtomicU64,
     /// Requests dispatched to this very process and not finished (the slot's counter spans its
     /// processes): the supervisor waits for zero before asking a draining worker to stop.
     active: std::sync::atomic::AtomicUsize,
@@ -55,6 +60,16 @@ pub struct Backend {
     handed_off: Mutex<std::collections::HashMap<u64, HandedOff>>,
     /// The version pool its slot belongs to (0 in a one-pool cluster).
     pool: usize,
+}
+
+/// `t` as nanoseconds (plus one, so never 0) since the first time this was called: earlier
+/// instants count as that first one.
+fn stamp(t: Instant) -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(t.saturating_duration_since(base).as_nanos())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
 }
 
 /// One edge thread's share of a backend's connections.
@@ -121,6 +136,7 @@ impl Backend {
                 })
                 .collect(),
             retired: AtomicBool::new(false),
+            lost: AtomicU64::new(0),
             active: std::sync::atomic::AtomicUsize::new(0),
             observers,
             handoff: None,
@@ -227,6 +243,27 @@ impl Backend {
     /// Whether the worker is draining or gone.
     pub(crate) fn is_retired(&self) -> bool {
         self.retired.load(Ordering::SeqCst)
+    }
+
+    /// Whether a request sent to this process was lost and it has answered none sent since.
+    pub(crate) fn lost_a_request(&self) -> bool {
+        self.lost.load(Ordering::Relaxed) != 0
+    }
+
+    fn note_lost(&self) {
+        self.lost.store(stamp(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// A request dispatched at `started` was answered. Only one sent after the loss clears it: an
+    /// answer the worker wrote before it crashed can still be read after its hang-up was.
+    fn note_answered(&self, started: Instant) {
+        // Read before written: an answer per request must not write a line every thread shares.
+        let lost = self.lost.load(Ordering::Relaxed);
+        if lost != 0 && stamp(started) > lost {
+            let _ = self
+                .lost
+                .compare_exchange(lost, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// Requests to this process not finished yet.
@@ -517,17 +554,23 @@ pub(crate) async fn send(
         .await;
     watch.busy();
     match sent {
-        Some(Ok((head, conn, permit))) => Ok((
-            head,
-            Lease {
-                conn: Some(conn),
-                in_flight,
-                _permit: permit,
-            },
-        )),
+        Some(Ok((head, conn, permit))) => {
+            backend.note_answered(in_flight.started);
+            Ok((
+                head,
+                Lease {
+                    conn: Some(conn),
+                    in_flight,
+                    _permit: permit,
+                },
+            ))
+        }
         // The client's body failed: not the worker's doing, so the outcome stays "abandoned".
         Some(Err(e @ SendError::Body(_))) => Err(e),
         Some(Err(e)) => {
+            if matches!(e, SendError::Sent(_)) {
+                backend.note_lost();
+            }
             in_flight.outcome = Outcome::Failed;
             Err(e)
         }

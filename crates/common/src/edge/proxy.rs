@@ -19,7 +19,7 @@ use super::pool::{self, Backend, Dispatched, NotSent, SendError};
 use super::request_body::{RequestBody, RequestBodyError, Streamed};
 use super::response_body::{EdgeBody, error_response};
 use super::state::Edge;
-use super::upstreams::NotReady;
+use super::upstreams::{NotReady, Ready};
 use tower::retry::budget::Budget;
 
 use crate::balance::{Placement, RequestInfo};
@@ -338,20 +338,58 @@ async fn forward_head(
             // Held until this request is answered or given up (see `Upstreams::suspect_lane`).
             lane = edge.upstreams.suspect_lane(SUSPECT_LANE_WAIT).await;
         }
-        let info = request_info(parts, client);
-        let next = edge
-            .upstreams
-            .with_ready(|ready| ready.select_in_excluding(pool, &*edge.selector, &info, &failed));
-        backend = match next {
-            Some(b) => b,
-            // Only failed workers left: wait for another one, or for a replacement, to be Ready.
-            None => match wait_pick(edge, parts, client, &failed, pool).await {
-                Ok(b) => b,
-                Err(why) => return with_id(unavailable(why), request_id),
-            },
+        backend = match next_worker(edge, parts, client, &failed, pool).await {
+            Ok(b) => b,
+            Err(why) => return with_id(unavailable(why), request_id),
         };
     }
 }
+
+/// The worker a retry goes to: not one that failed this request, and not one that lost another
+/// request and has answered none since, while any other worker is Ready or comes within
+/// [`LOSING_WAIT`].
+///
+/// Why the second rule: a worker that crashed hangs up its connections before it has exited and
+/// been taken out of the ready set, and under load that can take milliseconds. A query of death
+/// resent in that window kills the next worker; the bystanders it had in flight, resent in turn,
+/// would otherwise go back to the first, still listed, and fail a second time with it.
+async fn next_worker(
+    edge: &Edge,
+    parts: &request::Parts,
+    client: SocketAddr,
+    failed: &[u32],
+    pool: Option<usize>,
+) -> Result<Arc<Backend>, NotReady> {
+    let info = request_info(parts, client);
+    let pick = |ready: &Ready, exclude: &[u32]| {
+        ready.select_in_excluding(pool, &*edge.selector, &info, exclude)
+    };
+    let shunned: Vec<u32> = edge.upstreams.with_ready(|ready| {
+        let losing = ready.losing().filter(|pid| !failed.contains(pid));
+        failed.iter().copied().chain(losing).collect()
+    });
+    if shunned.len() > failed.len() {
+        let limits = &edge.limits;
+        let found = edge
+            .upstreams
+            .wait_for(LOSING_WAIT, limits.queue_max, |ready| pick(ready, &shunned))
+            .await;
+        if let Ok(b) = found {
+            return Ok(b);
+        }
+        // None came: the worker that lost a request may just have closed one connection and be
+        // well, so it is tried after all.
+    }
+    match edge.upstreams.with_ready(|ready| pick(ready, failed)) {
+        Some(b) => Ok(b),
+        // Only failed workers left: wait for another one, or for a replacement, to be Ready.
+        None => wait_pick(edge, parts, client, failed, pool).await,
+    }
+}
+
+/// How long a retry waits for a worker other than one that lost a request: a crashed worker's
+/// replacement is Ready in well under this, and a worker that is well loses this much once.
+const LOSING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The most workers one request is tried on. Only the first worker's death under it is forgiven
 /// outright; the others tried either never got it or were killed from outside.

@@ -190,6 +190,15 @@ impl Ready {
 }
 
 impl Ready {
+    /// The processes that lost a request and have answered none since (see
+    /// [`Backend::lost_a_request`]): most likely dying, though not yet out of this set.
+    pub(crate) fn losing(&self) -> impl Iterator<Item = u32> + '_ {
+        self.backends
+            .iter()
+            .filter(|b| b.lost_a_request())
+            .map(|b| b.pid())
+    }
+
     /// As [`Ready::select`], among the workers of version pool `pool` when one is given. A pool
     /// with no ready worker (its last one just drained, say) is no reason to refuse a request:
     /// then any ready worker takes it.

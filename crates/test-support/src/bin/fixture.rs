@@ -4,7 +4,8 @@
 //! - `FIXTURE_CRASH_SLOT=N`: the worker in slot N exits with status 3 as it starts, every time;
 //! - `FIXTURE_FAIL_START_FILE=PATH`: while PATH exists, every new worker exits with status 3 at start.
 //!
-//! Routes that break the worker on purpose: `/abort` (SIGABRT, a query of death), `/exit?code=N`,
+//! Routes that break the worker on purpose: `/abort` (SIGABRT, a query of death; `?stall=true`
+//! hangs up and stops first, a process caught dying), `/exit?code=N`,
 //! `/hang?slot=N`, `/garbage?slot=N`, `/alloc?mb=N`.
 //!
 //! Routes for the hostile-input tests: `/length` answers once it has the whole body; `/smuggled?tag=T` records that the worker served it (the
@@ -258,15 +259,59 @@ fn worker(ctx: &WorkerContext) -> Router {
         )
 }
 
+#[derive(serde::Deserialize)]
+struct Abort {
+    #[serde(default)]
+    stall: bool,
+}
+
 /// A "query of death": aborts the worker serving it (SIGABRT, a crash of its own), naming the
 /// request that did it (the edge's `X-Request-Id`).
-async fn abort(headers: axum::http::HeaderMap) -> &'static str {
+///
+/// With `?stall=true` the worker is caught part-way through dying, as the kernel can leave a
+/// process under load: its connections are hung up, so the master sees the request lost, but the
+/// process stops (SIGSTOP) before it exits, still listed as Ready and holding whatever is sent to
+/// it next. It aborts once continued (SIGCONT).
+async fn abort(Query(q): Query<Abort>, headers: axum::http::HeaderMap) -> &'static str {
     let id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
+    if q.stall {
+        hang_up_connections();
+        eprintln!(
+            "fixture: pid {} stalled on request {id}",
+            std::process::id()
+        );
+        // The whole process stops here, every thread with it.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
     eprintln!("fixture: aborting on request {id}");
     std::process::abort()
+}
+
+/// Hangs up every HTTP connection this worker has accepted: the Unix sockets named by a path that
+/// are not listening. The IPC and handoff channels are socketpairs, with no name, and stay open.
+fn hang_up_connections() {
+    use nix::sys::socket::{Shutdown, UnixAddr, getsockname, getsockopt, shutdown, sockopt};
+    use std::os::fd::BorrowedFd;
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for fd in fds.flatten() {
+        let Some(fd) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let named = getsockname::<UnixAddr>(fd).is_ok_and(|a| a.path().is_some());
+        // SAFETY: borrowed for one `getsockopt`. Were the fd closed (and its number reused) since
+        // it was listed, the worst outcome is hanging up another connection of a process that is
+        // about to abort anyway.
+        let fd_ref = unsafe { BorrowedFd::borrow_raw(fd) };
+        let listening = getsockopt(&fd_ref, sockopt::AcceptConn).unwrap_or(true);
+        if named && !listening {
+            let _ = shutdown(fd, Shutdown::Both);
+        }
+    }
 }
 
 async fn exit(code: u16) -> &'static str {
