@@ -12,7 +12,8 @@
 //! smaller answer future), 3%, and 21,100 → 19,200 instructions per request (see BENCHMARKS.md,
 //! "same policy").
 //!
-//! Depends on nothing else in the crate.
+//! Depends on nothing else in the crate, so that its tests also run under Miri, which checks each
+//! unsafe operation here (`crates/common/miri`, run by scripts/test).
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::cell::RefCell;
@@ -328,6 +329,47 @@ mod tests {
         });
         assert_eq!(kept, BLOCKS);
         assert_eq!(dropped.load(Ordering::Relaxed), BLOCKS * 3);
+    }
+
+    #[test]
+    fn a_future_dropped_on_another_thread_leaves_its_block_there() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let future = Recycled::new(big(&dropped));
+        let at = future.ptr.as_ptr() as usize;
+        let reused = std::thread::spawn(move || {
+            drop(future);
+            // That thread's next future of the type takes the block it was given.
+            let next = Recycled::new(big(&dropped));
+            (next.ptr.as_ptr() as usize == at, dropped)
+        })
+        .join()
+        .expect("the other thread");
+        assert!(reused.0, "the block went to the dropping thread's cache");
+        assert_eq!(reused.1.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_future_holding_another_drops_both_and_keeps_both_blocks() {
+        struct Outer {
+            _inner: Recycled<Big>,
+            _room: [u8; 4096],
+        }
+        impl Future for Outer {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+                Poll::Ready(())
+            }
+        }
+        let dropped = Arc::new(AtomicUsize::new(0));
+        // The inner block goes back while the outer future is being dropped: no cache borrow may
+        // be held across a future's own drop.
+        drop(Recycled::new(Outer {
+            _inner: Recycled::new(big(&dropped)),
+            _room: [0; 4096],
+        }));
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
+        let kinds = CACHE.with_borrow(|c| c.0.iter().filter(|b| !b.free.is_empty()).count());
+        assert!(kinds >= 2, "both blocks kept: {kinds} kinds");
     }
 
     #[test]
