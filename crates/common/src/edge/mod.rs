@@ -17,7 +17,7 @@
 //! - [`pool`]: a worker as an upstream ([`Backend`]), with its bounded keep-alive pool;
 //! - [`request_body`] and [`response_body`]: the body types, with no boxing on the proxied path;
 //! - `trim`: memory handed back to the system after many connections closed;
-//! - [`uring`] (feature `uring`): a prototype of the plain-request path on io_uring, measured
+//! - `uring` (feature `uring`): a prototype of the plain-request path on io_uring, measured
 //!   by `scripts/bench`'s notes and used by no cluster.
 //!
 //! Requests whose path the lesson registered as master-owned (`/health`, stats, admin) are answered
