@@ -256,17 +256,28 @@ async fn websocket_refuses_a_message_over_the_limit() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy().addr))
         .await
         .unwrap();
-    ws.send(Message::binary(vec![0u8; (1 << 20) + 1]))
+    // The worker hangs up rather than echo it. It may do so while the message is still being
+    // written (the worker owns the socket once the master has handed it over, and refuses as soon
+    // as the frame's header says how long it is): a send cut short is that same refusal.
+    let sent = ws.send(Message::binary(vec![0u8; (1 << 20) + 1])).await;
+    if sent.is_ok() {
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the worker reacted within 5 s");
+        assert!(
+            !matches!(got, Some(Ok(Message::Binary(_)))),
+            "an oversized message was echoed"
+        );
+    }
+    // Only that socket was dropped: the next one is echoed as usual.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy().addr))
         .await
         .unwrap();
-    // The worker closes the socket (1009, message too big) rather than echoing it.
+    ws.send(Message::text("still here")).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
-        .expect("the worker reacted within 5 s");
-    assert!(
-        !matches!(got, Some(Ok(Message::Binary(_)))),
-        "an oversized message was echoed"
-    );
+        .expect("echoed within 5 s");
+    assert_eq!(got.unwrap().unwrap(), Message::text("still here"));
 }
 
 #[tokio::test]
