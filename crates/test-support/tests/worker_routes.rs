@@ -280,6 +280,62 @@ async fn websocket_refuses_a_message_over_the_limit() {
     assert_eq!(got.unwrap().unwrap(), Message::text("still here"));
 }
 
+/// Opens `/ws` over a raw socket (the handshake by hand), in `cluster`'s dispatch mode.
+async fn raw_websocket(cluster: SharedCluster) -> TcpStream {
+    let mut s = TcpStream::connect(cluster.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+#[tokio::test]
+async fn a_refused_websocket_message_gets_a_close_frame_that_says_why() {
+    for cluster in [proxy(), handoff()] {
+        // A masked binary frame announcing 2 MiB (over the 1 MiB limit), with only a few bytes of
+        // it sent: the worker refuses on the header, and with nothing unread left in its socket
+        // it can close cleanly, so its close frame arrives.
+        let mut s = raw_websocket(cluster).await;
+        let mut frame = vec![0x82, 0x80 | 127];
+        frame.extend_from_slice(&(2u64 << 20).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend_from_slice(&[0; 16]);
+        s.write_all(&frame).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the worker hung up within 5 s");
+        // An unmasked close frame whose payload starts with the code, 1009 (message too big).
+        assert!(got.len() >= 4, "a close frame: {got:?}");
+        assert_eq!(got[0], 0x88, "a final close frame: {got:?}");
+        assert_eq!(u16::from_be_bytes([got[2], got[3]]), 1009, "{got:?}");
+
+        // Text that is not UTF-8: 1007.
+        let mut s = raw_websocket(cluster).await;
+        let payload = [0xff, 0xfe];
+        let mask = [9, 8, 7, 6];
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        s.write_all(&frame).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the worker hung up within 5 s");
+        assert!(got.len() >= 4 && got[0] == 0x88, "a close frame: {got:?}");
+        assert_eq!(u16::from_be_bytes([got[2], got[3]]), 1007, "{got:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_plain_upgrade_without_websocket_headers_is_refused() {
     // `Upgrade: websocket` without the handshake's key and version: the worker says no, and the

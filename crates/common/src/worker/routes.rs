@@ -5,7 +5,8 @@
 //!   whole body in memory), with a `Content-Length`;
 //! - `POST /echo`: the request body back, streamed as it arrives;
 //! - `GET /slow?ms=N`: an answer after sleeping N ms, holding no thread;
-//! - `GET /ws`: a WebSocket that echoes every text and binary message.
+//! - `GET /ws`: a WebSocket that echoes every text and binary message, and closes with the reason
+//!   (1009 too big, 1007 not UTF-8, 1002 not WebSocket) on one it refuses.
 //!
 //! Each is bounded ([`MAX_DOWNLOAD`], [`MAX_ECHO`], [`MAX_SLOW_MS`], [`MAX_WS_MESSAGE`]): a
 //! worker's memory and time never depend on what a client asks for beyond them.
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Query, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -183,8 +184,19 @@ async fn ws(upgrade: WebSocketUpgrade) -> Response {
 }
 
 /// Echoes text and binary messages until the client closes (pings are answered by the library).
+/// A message it will not take ends the socket with a close frame that says why.
 async fn echo_socket(mut socket: WebSocket) {
-    while let Some(Ok(msg)) = socket.recv().await {
+    loop {
+        let msg = match socket.recv().await {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                if let Some(frame) = refusal(&e) {
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                }
+                return;
+            }
+            None => return,
+        };
         let reply = match msg {
             Message::Text(_) | Message::Binary(_) => msg,
             Message::Close(_) => return,
@@ -194,4 +206,21 @@ async fn echo_socket(mut socket: WebSocket) {
             return;
         }
     }
+}
+
+/// The close frame for a message refused as too big, not UTF-8 or not WebSocket (RFC 6455
+/// §7.4.1: 1009, 1007, 1002); `None` when the connection itself failed and there is no one to tell.
+fn refusal(e: &axum::Error) -> Option<CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let why = std::error::Error::source(e)?.downcast_ref::<WsError>()?;
+    let (code, reason) = match why {
+        WsError::Capacity(_) => (close_code::SIZE, "message too big"),
+        WsError::Utf8(_) => (close_code::INVALID, "text is not UTF-8"),
+        WsError::Protocol(_) => (close_code::PROTOCOL, "not a valid WebSocket frame"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
 }
