@@ -383,7 +383,9 @@ pub struct Config {
     pub max_connections: usize,
     /// `POOL_SIZE`, default 64: concurrent upstream connections per worker; more requests queue
     /// at the master instead of swamping the worker. Split evenly over the edge threads, rounded up
-    /// (each thread gets at least one).
+    /// (each thread gets at least one); a thread whose share is in use borrows a free place from
+    /// another's before its requests wait, so the worker gets its whole pool however unevenly the
+    /// clients' connections are spread over the threads.
     pub pool_size: usize,
     /// `QUEUE_TIMEOUT` ms, default 5000: while no worker is Ready (all crashed or restarting), a
     /// request (in handoff mode, a connection) waits at the master this long for one, then 503.

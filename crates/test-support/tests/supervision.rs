@@ -322,6 +322,65 @@ async fn a_full_pool_queues_requests_at_the_master_instead_of_failing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_gets_its_whole_pool_whichever_edge_threads_its_requests_arrive_on() {
+    // POOL_SIZE=16 over four edge threads is four shares of four. The kernel spreads client
+    // connections over the threads by a hash of their addresses, so sixteen of them seldom land
+    // four to a thread: a thread whose share is in use must borrow a free place from another for
+    // all sixteen to run at once. Four rounds, each on new connections, so that an even spread
+    // cannot pass for borrowing; then more than sixteen must wait, whichever thread they are on.
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[("WORKERS", "1"), ("POOL_SIZE", "16"), ("EDGE_THREADS", "4")],
+    );
+    let base = c.base();
+    let slow = |n: usize, ms: u64| -> Vec<_> {
+        // A client of its own: its connections are new ones, spread afresh.
+        let http = Http::new();
+        (0..n)
+            .map(|_| {
+                let (http, url) = (http.clone(), c.url(&format!("/slow?ms={ms}")));
+                tokio::spawn(async move { http.send("GET", &url, &[], "").await })
+            })
+            .collect()
+    };
+    let ask = Http::new();
+    let running = || async {
+        ask.get(&format!("{base}/fixture/ask?slot=1")).await.json()["slow"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    for round in 0..4 {
+        let calls = slow(16, 1500);
+        assert!(
+            eventually_async(Duration::from_millis(1200), || async {
+                running().await == 16
+            })
+            .await,
+            "round {round}: all sixteen ran at once: {} did",
+            running().await
+        );
+        for call in calls {
+            assert_eq!(call.await.unwrap().expect("answered").status, 200);
+        }
+    }
+    let calls = slow(24, 1500);
+    assert!(
+        eventually_async(Duration::from_millis(1200), || async {
+            running().await == 16
+        })
+        .await
+    );
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let n = running().await;
+        assert!(n <= 16, "{n} ran at once, over POOL_SIZE");
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap().expect("answered").status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_when_no_worker_is_ready() {
     let c = ClusterProcess::start(
         FIXTURE,
