@@ -769,6 +769,22 @@ async fn while_no_worker_is_ready_at_most_queue_max_requests_wait_and_only_queue
     );
 }
 
+/// Waits until both slots are Ready and past the default `MIN_UPTIME`, so that a crash of either is
+/// a stable restart and no slot can end Failed.
+async fn both_ready_past_min_uptime(http: &Http, base: &str) {
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            let h = http.health(base).await;
+            (0..2).all(|i| {
+                let s = &h["workers"]["slots"][i];
+                s["state"] == "ready" && s["uptimeMs"].as_u64().is_some_and(|ms| ms > 1100)
+            })
+        })
+        .await,
+        "both slots Ready and past MIN_UPTIME"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_of_death_kills_at_most_two_workers_gets_502_and_no_bystander_fails() {
     let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
@@ -781,17 +797,7 @@ async fn a_query_of_death_kills_at_most_two_workers_gets_502_and_no_bystander_fa
             .sum()
     };
     for round in 0..3 {
-        // Both past MIN_UPTIME, so their deaths are stable restarts and no slot can fail.
-        assert!(
-            eventually_async(Duration::from_secs(10), || async {
-                let h = http.health(&base).await;
-                (0..2).all(|i| {
-                    let s = &h["workers"]["slots"][i];
-                    s["state"] == "ready" && s["uptimeMs"].as_u64().is_some_and(|ms| ms > 1100)
-                })
-            })
-            .await
-        );
+        both_ready_past_min_uptime(&http, &base).await;
         let before = restarts(&http.health(&base).await);
         let id = format!("query-of-death-{round}");
         let r = http
@@ -857,16 +863,7 @@ async fn a_resend_avoids_a_worker_that_just_lost_a_request_while_it_is_still_dyi
     let c = ClusterProcess::start(FIXTURE, &[("WORKERS", "2"), ("RUST_LOG", "warn")]);
     let http = Http::new();
     let base = c.base();
-    assert!(
-        eventually_async(Duration::from_secs(10), || async {
-            let h = http.health(&base).await;
-            (0..2).all(|i| {
-                let s = &h["workers"]["slots"][i];
-                s["state"] == "ready" && s["uptimeMs"].as_u64().is_some_and(|ms| ms > 1100)
-            })
-        })
-        .await
-    );
+    both_ready_past_min_uptime(&http, &base).await;
     let r = http
         .send(
             "GET",
