@@ -333,6 +333,15 @@ async fn a_refused_websocket_message_gets_a_close_frame_that_says_why() {
         assert!(read.is_ok(), "the worker hung up within 5 s");
         assert!(got.len() >= 4 && got[0] == 0x88, "a close frame: {got:?}");
         assert_eq!(u16::from_be_bytes([got[2], got[3]]), 1007, "{got:?}");
+
+        // A frame of a reserved opcode (0x3) is not WebSocket: 1002.
+        let mut s = raw_websocket(cluster).await;
+        s.write_all(&[0x83, 0x80, 1, 2, 3, 4]).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the worker hung up within 5 s");
+        assert!(got.len() >= 4 && got[0] == 0x88, "a close frame: {got:?}");
+        assert_eq!(u16::from_be_bytes([got[2], got[3]]), 1002, "{got:?}");
     }
 }
 

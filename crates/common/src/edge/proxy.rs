@@ -19,7 +19,7 @@ use super::pool::{self, Backend, Dispatched, NotSent, SendError};
 use super::request_body::{RequestBody, RequestBodyError, Streamed};
 use super::response_body::{EdgeBody, error_response};
 use super::state::Edge;
-use super::upstreams::{NotReady, Ready};
+use super::upstreams::NotReady;
 use tower::retry::budget::Budget;
 
 use crate::balance::{Placement, RequestInfo};
@@ -249,7 +249,7 @@ async fn forward_head(
     let pool = placement.as_ref().map(|p| p.pool);
     let mut backend = match choose(edge, parts, client, pool) {
         Some(b) => b,
-        None => match wait_pick(edge, parts, client, &[], pool).await {
+        None => match wait_pick(edge, parts, client, &[], pool, edge.limits.queue_timeout).await {
             Ok(b) => b,
             Err(why) => return with_id(unavailable(why), request_id),
         },
@@ -360,30 +360,25 @@ async fn next_worker(
     failed: &[u32],
     pool: Option<usize>,
 ) -> Result<Arc<Backend>, NotReady> {
-    let info = request_info(parts, client);
-    let pick = |ready: &Ready, exclude: &[u32]| {
-        ready.select_in_excluding(pool, &*edge.selector, &info, exclude)
-    };
     let shunned: Vec<u32> = edge.upstreams.with_ready(|ready| {
         let losing = ready.losing().filter(|pid| !failed.contains(pid));
         failed.iter().copied().chain(losing).collect()
     });
     if shunned.len() > failed.len() {
-        let limits = &edge.limits;
-        let found = edge
-            .upstreams
-            .wait_for(LOSING_WAIT, limits.queue_max, |ready| pick(ready, &shunned))
-            .await;
-        if let Ok(b) = found {
+        if let Ok(b) = wait_pick(edge, parts, client, &shunned, pool, LOSING_WAIT).await {
             return Ok(b);
         }
         // None came: the worker that lost a request may just have closed one connection and be
         // well, so it is tried after all.
     }
-    match edge.upstreams.with_ready(|ready| pick(ready, failed)) {
+    let info = request_info(parts, client);
+    let next = edge
+        .upstreams
+        .with_ready(|ready| ready.select_in_excluding(pool, &*edge.selector, &info, failed));
+    match next {
         Some(b) => Ok(b),
         // Only failed workers left: wait for another one, or for a replacement, to be Ready.
-        None => wait_pick(edge, parts, client, failed, pool).await,
+        None => wait_pick(edge, parts, client, failed, pool, edge.limits.queue_timeout).await,
     }
 }
 
@@ -412,19 +407,20 @@ fn request_info(req: &request::Parts, client: SocketAddr) -> RequestInfo<'_> {
     }
 }
 
-/// No worker could take the request now: waits at the master, up to `QUEUE_TIMEOUT`, for one that
-/// is not in `exclude` to be Ready (see [`Upstreams::wait_for`](super::Upstreams::wait_for)).
+/// No worker could take the request now: waits at the master, up to `timeout` (`QUEUE_TIMEOUT`
+/// unless a retry is choosing), for one that is not in `exclude` to be Ready (see
+/// [`Upstreams::wait_for`](super::Upstreams::wait_for)).
 async fn wait_pick(
     edge: &Edge,
     req: &request::Parts,
     client: SocketAddr,
     exclude: &[u32],
     pool: Option<usize>,
+    timeout: std::time::Duration,
 ) -> Result<Arc<Backend>, NotReady> {
     let info = request_info(req, client);
-    let limits = &edge.limits;
     edge.upstreams
-        .wait_for(limits.queue_timeout, limits.queue_max, |ready| {
+        .wait_for(timeout, edge.limits.queue_max, |ready| {
             ready.select_in_excluding(pool, &*edge.selector, &info, exclude)
         })
         .await
@@ -532,7 +528,7 @@ async fn tunnel(edge: &Edge, mut req: Request<Incoming>, peer: &Peer) -> Respons
     let pool = place(edge, &parts, client).map(|p| p.pool);
     let backend = match choose(edge, &parts, client, pool) {
         Some(b) => b,
-        None => match wait_pick(edge, &parts, client, &[], pool).await {
+        None => match wait_pick(edge, &parts, client, &[], pool, edge.limits.queue_timeout).await {
             Ok(b) => b,
             Err(why) => return unavailable(why),
         },
