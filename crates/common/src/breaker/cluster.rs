@@ -10,11 +10,12 @@
 //!   through. A follower admits and refuses on its own, from the last state the master pushed
 //!   (one atomic load while closed, as any breaker), and asks the master only for a probe.
 //!
-//! Outcomes are batched ([`super::link`]): a worker sends them when [`FLUSH_AT`] have gathered or [`FLUSH_EVERY`]
-//! after the first of a batch, whichever comes first, and a probe's outcome at once. So the
-//! hot path costs a short uncontended lock and a push, never a frame of its own; the price is
-//! that the master learns of a failure up to `FLUSH_EVERY` (plus a frame's trip) late, and the
-//! calls workers let through in that time still reach the failing service.
+//! Successes are batched ([`super::link`]): a worker sends them when [`FLUSH_AT`] have gathered
+//! or [`FLUSH_EVERY`] after the first of a batch, whichever comes first. A failure or a
+//! probe's outcome goes at once, with whatever the batch held. So a healthy service's hot
+//! path costs a short uncontended lock and a push, never a frame of its own, and the master
+//! learns of a failure a frame's trip after it, not a batch later: the calls that workers
+//! still let through meanwhile are only those already on their way.
 //!
 //! The supervisor and the worker only carry the messages (`attach`, `on_report`, `apply`);
 //! what they mean is decided here.

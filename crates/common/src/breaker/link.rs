@@ -63,7 +63,11 @@ impl LinkCore {
         uplink.is_some_and(|tx| tx.send(msg).is_ok())
     }
 
-    /// Queues one outcome; `urgent` sends the batch now.
+    /// Queues one outcome; `urgent` sends the batch now, and so does a failure: failures are
+    /// what trip the master's breaker, and one left waiting for its batch let the next calls
+    /// through on this worker after the master would have refused them (seen: a sixth call let
+    /// through after the fifth failure that opened the circuit). Successes, the common case,
+    /// still travel in batches.
     pub(crate) fn report(
         &self,
         circuit: &Arc<str>,
@@ -81,7 +85,7 @@ impl LinkCore {
         let mut batch = lock(&self.batch);
         let first = batch.is_empty();
         batch.push((circuit.clone(), result, us, epoch));
-        if urgent || batch.len() >= FLUSH_AT {
+        if urgent || result == CallResult::Failure || batch.len() >= FLUSH_AT {
             let out = std::mem::take(&mut *batch);
             drop(batch);
             self.send_batch(out);

@@ -27,7 +27,7 @@
 //! One breaker per *service*, not per worker: the Node original keyed its breakers by worker,
 //! so ten failures on `/api/fail` opened every worker's breaker and healthy routes got 503s
 //! too. For `Scope::Cluster` the master holds the breakers ([`MasterBreakers`]); workers'
-//! followers ([`WorkerLink::follower`]) report outcomes in batches (with the epoch of the
+//! followers ([`WorkerLink::follower`]) report successes in batches and failures at once (with the epoch of the
 //! state they obeyed), mirror the master's state with [`CircuitBreaker::apply_remote_state`],
 //! and ask the master for every half-open probe.
 //!

@@ -1032,6 +1032,29 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_followers_failure_goes_to_the_master_at_once_and_its_successes_in_a_batch() {
+    use crate::wire::ipc::{BreakerReport, WorkerMessage};
+    let link = WorkerLink::new();
+    let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel::<WorkerMessage>();
+    link.connect(&up_tx);
+    let f = link.follower("svc", cfg());
+    // No await between the call and the look: the flusher cannot have run.
+    f.record(Outcome::Success, MS, 0);
+    assert!(up_rx.try_recv().is_err(), "a success waits for its batch");
+    f.record(Outcome::Failure, MS, 0);
+    match up_rx.try_recv() {
+        Ok(WorkerMessage::Breaker {
+            report: BreakerReport::Outcomes { outcomes },
+        }) => assert_eq!(
+            outcomes.len(),
+            2,
+            "the failure takes the waiting success along"
+        ),
+        other => panic!("the failure was not sent at once: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn followers_trip_the_masters_breaker_together_and_share_its_probe_budget() {
     let config = BreakerConfig {
