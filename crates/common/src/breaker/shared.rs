@@ -19,7 +19,8 @@
 //!
 //! The clock is the other expensive part (35 ns a read on the bench machine): a call is timed
 //! only when the slow-call rule is on, and a closed breaker with a count window reads the
-//! clock only when a call trips it. The benchmark in `benches/breaker.rs` measures all of it.
+//! clock only when a call trips it. The benchmarks in `benches/breaker.rs` (one thread) and
+//! `benches/breaker_threads.rs` (one thread against two, in paired rounds) measure all of it.
 //!
 //! A *follower* (see [`CircuitBreaker::follower`]) is a worker's mirror of the master's breaker
 //! in cluster scope: same fast path, but its outcomes go to the master over the control channel
