@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use super::access_lines::AccessLines;
 use crate::config::LogFormat;
 use crate::log_buffer::LogBuffer;
 
@@ -20,7 +21,12 @@ pub(super) fn init(format: LogFormat) {
     // Workers inherit stderr, so every line says which process wrote it: the span carries
     // `master` or `worker{id=N}`, and the master's runtime threads enter it too.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        // The access log's lines by hand, the rest by the library (see `access_lines`).
+        LogFormat::Text => builder
+            .event_format(AccessLines::new(
+                tracing_subscriber::fmt::format().with_target(false),
+            ))
+            .try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }

@@ -11,14 +11,18 @@
 //! - [`scaling`]: the autoscaler's loop (`AUTOSCALE`);
 //! - `master`: the master's life from bind to exit;
 //! - `signals`, `run_dir`, `logging`: the master's signals, socket directory and log output;
+//! - `access_lines`: the access log's lines, written without the general field formatter;
+//! - `line_clock`: their timestamps, each second's date written once;
 //! - `systemd`: readiness, status and watchdog notifications, and socket activation;
 //! - `notify`: the messages to the service manager, which the handle sends too.
 //!
 //! The top of the crate: it imports everything below and nothing imports it.
 
+mod access_lines;
 pub mod builder;
 pub mod handle;
 pub mod health;
+mod line_clock;
 mod logging;
 mod master;
 mod notify;

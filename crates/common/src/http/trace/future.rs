@@ -10,6 +10,10 @@ use pin_project_lite::pin_project;
 
 use crate::http::headers::{X_REQUEST_ID, X_WORKER_ID};
 
+/// The target of the access log's events, which `cluster`'s logging writes by a formatter of
+/// its own.
+pub(crate) const ACCESS_TARGET: &str = "request";
+
 static X_RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
 
 /// What the log line needs of the request, kept only when lines are logged.
@@ -62,7 +66,7 @@ where
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("master");
             tracing::info!(
-                target: "request",
+                target: ACCESS_TARGET,
                 request_id = this.id.to_str().unwrap_or(""),
                 method = %req.method,
                 path = %req.path,

@@ -14,6 +14,7 @@ mod future;
 mod layer;
 mod service;
 
+pub(crate) use future::ACCESS_TARGET;
 pub use future::ResponseFuture;
 pub use layer::TraceLayer;
 pub use service::Trace;
