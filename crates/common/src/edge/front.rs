@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use tower::{ServiceBuilder, ServiceExt};
 
 use super::response_body::{EdgeBody, error_response};
-use crate::http::rate_limit::{ClientAddr, RateLimitLayer};
+use crate::http::rate_limit::RateLimitLayer;
 use crate::http::recycle::Recycled;
 use crate::http::trace::TraceLayer;
 
@@ -31,7 +31,7 @@ impl Front {
     /// The trace is outermost, so a 429 has its request id and time too.
     pub(crate) async fn serve<B, F, Fut>(
         &self,
-        mut req: Request<B>,
+        req: Request<B>,
         client: SocketAddr,
         dispatch: F,
     ) -> Response<EdgeBody>
@@ -39,11 +39,6 @@ impl Front {
         F: FnOnce(Request<B>) -> Fut,
         Fut: Future<Output = Response<EdgeBody>>,
     {
-        if self.rate_limit.is_some() {
-            // The limiter's key. Only then: an extension costs the request's first map of them,
-            // three allocations, and nothing else reads it.
-            req.extensions_mut().insert(ClientAddr(client));
-        }
         // A oneshot service calls its function once; the Option is how an FnOnce becomes the
         // FnMut that `service_fn` takes.
         let mut dispatch = Some(dispatch);
@@ -67,7 +62,10 @@ impl Front {
         });
         ServiceBuilder::new()
             .option_layer(self.trace)
-            .option_layer(self.rate_limit.clone())
+            // Keyed on the connection's peer, given to the layer rather than set as the request's
+            // `ClientAddr`: an extension costs the request its first map of them, three
+            // allocations.
+            .option_layer(self.rate_limit.as_ref().map(|l| l.for_peer(client)))
             .service(service)
             .oneshot(req)
             .await

@@ -39,7 +39,10 @@ pub(crate) fn mint_request_id() -> HeaderValue {
     let mut buf = [b'-'; 25];
     write_hex_fixed(u64::from(prefix), &mut buf[..8]);
     write_hex_fixed(n, &mut buf[9..]);
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Owned by its `Bytes`, whose clones share it: the id goes to the worker and back to the
+    // client, and a clone of a value copied from a slice allocates its shared handle then.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Writes the low `out.len()` hex digits of `n` into `out`, most significant first.

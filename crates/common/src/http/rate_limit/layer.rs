@@ -1,5 +1,6 @@
 //! [`RateLimitLayer`]: wraps a service in [`RateLimit`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tower::Layer;
@@ -12,12 +13,31 @@ use super::service::RateLimit;
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limiter: Arc<Limiter>,
+    peer: Option<SocketAddr>,
 }
 
 impl RateLimitLayer {
-    /// A layer counting against `limiter`.
+    /// A layer counting against `limiter`, keyed on each request's [`ClientAddr`] extension.
+    ///
+    /// [`ClientAddr`]: super::ClientAddr
     pub fn new(limiter: Arc<Limiter>) -> Self {
-        Self { limiter }
+        Self {
+            limiter,
+            peer: None,
+        }
+    }
+
+    /// The same layer for the requests of one connection, whose TCP peer is `peer`: its services
+    /// key a request without a [`ClientAddr`] extension on `peer`. A server that wraps each
+    /// connection's service (as the edge does) saves every request the extension, which costs
+    /// it the allocations of its first map of extensions.
+    ///
+    /// [`ClientAddr`]: super::ClientAddr
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            limiter: self.limiter.clone(),
+            peer: Some(peer),
+        }
     }
 }
 
@@ -25,6 +45,6 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit::new(inner, self.limiter.clone())
+        RateLimit::with_peer(inner, self.limiter.clone(), self.peer)
     }
 }

@@ -13,6 +13,7 @@ use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{Quota, RateLimiter};
+use http::HeaderValue;
 
 use crate::http::forwarded::TrustedProxies;
 
@@ -129,6 +130,8 @@ type Keyed = RateLimiter<IpAddr, Bounded<IpAddr>, DefaultClock, StateInformation
 /// counts, so one client has one budget.
 pub struct Limiter {
     rate: Rate,
+    /// `RateLimit-Limit`, the same on every answer: written once, each answer clones it.
+    pub(super) limit_header: HeaderValue,
     keyed: Keyed,
     keys: Arc<DashMapStateStore<IpAddr>>,
     max_keys: usize,
@@ -167,6 +170,7 @@ impl Limiter {
         let keyed = keyed.with_middleware::<StateInformationMiddleware>();
         Self {
             rate,
+            limit_header: HeaderValue::from(rate.burst.get()),
             keyed,
             keys,
             max_keys: max_keys.max(1),

@@ -77,4 +77,17 @@ mod tests {
         assert!(probe.headers().get("ratelimit-limit").is_none());
         assert_eq!(call(&layer, "/", None).await.status(), 200);
     }
+
+    #[tokio::test]
+    async fn a_layer_for_a_connection_counts_its_requests_against_its_peer() {
+        let limiter = Limiter::new(Rate::parse("1/min").unwrap(), 10);
+        let layer = RateLimitLayer::new(Arc::new(limiter));
+        let conn = layer.for_peer("10.0.0.1:5000".parse().unwrap());
+        assert_eq!(call(&conn, "/", None).await.status(), 200);
+        assert_eq!(call(&conn, "/", None).await.status(), 429);
+        // The same limiter: the peer is spent through the plain layer too.
+        assert_eq!(call(&layer, "/", Some("10.0.0.1:7000")).await.status(), 429);
+        // A request's own `ClientAddr` comes before the connection's peer.
+        assert_eq!(call(&conn, "/", Some("10.0.0.2:5000")).await.status(), 200);
+    }
 }

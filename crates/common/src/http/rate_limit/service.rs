@@ -12,8 +12,11 @@ use super::future::{Headers, ResponseFuture};
 use super::limiter::{Decision, Limiter};
 
 /// The TCP peer of the request's connection, set as a request extension by whoever accepted it
-/// (the edge does when a rate limit is on). A request without it is not counted: there is no key
-/// to count it by, and refusing it would refuse everything in a server that forgot to set it.
+/// (or given to the layer for a whole connection: [`RateLimitLayer::for_peer`]). A request with
+/// neither is not counted: there is no key to count it by, and refusing it would refuse
+/// everything in a server that forgot to set it.
+///
+/// [`RateLimitLayer::for_peer`]: super::RateLimitLayer::for_peer
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
@@ -23,12 +26,24 @@ pub struct ClientAddr(pub SocketAddr);
 pub struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
+    /// The connection's peer, for requests without a [`ClientAddr`].
+    peer: Option<SocketAddr>,
 }
 
 impl<S> RateLimit<S> {
     /// `inner`, limited by `limiter`.
     pub fn new(inner: S, limiter: Arc<Limiter>) -> Self {
-        Self { inner, limiter }
+        Self::with_peer(inner, limiter, None)
+    }
+
+    /// `inner`, limited by `limiter`, with `peer` as the key of requests without a
+    /// [`ClientAddr`].
+    pub(super) fn with_peer(inner: S, limiter: Arc<Limiter>, peer: Option<SocketAddr>) -> Self {
+        Self {
+            inner,
+            limiter,
+            peer,
+        }
     }
 }
 
@@ -48,12 +63,17 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let limiter = &self.limiter;
-        let peer = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let peer = req
+            .extensions()
+            .get::<ClientAddr>()
+            .map(|c| c.0)
+            .or(self.peer)
+            .map(|a| a.ip());
         let Some(peer) = peer.filter(|_| !limiter.is_exempt(req.uri().path())) else {
             return ResponseFuture::passed(self.inner.call(req), None);
         };
         let client = limiter.trusted.client_ip(peer, req.headers());
-        let limit = limiter.rate().burst.get();
+        let limit = limiter.limit_header.clone();
         match limiter.check(client) {
             Decision::Allowed { remaining, reset } => {
                 let headers = Headers::new(limit, remaining, reset);
