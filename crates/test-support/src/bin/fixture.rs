@@ -134,7 +134,10 @@ fn worker(ctx: &WorkerContext) -> Router {
     if crash_slot.as_deref() == Some(ctx.id.to_string().as_str())
         || fail_file.is_some_and(|f| std::path::Path::new(&f).exists())
     {
-        eprintln!("fixture: worker {} failing at start on purpose", ctx.id);
+        say(&format!(
+            "fixture: worker {} failing at start on purpose",
+            ctx.id
+        ));
         std::process::exit(3);
     }
     let (id, pid) = (ctx.id, ctx.pid);
@@ -279,15 +282,24 @@ async fn abort(Query(q): Query<Abort>, headers: axum::http::HeaderMap) -> &'stat
         .unwrap_or("-");
     if q.stall {
         hang_up_connections();
-        eprintln!(
+        say(&format!(
             "fixture: pid {} stalled on request {id}",
             std::process::id()
-        );
+        ));
         // The whole process stops here, every thread with it.
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
     }
-    eprintln!("fixture: aborting on request {id}");
+    say(&format!("fixture: aborting on request {id}"));
     std::process::abort()
+}
+
+/// One line to stderr in one `write(2)`. Tests read these lines from the stderr the master and
+/// every worker share: `eprintln!` writes an unbuffered stderr a piece at a time, and another
+/// process's line written between two pieces split this one (a pid read as a timestamp). A
+/// pipe keeps a write of at most `PIPE_BUF` bytes whole.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 /// Hangs up every HTTP connection this worker has accepted: the Unix sockets named by a path that
