@@ -64,7 +64,7 @@ fn write_at(w: &mut impl Write, secs: u64, micros: u32) -> fmt::Result {
 /// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch, in years 1970 to 9999.
 fn head_of(secs: u64) -> [u8; HEAD] {
     let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = date_of_day(days);
     let mut out = *b"0000-00-00T00:00:00.";
     let mut put = |at: usize, width: usize, mut n: u64| {
         for i in (at..at + width).rev() {
@@ -81,21 +81,18 @@ fn head_of(secs: u64) -> [u8; HEAD] {
     out
 }
 
-/// The proleptic Gregorian date of a day since 1970-01-01, for days on or after the epoch: the
-/// `civil_from_days` algorithm of Howard Hinnant's "chrono-Compatible Low-Level Date
-/// Algorithms". Its year starts in March, so that February's leap day falls at the end of one.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Days since 0000-03-01, a 400-year era's start.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+/// The calendar date of a day since 1970-01-01, in years 1970 to 9999, by the `time` crate.
+fn date_of_day(days: u64) -> (u64, u64, u64) {
+    let date = i64::try_from(days * 86_400)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok());
+    date.map_or((0, 0, 0), |d| {
+        (
+            u64::try_from(d.year()).unwrap_or(0),
+            u64::from(u8::from(d.month())),
+            u64::from(d.day()),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -146,7 +143,7 @@ mod tests {
         };
         let mut want = (1970, 1, 1);
         for days in 0..(LAST_FOUR_DIGIT_SECOND / 86_400) {
-            assert_eq!(civil_from_days(days), want, "day {days}");
+            assert_eq!(date_of_day(days), want, "day {days}");
             let (y, m, d) = want;
             want = if d < length(y, m) {
                 (y, m, d + 1)
