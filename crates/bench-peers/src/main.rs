@@ -5,6 +5,8 @@
 //! `bench-peers tcp 127.0.0.1:0` prints `listening on ADDR` once it accepts. (nginx, the other
 //! Rust-side peer, fronts the cluster's own worker processes; see `scripts/bench`.)
 
+use std::io;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use axum::Router;
@@ -33,8 +35,15 @@ fn main() -> ExitCode {
     let app = Router::new()
         .route("/ping", get(common::worker::ping))
         .fallback_service(common::worker::routes::router(&ctx));
+    let addr: SocketAddr = match addr.parse() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("error: ADDR {addr:?} is not an IP address and port: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let served = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         println!("listening on {}", listener.local_addr()?);
         axum::serve(listener, app).await
     });
@@ -45,4 +54,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Binds with a deeper accept queue than `TcpListener::bind`'s 1,024: when the slow-backend
+/// workload opens 1,000 connections at once, this one listener (the edge has one per thread) lost
+/// 121 to 969 connects per 6 s round to a full queue (`ListenOverflows`), each waiting out a 1 s
+/// SYN retry, which made the reference the slow one. The kernel caps the value at `somaxconn`.
+fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
