@@ -381,6 +381,68 @@ async fn a_worker_gets_its_whole_pool_whichever_edge_threads_its_requests_arrive
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_place_taken_from_another_edge_threads_share_moves_there_with_its_connection() {
+    // Four shares of four again, and sixteen requests at once: a thread with more than four of
+    // them takes the missing places from other threads' shares. A place moves for good, and an
+    // idle connection of the lender's moves with it, so the worker's sixteen connections are the
+    // same ones round after round: a second round on the same client connections (the same
+    // spread over the threads), and a third on new ones (spread anew), open none. A place lent
+    // for one request instead had its connection closed after use, and one taken with a close
+    // of the lender's idle connection made the borrower connect anew.
+    let c = ClusterProcess::start(
+        FIXTURE,
+        &[("WORKERS", "1"), ("POOL_SIZE", "16"), ("EDGE_THREADS", "4")],
+    );
+    let base = c.base();
+    let (first, second) = (Http::new(), Http::new());
+    let ask = Http::new();
+    let reply = |what: &'static str| {
+        let (ask, base) = (ask.clone(), base.clone());
+        async move {
+            ask.get(&format!("{base}/fixture/ask?slot=1&what={what}"))
+                .await
+                .json()
+        }
+    };
+    let mut held = Vec::new();
+    for (round, http) in [&first, &first, &second].into_iter().enumerate() {
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let (http, url) = (http.clone(), c.url("/slow?ms=800"));
+                tokio::spawn(async move { http.send("GET", &url, &[], "").await })
+            })
+            .collect();
+        assert!(
+            eventually_async(Duration::from_millis(700), || async {
+                reply("ping").await["slow"] == 16
+            })
+            .await,
+            "round {round}: all sixteen ran at once: {} did",
+            reply("ping").await["slow"]
+        );
+        // Sixteen running, each on a connection of its own, and the pool holds no more.
+        let ids = reply("connections").await["connections"].clone();
+        assert_eq!(
+            ids.as_array().map(Vec::len),
+            Some(16),
+            "round {round}: {ids}"
+        );
+        held.push(ids);
+        for call in calls {
+            assert_eq!(call.await.unwrap().expect("answered").status, 200);
+        }
+    }
+    assert_eq!(
+        held[0], held[1],
+        "round 1 ran on other upstream connections"
+    );
+    assert_eq!(
+        held[0], held[2],
+        "round 2 ran on other upstream connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_when_no_worker_is_ready() {
     let c = ClusterProcess::start(
         FIXTURE,

@@ -177,6 +177,14 @@ impl WorkerConn {
         }))
     }
 
+    /// Moves an idle connection to the calling thread's runtime (see [`WorkerSocket::rehome`]).
+    pub(crate) fn rehome(self) -> io::Result<Self> {
+        Ok(Self {
+            io: self.io.rehome()?,
+            ..self
+        })
+    }
+
     /// Whether the connection can carry the next request: the last response was read to its end
     /// with nothing after it.
     pub(crate) fn is_reusable(&self) -> bool {
@@ -1080,6 +1088,65 @@ mod tests {
             reusable: true,
         };
         (conn, theirs)
+    }
+
+    #[test]
+    fn a_connection_moved_to_another_runtime_works_there_after_the_first_is_gone() {
+        use std::io::{Read, Write};
+        // The worker's side, blocking, on a thread of its own: two exchanges.
+        let (ours, mut worker) = std::os::unix::net::UnixStream::pair().unwrap();
+        let answering = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.ends_with(b"\r\n\r\n") {
+                    let n = worker.read(&mut buf).unwrap();
+                    assert!(n > 0, "the request ended early");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                worker
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .unwrap();
+            }
+        });
+        let (mut req, ()) = http::Request::new(()).into_parts();
+        req.uri = "/ping".parse().unwrap();
+        req.headers.insert("host", HeaderValue::from_static("w"));
+        async fn exchange(conn: &mut WorkerConn, req: &request::Parts) {
+            let head = conn
+                .send(req, ADDED, &mut TestBody(None, false), 1024)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(matches!(head.body, Start::Complete(ref b) if &b[..] == b"ok"));
+        }
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        let conn = first.block_on(async {
+            ours.set_nonblocking(true).unwrap();
+            let stream = tokio::net::UnixStream::from_std(ours).unwrap();
+            let mut conn = Box::new(WorkerConn {
+                io: WorkerSocket::from_tokio(stream).unwrap(),
+                read: BytesMut::new(),
+                write: Vec::new(),
+                reusable: true,
+            });
+            exchange(&mut conn, &req).await;
+            conn
+        });
+        // The first runtime's driver, which the socket was registered with, is gone: only a
+        // socket registered anew can be driven.
+        drop(first);
+        runtime().block_on(async {
+            let mut conn = conn.rehome().unwrap();
+            exchange(&mut conn, &req).await;
+            assert!(conn.is_reusable());
+        });
+        answering.join().unwrap();
     }
 
     #[tokio::test]

@@ -48,6 +48,19 @@ impl WorkerSocket {
         })
     }
 
+    /// Moves the socket to the runtime of the calling thread: deregistered from the one it was
+    /// registered with and registered anew here. Each edge thread runs a runtime of its own, and
+    /// a socket is only ever driven by the one it is registered with.
+    pub(crate) fn rehome(self) -> io::Result<Self> {
+        let Self { read, write } = self;
+        // The duplicate is closed; it is made again here the first time a write would block.
+        drop(write);
+        Ok(Self {
+            read: register(read.into_inner(), Interest::READABLE)?,
+            write: None,
+        })
+    }
+
     /// Runs `op` (a non-blocking write) now, or, once it would block, whenever the socket is
     /// writable again.
     fn poll_write_with(

@@ -78,6 +78,9 @@ fn main() -> ExitCode {
             let slow = SLOW_RUNNING.load(Ordering::Relaxed);
             let smuggled = SMUGGLED.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut reply = json!({ "worker": ctx.id, "asked": body, "slow": slow });
+            if body == "connections" {
+                reply["connections"] = json!(connection_ids());
+            }
             // Only once some were served, so a reply is what it always was until a smuggling
             // test records a tag.
             if !smuggled.is_empty() {
@@ -86,13 +89,17 @@ fn main() -> ExitCode {
             reply
         })
         .master(|handle| {
-            // Asks a worker over IPC: GET /fixture/ask?slot=N
+            // Asks a worker over IPC: GET /fixture/ask?slot=N[&what=connections]
             let asking = handle.clone();
             let ask = get(move |Query(q): Query<Slot>| {
                 let handle = asking.clone();
                 async move {
                     match handle
-                        .request(q.slot, json!("ping"), Duration::from_secs(2))
+                        .request(
+                            q.slot,
+                            json!(q.what.as_deref().unwrap_or("ping")),
+                            Duration::from_secs(2),
+                        )
                         .await
                     {
                         Ok(reply) => axum::Json(reply).into_response(),
@@ -302,28 +309,57 @@ fn say(line: &str) {
     let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
-/// Hangs up every HTTP connection this worker has accepted: the Unix sockets named by a path that
-/// are not listening. The IPC and handoff channels are socketpairs, with no name, and stay open.
+/// Hangs up every HTTP connection this worker has accepted (see [`http_connections`]).
 fn hang_up_connections() {
-    use nix::sys::socket::{Shutdown, UnixAddr, getsockname, getsockopt, shutdown, sockopt};
+    use nix::sys::socket::{Shutdown, shutdown};
+    for fd in http_connections() {
+        let _ = shutdown(fd, Shutdown::Both);
+    }
+}
+
+/// The HTTP connections this worker has accepted and not closed: the Unix sockets named by a
+/// path that are not listening. The IPC and handoff channels are socketpairs, with no name.
+fn http_connections() -> Vec<i32> {
+    use nix::sys::socket::{UnixAddr, getsockname, getsockopt, sockopt};
     use std::os::fd::BorrowedFd;
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-        return;
+        return Vec::new();
     };
+    let mut found = Vec::new();
     for fd in fds.flatten() {
         let Some(fd) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
         let named = getsockname::<UnixAddr>(fd).is_ok_and(|a| a.path().is_some());
-        // SAFETY: borrowed for one `getsockopt`. Were the fd closed (and its number reused) since
-        // it was listed, the worst outcome is hanging up another connection of a process that is
-        // about to abort anyway.
+        // SAFETY: borrowed for one `getsockopt`, which only reads. Were the fd closed (and its
+        // number reused) since it was listed, the worst outcome is a miscount, or hanging up
+        // another connection of a process that is about to abort anyway.
         let fd_ref = unsafe { BorrowedFd::borrow_raw(fd) };
         let listening = getsockopt(&fd_ref, sockopt::AcceptConn).unwrap_or(true);
         if named && !listening {
-            let _ = shutdown(fd, Shutdown::Both);
+            found.push(fd);
         }
     }
+    found
+}
+
+/// The kernel's ids (socket inode numbers, never reused while the machine runs) of the HTTP
+/// connections this worker holds, in order: a test compares two readings to see whether the
+/// master kept its connections or opened new ones.
+fn connection_ids() -> Vec<u64> {
+    let mut ids: Vec<u64> = http_connections()
+        .into_iter()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+            let link = link.to_str()?;
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 async fn exit(code: u16) -> &'static str {
@@ -411,6 +447,10 @@ struct Code {
 #[derive(serde::Deserialize)]
 struct Slot {
     slot: usize,
+    /// What to ask (default `ping`); `connections` adds the ids of the worker's open HTTP
+    /// connections.
+    #[serde(default)]
+    what: Option<String>,
 }
 
 /// Writes a frame that is not a message onto the control channel, as a buggy worker would.
