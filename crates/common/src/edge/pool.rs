@@ -294,8 +294,9 @@ impl Backend {
     /// connection closed after use: a connect and a close per such request for as long as the
     /// spread lasted. Measured with 1,000 paced connections (9,600 req/s) to a 100 ms backend
     /// over 4 edge threads at `POOL_SIZE=512`: the master's `connect`s per request 0.165 → 0.028
-    /// (0.023 at 1024, where no share runs out: the clients' new connections' first requests),
-    /// its CPU 49.4 → 44.8 µs per request (43.4 at 1024; medians of 5 interleaved rounds).
+    /// (one 3 s run each; 0.023 at 1024, where no share runs out, is what the clients' new
+    /// connections need), its CPU 49.4 → 44.8 µs per request (43.4 at 1024; medians of 5
+    /// interleaved rounds).
     async fn permit(&self) -> Option<Place> {
         let n = self.shards.len();
         let here = SHARD.get() % n;
