@@ -147,6 +147,7 @@ where
     B: Service<(), Response = Response<()>> + Clone + Send,
 {
     let iters = calls_per_sample(shared);
+    // Only to warm it up: both layers make the same number of calls a sample.
     calls_per_sample(alone);
     let mut ratios = Vec::new();
     for round in 0..rounds {
