@@ -1,6 +1,6 @@
 //! A build that cannot become ready (`CANARY_BIN` names a program that exits at once) never takes
 //! traffic: a rolling deployment of it stops at its first slot and the old workers keep serving,
-//! and blue-green refuses to switch to it.
+//! and blue-green refuses to switch to it, naming the one green worker it started to find out.
 
 mod support;
 
@@ -42,6 +42,14 @@ async fn a_build_that_fails_its_readiness_aborts_the_roll_and_is_never_switched_
 
     let r = post(&http, &format!("{base}/deploy/blue-green"), "").await;
     assert_eq!(r.status, 503, "{}", r.body);
+    // The green pool's first worker is brought up alone, so the failure names it: slot 3,
+    // the first free slot after the two stable ones, not whichever crash was reaped first.
+    assert!(
+        r.body
+            .contains("a green worker (slot 3) exited before it was ready"),
+        "{}",
+        r.body
+    );
     let (versions, failures) = users(&http, &base, "after", 200).await;
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(versions.keys().collect::<Vec<_>>(), [STABLE]);

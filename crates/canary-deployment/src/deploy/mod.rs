@@ -226,10 +226,23 @@ impl Deployment {
         Ok(())
     }
 
+    /// Scales `pool` to `n` and waits for `n` Ready workers, bringing the first one up alone.
+    ///
+    /// The first worker is a probe of the build: one that cannot start fails on one process
+    /// rather than `n`, and the failure always names the pool's first slot. With `n` started
+    /// together, which of several crashing processes is reaped first is a race.
+    async fn start_pool(&self, pool: usize, n: usize, name: &str) -> Result<(), Refused> {
+        self.grow_pool(pool, n.min(1), name).await?;
+        if n > 1 {
+            self.grow_pool(pool, n, name).await?;
+        }
+        Ok(())
+    }
+
     /// Scales `pool` to `n` and waits for `n` Ready workers. A worker of the pool that exits
     /// on the way fails it at once (a build that cannot start is not waited on until
     /// `START_TIMEOUT`), and the pool is scaled back to 0.
-    async fn start_pool(&self, pool: usize, n: usize, name: &str) -> Result<(), Refused> {
+    async fn grow_pool(&self, pool: usize, n: usize, name: &str) -> Result<(), Refused> {
         let mut events = self.handle.events();
         self.handle
             .scale_pool(pool, n)
