@@ -1,7 +1,8 @@
 //! Checklist: logging, monitoring and tracing. Every answer carries `X-Request-Id` (the client's,
 //! or a fresh one) and `X-Response-Time`; `LOG_FORMAT=json` writes one JSON line per request with
-//! its id, worker, status and duration; `/metrics/prometheus` passes `promtool check metrics`;
-//! the notes API and `/slow` answer malformed input with a 4xx.
+//! its id, worker, status and duration (the header's, to the microsecond);
+//! `/metrics/prometheus` passes `promtool check metrics`; the notes API and `/slow` answer
+//! malformed input with a 4xx.
 
 mod support;
 
@@ -43,6 +44,12 @@ async fn every_answer_has_a_request_id_and_a_response_time_and_a_json_log_line()
         r.headers
     );
     let worker = r.header("x-worker-id").to_string();
+    // The log's duration is the header's time, to the same microsecond.
+    let took: f64 = r
+        .header("x-response-time")
+        .trim_end_matches("ms")
+        .parse()
+        .expect("x-response-time is a number of milliseconds");
     for path in ["/health/ready", "/metrics", "/nope"] {
         let r = http.get(&format!("{base}{path}")).await;
         assert_eq!(r.header("x-request-id").len(), 25, "{path}: a minted id");
@@ -70,7 +77,7 @@ async fn every_answer_has_a_request_id_and_a_response_time_and_a_json_log_line()
                 f["request_id"] == "trace-abc-123"
                     && f["worker"] == worker.as_str()
                     && f["status"] == 200
-                    && f["duration_ms"].as_f64().is_some()
+                    && f["duration_ms"].as_f64() == Some(took)
             })
         })
     });
@@ -126,6 +133,12 @@ async fn the_notes_api_adds_and_lists_and_refuses_malformed_input() {
     assert_eq!(r.status, 201, "{}", r.body);
     let note = r.json();
     let worker = r.header("x-worker-id").to_string();
+    // The log's duration is the header's time, to the same microsecond.
+    let took: f64 = r
+        .header("x-response-time")
+        .trim_end_matches("ms")
+        .parse()
+        .expect("x-response-time is a number of milliseconds");
     assert_eq!(note["text"], "hello");
     for body in ["{", r#"{"text": ""}"#, r#"{"txt": "x"}"#] {
         let r = send(&http, "POST", &format!("{base}/api/notes"), &json, body).await;
