@@ -85,6 +85,60 @@ async fn every_answer_has_a_request_id_and_a_response_time_and_a_json_log_line()
 }
 
 #[tokio::test]
+async fn a_text_access_line_is_the_formatters_line_for_the_request() {
+    // The text format's access lines are written straight into the log, not as events
+    // (`common`'s `access_lines`): the line must be the one the event would have made.
+    let cluster = ClusterProcess::start(
+        BIN,
+        &[("WORKERS", "1"), ("ACCESS_LOG", "on"), ("RUST_LOG", "info")],
+    );
+    let http = Http::new();
+    let r = send(
+        &http,
+        "GET",
+        &cluster.url("/nope%22x?q=1"),
+        &[("x-request-id", "text-line-1")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let worker = r.header("x-worker-id").to_string();
+    let took: f64 = r
+        .header("x-response-time")
+        .trim_end_matches("ms")
+        .parse()
+        .expect("x-response-time is a number of milliseconds");
+    let want = format!(
+        "  INFO master: request request_id=\"text-line-1\" method=GET path=/nope%22x \
+         worker=\"{worker}\" status=404 duration_ms="
+    );
+    let line = || {
+        cluster
+            .stderr()
+            .lines()
+            .find(|l| l.contains("request_id=\"text-line-1\""))
+            .map(str::to_owned)
+    };
+    assert!(eventually(Duration::from_secs(5), || line().is_some()));
+    let line = line().unwrap_or_default();
+    // `2026-12-04T21:52:35.116396Z`, then the rest.
+    let (time, rest) = line.split_at(line.len().min(27));
+    let shape = time.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        10 => b == b'T',
+        13 | 16 => b == b':',
+        19 => b == b'.',
+        26 => b == b'Z',
+        _ => b.is_ascii_digit(),
+    });
+    assert!(shape && time.len() == 27, "{line}");
+    let duration = rest
+        .strip_prefix(want.as_str())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(duration.parse::<f64>().ok(), Some(took), "{line}");
+}
+
+#[tokio::test]
 async fn health_has_the_originals_shape_and_readiness_its_reasons() {
     let base = base();
     let http = Http::new();

@@ -11,7 +11,8 @@
 //! - [`scaling`]: the autoscaler's loop (`AUTOSCALE`);
 //! - `master`: the master's life from bind to exit;
 //! - `signals`, `run_dir`, `logging`: the master's signals, socket directory and log output;
-//! - `access_lines`: the access log's lines, written without the general field formatter;
+//! - `access_lines`: the access log's lines, written without the general field formatter (and
+//!   in the text format without an event: the trace layer's direct writer);
 //! - `line_clock`: their timestamps, each second's date written once;
 //! - `systemd`: readiness, status and watchdog notifications, and socket activation;
 //! - `notify`: the messages to the service manager, which the handle sends too.

@@ -10,6 +10,8 @@ use pin_project_lite::pin_project;
 
 use crate::http::headers::{X_REQUEST_ID, X_WORKER_ID};
 
+use super::access::Access;
+
 /// The target of the access log's events, which `cluster`'s logging writes by a formatter of
 /// its own.
 pub(crate) const ACCESS_TARGET: &str = "request";
@@ -59,25 +61,20 @@ where
         headers.insert(X_REQUEST_ID.clone(), this.id.clone());
         headers.insert(X_RESPONSE_TIME.clone(), response_time(elapsed));
         if let Some(req) = this.logged.take() {
-            let status = resp.status().as_u16();
             let worker = resp
                 .headers()
                 .get(&X_WORKER_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("master");
-            tracing::info!(
-                target: ACCESS_TARGET,
-                request_id = this.id.to_str().unwrap_or(""),
-                method = %req.method,
-                path = %req.path,
+            Access {
+                request_id: this.id.to_str().unwrap_or(""),
+                method: &req.method,
+                path: &req.path,
                 worker,
-                status,
-                // To the microsecond, as `X-Response-Time`: a float of nanoseconds printed at
-                // its shortest is noise digits, and a whole number of thousandths is a line the
-                // log's formatter writes without the float formatter (`access_lines`).
-                duration_ms = micros(elapsed) as f64 / 1000.0,
-                "request"
-            );
+                status: resp.status().as_u16(),
+                micros: micros(elapsed),
+            }
+            .log();
         }
         Poll::Ready(Ok(resp))
     }

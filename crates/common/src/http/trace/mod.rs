@@ -6,14 +6,17 @@
 //! The time is to the response head, where the header is written: the body may stream on for
 //! long after. Metrics (`common::metrics`) time to the body's end.
 //!
-//! Layout: [`TraceLayer`], [`Trace`] (the service), [`ResponseFuture`].
+//! Layout: [`TraceLayer`], [`Trace`] (the service), [`ResponseFuture`], and `access` (what a
+//! request's line says, written as an event or by the writer the cluster's logging installs).
 //!
 //! Depends on `http::headers` and `http::check` (the request id's rules).
 
+mod access;
 mod future;
 mod layer;
 mod service;
 
+pub(crate) use access::{Access, write_directly_with};
 pub(crate) use future::ACCESS_TARGET;
 pub use future::ResponseFuture;
 pub use layer::TraceLayer;
