@@ -14,7 +14,9 @@ use std::sync::OnceLock;
 
 use http::Method;
 
-use super::future::ACCESS_TARGET;
+/// The target of the access log's events, which `cluster`'s logging writes by a formatter of
+/// its own.
+pub(crate) const ACCESS_TARGET: &str = "request";
 
 /// One request, as its access line states it.
 #[derive(Debug, Clone, Copy)]

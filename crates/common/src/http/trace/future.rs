@@ -12,10 +12,6 @@ use crate::http::headers::{X_REQUEST_ID, X_WORKER_ID};
 
 use super::access::Access;
 
-/// The target of the access log's events, which `cluster`'s logging writes by a formatter of
-/// its own.
-pub(crate) const ACCESS_TARGET: &str = "request";
-
 static X_RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
 
 /// What the log line needs of the request, kept only when lines are logged.

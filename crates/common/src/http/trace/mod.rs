@@ -16,8 +16,7 @@ mod future;
 mod layer;
 mod service;
 
-pub(crate) use access::{Access, write_directly_with};
-pub(crate) use future::ACCESS_TARGET;
+pub(crate) use access::{ACCESS_TARGET, Access, write_directly_with};
 pub use future::ResponseFuture;
 pub use layer::TraceLayer;
 pub use service::Trace;
