@@ -10,9 +10,17 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::{BIN, send};
-use test_support::{ClusterProcess, Http, SharedCluster, assert_promtool_clean, eventually};
+use test_support::{ClusterProcess, Http, Reply, SharedCluster, assert_promtool_clean, eventually};
 
 static CLUSTER: OnceLock<SharedCluster> = OnceLock::new();
+
+/// `X-Response-Time` in milliseconds: the figure the access log's `duration_ms` must equal.
+fn response_ms(r: &Reply) -> f64 {
+    r.header("x-response-time")
+        .trim_end_matches("ms")
+        .parse()
+        .expect("x-response-time is a number of milliseconds")
+}
 
 fn base() -> String {
     SharedCluster::get(&CLUSTER, BIN, &[("WORKERS", "2"), ("ACCESS_LOG", "off")]).url("")
@@ -45,11 +53,7 @@ async fn every_answer_has_a_request_id_and_a_response_time_and_a_json_log_line()
     );
     let worker = r.header("x-worker-id").to_string();
     // The log's duration is the header's time, to the same microsecond.
-    let took: f64 = r
-        .header("x-response-time")
-        .trim_end_matches("ms")
-        .parse()
-        .expect("x-response-time is a number of milliseconds");
+    let took = response_ms(&r);
     for path in ["/health/ready", "/metrics", "/nope"] {
         let r = http.get(&format!("{base}{path}")).await;
         assert_eq!(r.header("x-request-id").len(), 25, "{path}: a minted id");
@@ -103,11 +107,7 @@ async fn a_text_access_line_is_the_formatters_line_for_the_request() {
     .await;
     assert_eq!(r.status, 404, "{}", r.body);
     let worker = r.header("x-worker-id").to_string();
-    let took: f64 = r
-        .header("x-response-time")
-        .trim_end_matches("ms")
-        .parse()
-        .expect("x-response-time is a number of milliseconds");
+    let took = response_ms(&r);
     let want = format!(
         "  INFO master: request request_id=\"text-line-1\" method=GET path=/nope%22x \
          worker=\"{worker}\" status=404 duration_ms="
