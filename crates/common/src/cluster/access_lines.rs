@@ -797,6 +797,29 @@ mod tests {
     }
 
     #[test]
+    fn the_direct_writer_leaves_a_coloured_log_to_the_event() {
+        // The cluster's own subscriber, but for a terminal: its lines need the library's colours.
+        let get = http::Method::GET;
+        let access = Access {
+            request_id: "abc",
+            method: &get,
+            path: "/ping",
+            worker: "1",
+            status: 200,
+            micros: 5,
+        };
+        let coloured = tracing_subscriber::fmt()
+            .with_ansi(true)
+            .with_writer(LogBuffer::install())
+            .event_format(AccessLines::new(
+                tracing_subscriber::fmt::format().with_target(false),
+                true,
+            ))
+            .finish();
+        tracing::subscriber::with_default(coloured, || assert!(!write_direct(&access)));
+    }
+
+    #[test]
     fn an_access_line_is_the_line_the_library_writes() {
         for span in SCOPES {
             let (want, got) = (lines(false, span), lines(true, span));
